@@ -1,0 +1,239 @@
+"""Helpers every importer shares: dates, names, study types, and building a checked record."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from bot.model import InvalidRecord, SimilarRef, StudyRecord, normalise_study_type
+from bot.text import clean_paragraphs, clean_text, normalise_doi, normalise_pmid, sanitise_id
+
+MONTHS = {
+    name: number
+    for number, names in enumerate(
+        [
+            ("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"),
+            ("may",), ("jun", "june"), ("jul", "july"), ("aug", "august"),
+            ("sep", "sept", "september"), ("oct", "october"), ("nov", "november"),
+            ("dec", "december"),
+        ],
+        start=1,
+    )
+    for name in names
+}
+_SEASONS = {"spring": 3, "summer": 6, "autumn": 9, "fall": 9, "winter": 12}
+_ISO_DATE = re.compile(r"^\s*(\d{4})(?:[-/.](\d{1,2})(?:[-/.](\d{1,2}))?)?")
+_YEAR = re.compile(r"(?<!\d)(1[5-9]\d\d|20\d\d|2100)(?!\d)")
+MIN_YEAR, MAX_YEAR = 1500, 2100
+
+# PubMed publication types (and similar vocabularies) -> our study types, strongest first.
+_PUBLICATION_TYPES: tuple[tuple[str, str], ...] = (
+    ("meta-analysis", "meta-analysis"),
+    ("systematic review", "systematic review"),
+    ("randomized controlled trial", "rct"),
+    ("randomised controlled trial", "rct"),
+    ("controlled clinical trial", "rct"),
+    ("clinical trial, phase", "rct"),
+    ("case-control", "case-control"),
+    ("case control", "case-control"),
+    ("cohort", "cohort"),
+    ("observational study", "cohort"),
+    ("case reports", "case report"),
+    ("case report", "case report"),
+    ("review", "review"),
+    ("in vitro", "in vitro"),
+)
+
+
+def study_type_from(publication_types: Iterable[str]) -> str | None:
+    lowered = [p.lower() for p in publication_types if p]
+    for needle, study_type in _PUBLICATION_TYPES:
+        if any(needle in p for p in lowered):
+            return study_type
+    return None
+
+
+def parse_month(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value if 1 <= value <= 12 else None
+    text = str(value).strip().lower().rstrip(".")
+    if text.isdigit():
+        number = int(text)
+        return number if 1 <= number <= 12 else None
+    word = re.split(r"[^a-z]", text, maxsplit=1)[0]
+    return MONTHS.get(word) or MONTHS.get(word[:3]) or _SEASONS.get(word)
+
+
+def parse_date(value: object) -> tuple[int | None, int | None, int | None]:
+    """Year, month and day from '2012-01-15', '2012/01', 'January 2012', '2012 Jan 5'..."""
+    if value is None:
+        return None, None, None
+    if isinstance(value, int):
+        return (value, None, None) if MIN_YEAR <= value <= MAX_YEAR else (None, None, None)
+    text = str(value).strip()
+    m = _ISO_DATE.match(text)
+    if m and MIN_YEAR <= int(m.group(1)) <= MAX_YEAR:
+        year = int(m.group(1))
+        month = int(m.group(2)) if m.group(2) else None
+        day = int(m.group(3)) if m.group(3) else None
+        if month is not None and not 1 <= month <= 12:
+            month, day = None, None
+        if day is not None and not 1 <= day <= 31:
+            day = None
+        if month is None:  # '2012 Jan 5'
+            rest = text[m.end():].strip().split()
+            if rest:
+                month = parse_month(rest[0])
+                if month and len(rest) > 1 and rest[1].isdigit() and 1 <= int(rest[1]) <= 31:
+                    day = int(rest[1])
+        return year, month, day
+    ym = _YEAR.search(text)
+    if not ym:
+        return None, None, None
+    year = int(ym.group(1))
+    month = None
+    for token in re.findall(r"[A-Za-z]+", text):
+        month = parse_month(token)
+        if month:
+            break
+    return year, month, None
+
+
+def as_int(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().replace(",", "")
+    return int(text) if re.fullmatch(r"\d{1,12}", text) else None
+
+
+def split_list(value: object, separators: str = ";") -> tuple[str, ...]:
+    """A list, or a string separated by any of `separators`, as cleaned strings."""
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        items = [clean_text(v) for v in value]
+    else:
+        pattern = "|".join(re.escape(s) for s in separators)
+        items = [clean_text(v) for v in re.split(pattern, str(value))]
+    return tuple(dict.fromkeys(i for i in items if i))
+
+
+def build_record(
+    source: str,
+    *,
+    title: object,
+    strict: bool = False,
+    **fields: Any,
+) -> StudyRecord | InvalidRecord:
+    """Clean and check one record's fields.
+
+    With strict (the native format) a malformed DOI, PMID, year or study type makes the record
+    invalid; otherwise (foreign formats, written by other tools) such a value is dropped."""
+    clean_title = clean_text(title)
+    if not clean_title:
+        return InvalidRecord(source, "title", "missing title")
+    if len(clean_title) > 1000:
+        return InvalidRecord(source, "title", f"title is {len(clean_title)} characters (max 1000)")
+    values: dict[str, Any] = {"title": clean_title, "source": source}
+
+    raw_id = fields.get("id")
+    if raw_id not in (None, ""):
+        study_id = sanitise_id(str(raw_id))
+        if study_id is None:
+            return InvalidRecord(source, "id", f"{raw_id!r} cannot be made a URL-safe id")
+        values["id"] = study_id
+
+    for name in ("doi", "pmid"):
+        raw = fields.get(name)
+        if raw in (None, ""):
+            continue
+        normalised = normalise_doi(raw) if name == "doi" else normalise_pmid(raw)
+        if normalised is None:
+            if strict:
+                return InvalidRecord(source, name, f"{str(raw)[:80]!r} is not a valid {name.upper()}")
+            continue
+        values[name] = normalised
+
+    year, month, day = fields.get("year"), fields.get("month"), fields.get("day")
+    if year is not None:
+        year_int = as_int(year)
+        if year_int is None or not MIN_YEAR <= year_int <= MAX_YEAR:
+            if strict:
+                return InvalidRecord(source, "year", f"{year!r} is not a year")
+            year_int = None
+        values["year"] = year_int
+        if year_int is not None:
+            values["month"] = parse_month(month) if month is not None else None
+            values["day"] = as_int(day) if values["month"] and day is not None else None
+            if values["day"] is not None and not 1 <= values["day"] <= 31:
+                values["day"] = None
+
+    citations = fields.get("citations")
+    if citations not in (None, ""):
+        count = as_int(citations)
+        if count is None:
+            if strict:
+                return InvalidRecord(source, "citations", f"{citations!r} is not a whole number")
+        else:
+            values["citations"] = count
+
+    raw_type = fields.get("study_type")
+    if raw_type:
+        study_type = normalise_study_type(str(raw_type))
+        if study_type is None and strict:
+            return InvalidRecord(source, "study_type", f"unknown study type {raw_type!r}")
+        values["study_type"] = study_type
+
+    for name in ("journal", "tldr", "url"):
+        text = clean_text(fields.get(name))
+        if text:
+            values[name] = text
+    summary = clean_paragraphs(fields.get("summary"))
+    if summary:
+        values["summary"] = summary
+    for name in ("authors", "topics", "keywords"):
+        raw_list = fields.get(name)
+        if raw_list:
+            values[name] = split_list(raw_list)
+    similar = fields.get("similar")
+    if similar:
+        values["similar"] = tuple(similar)
+    return StudyRecord(**values)
+
+
+def similar_from_mapping(entry: object, source: str) -> SimilarRef | InvalidRecord:
+    """A similar-research entry: a string (id, DOI, PMID or title) or a mapping of facts."""
+    if isinstance(entry, str):
+        text = entry.strip()
+        if normalise_doi(text):
+            return SimilarRef(doi=normalise_doi(text))
+        if normalise_pmid(text) and text.isdigit():
+            return SimilarRef(pmid=text)
+        if sanitise_id(text) == text:
+            return SimilarRef(id=text)
+        return SimilarRef(title=clean_text(text))
+    if not isinstance(entry, dict):
+        return InvalidRecord(source, "similar", "each entry must be a string or a mapping")
+    year, month, _ = parse_date(entry.get("published")) if entry.get("published") else (
+        as_int(entry.get("year")), parse_month(entry.get("month")), None)
+    ref = SimilarRef(
+        id=sanitise_id(str(entry["id"])) if entry.get("id") else None,
+        doi=normalise_doi(entry.get("doi")),
+        pmid=normalise_pmid(entry.get("pmid")),
+        title=clean_text(entry.get("title")),
+        journal=clean_text(entry.get("journal")),
+        year=year,
+        month=month,
+        citations=as_int(entry.get("citations")),
+        tldr=clean_text(entry.get("tldr")),
+    )
+    if not (ref.id or ref.doi or ref.pmid or ref.title):
+        return InvalidRecord(source, "similar", "an entry needs an id, doi, pmid or title")
+    return ref

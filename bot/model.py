@@ -1,0 +1,218 @@
+"""The study model: the shared import record and what the database returns."""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass, field
+from typing import Any
+
+# Canonical study types, in the order they are offered to users.
+STUDY_TYPES: tuple[str, ...] = (
+    "meta-analysis",
+    "systematic review",
+    "rct",
+    "cohort",
+    "case-control",
+    "case report",
+    "review",
+    "animal",
+    "in vitro",
+    "other",
+)
+STUDY_TYPE_LABELS: dict[str, str] = {
+    "meta-analysis": "Meta-analysis",
+    "systematic review": "Systematic review",
+    "rct": "Randomised controlled trial",
+    "cohort": "Cohort study",
+    "case-control": "Case-control study",
+    "case report": "Case report/series",
+    "review": "Review",
+    "animal": "Animal study",
+    "in vitro": "In vitro study",
+    "other": "Other",
+}
+_TYPE_ALIASES: dict[str, str] = {
+    "meta analysis": "meta-analysis",
+    "metaanalysis": "meta-analysis",
+    "systematic-review": "systematic review",
+    "randomized controlled trial": "rct",
+    "randomised controlled trial": "rct",
+    "clinical trial": "rct",
+    "cohort study": "cohort",
+    "case control": "case-control",
+    "case-control study": "case-control",
+    "case reports": "case report",
+    "case series": "case report",
+    "case report/series": "case report",
+    "case-report": "case report",
+    "narrative review": "review",
+    "animal study": "animal",
+    "in-vitro": "in vitro",
+    "in vitro study": "in vitro",
+}
+
+
+def normalise_study_type(value: str | None) -> str | None:
+    """Map a free-form study type to a canonical one; None when unknown."""
+    if not value:
+        return None
+    key = " ".join(value.strip().lower().split())
+    if key in STUDY_TYPES:
+        return key
+    return _TYPE_ALIASES.get(key)
+
+
+def format_month_year(year: int | None, month: int | None) -> str:
+    if year is None:
+        return "undated"
+    if month:
+        return f"{calendar.month_name[month]} {year}"
+    return str(year)
+
+
+@dataclass(frozen=True, slots=True)
+class SimilarRef:
+    """A reference to another study: by id, DOI, PMID or title.
+
+    The facts are kept so an entry can be shown even when the study it points
+    to is not in the database."""
+
+    id: str | None = None
+    doi: str | None = None
+    pmid: str | None = None
+    title: str | None = None
+    journal: str | None = None
+    year: int | None = None
+    month: int | None = None
+    citations: int | None = None
+    tldr: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__ if getattr(self, k) is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class StudyRecord:
+    """One study as an importer read it, before it is matched to the database.
+
+    `source` says where it came from (file and line or index) for error messages."""
+
+    title: str
+    id: str | None = None
+    authors: tuple[str, ...] = ()
+    journal: str | None = None
+    year: int | None = None
+    month: int | None = None
+    day: int | None = None
+    citations: int | None = None
+    tldr: str | None = None
+    summary: str | None = None
+    url: str | None = None
+    doi: str | None = None
+    pmid: str | None = None
+    topics: tuple[str, ...] = ()
+    study_type: str | None = None
+    keywords: tuple[str, ...] = ()
+    similar: tuple[SimilarRef, ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRecord:
+    """A record an importer could not accept, with where and why."""
+
+    source: str  # "file.ris:12" or "file.json[3]"
+    field: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}: " if self.source else ""
+        what = f"{self.field}: " if self.field else ""
+        return f"{where}{what}{self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Study:
+    """A study as stored in the database."""
+
+    id: str
+    title: str
+    authors: tuple[str, ...] = ()
+    journal: str | None = None
+    year: int | None = None
+    month: int | None = None
+    day: int | None = None
+    citations: int | None = None
+    tldr: str | None = None
+    summary: str | None = None
+    url: str | None = None
+    doi: str | None = None
+    pmid: str | None = None
+    topics: tuple[str, ...] = ()
+    study_type: str | None = None
+    keywords: tuple[str, ...] = ()
+    similar: tuple[SimilarRef, ...] = field(default=())
+    created_at: str | None = None
+    updated_at: str | None = None
+
+    @property
+    def published(self) -> str:
+        return format_month_year(self.year, self.month)
+
+    @property
+    def source_url(self) -> str | None:
+        if self.url:
+            return self.url
+        if self.doi:
+            return f"https://doi.org/{self.doi}"
+        if self.pmid:
+            return f"https://pubmed.ncbi.nlm.nih.gov/{self.pmid}/"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The native-format representation (what export writes)."""
+        out: dict[str, Any] = {"id": self.id, "title": self.title}
+        for name in ("authors", "journal", "year", "month", "day", "citations", "tldr",
+                     "summary", "url", "doi", "pmid", "topics", "study_type", "keywords"):
+            value = getattr(self, name)
+            if value not in (None, ()):
+                out[name] = list(value) if isinstance(value, tuple) else value
+        if self.similar:
+            out["similar"] = [ref.to_dict() for ref in self.similar]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RelatedEntry:
+    """One line of related research: a database study or an unresolved reference."""
+
+    ref: SimilarRef
+    study: Study | None
+    score: float
+    from_similar_list: bool
+
+    @property
+    def title(self) -> str:
+        return self.study.title if self.study else (self.ref.title or "Untitled")
+
+    @property
+    def year(self) -> int | None:
+        return self.study.year if self.study else self.ref.year
+
+    @property
+    def citations(self) -> int | None:
+        return self.study.citations if self.study else self.ref.citations
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    studies: tuple[Study, ...]
+    total: int
+    offset: int
+    corrected_query: str | None = None  # set when misspellings were corrected
+
+
+@dataclass(frozen=True, slots=True)
+class Suggestion:
+    id: str
+    label: str
