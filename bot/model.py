@@ -115,6 +115,7 @@ class StudyRecord:
     keywords: tuple[str, ...] = ()
     similar: tuple[SimilarRef, ...] = ()
     source: str = ""
+    warnings: tuple[str, ...] = ()  # values dropped while reading (a malformed DOI, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,9 @@ class InvalidRecord:
     source: str  # "file.ris:12" or "file.json[3]"
     field: str | None
     reason: str
+    # An entry that holds no study at all (no title and no abstract: errata, notices) is
+    # skipped with a note instead of failing the whole import.
+    empty: bool = False
 
     def __str__(self) -> str:
         where = f"{self.source}: " if self.source else ""

@@ -17,10 +17,14 @@ _SLUG_BAD = re.compile(r"[^a-z0-9]+")
 ID_SHAPE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,79}$")
 
 
+_COMBINING = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]")
+
+
 def fold(text: str) -> str:
     """Lower-case and strip diacritics: 'Özge Karakuş' -> 'ozge karakus'."""
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    if text.isascii():
+        return text.lower()
+    return _COMBINING.sub("", unicodedata.normalize("NFKD", text.casefold()))
 
 
 def clean_text(value: object) -> str | None:

@@ -28,10 +28,11 @@ from bot.model import InvalidRecord, StudyRecord
 
 # Module names under bot.importers, in sniffing order (most specific first).
 FORMATS: tuple[str, ...] = (
+    "esummary",
+    "csl_json",  # before native: native.sniff only looks for CSL markers in the first 4 KB
     "native",
     "pubmed_xml",
     "endnote_xml",
-    "csl_json",
     "medline",
     "ris",
     "bibtex",

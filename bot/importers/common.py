@@ -138,10 +138,14 @@ def build_record(
     invalid; otherwise (foreign formats, written by other tools) such a value is dropped."""
     clean_title = clean_text(title)
     if not clean_title:
+        if not clean_text(fields.get("summary")):
+            return InvalidRecord(source, "title", "no title and no abstract: not a study",
+                                 empty=True)
         return InvalidRecord(source, "title", "missing title")
     if len(clean_title) > 1000:
         return InvalidRecord(source, "title", f"title is {len(clean_title)} characters (max 1000)")
     values: dict[str, Any] = {"title": clean_title, "source": source}
+    warnings: list[str] = []
 
     raw_id = fields.get("id")
     if raw_id not in (None, ""):
@@ -156,8 +160,9 @@ def build_record(
             continue
         normalised = normalise_doi(raw) if name == "doi" else normalise_pmid(raw)
         if normalised is None:
-            if strict:
-                return InvalidRecord(source, name, f"{str(raw)[:80]!r} is not a valid {name.upper()}")
+            # Real exports carry broken identifiers; the study is still worth having.
+            warnings.append(f"{source}: {name}: dropped {str(raw)[:80]!r} (not a valid "
+                            f"{name.upper()})")
             continue
         values[name] = normalised
 
@@ -205,6 +210,8 @@ def build_record(
     similar = fields.get("similar")
     if similar:
         values["similar"] = tuple(similar)
+    if warnings:
+        values["warnings"] = tuple(warnings)
     return StudyRecord(**values)
 
 

@@ -1,0 +1,353 @@
+"""The `studybot` command line: run the bot, import, search, show, related, db."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from bot.config import Config, ConfigError, load_config
+from bot.database import Database, DatabaseError, latest_schema_version
+from bot.importers import ImportFormatError
+from bot.importing import ImportAborted, ImportReport
+from bot.library import InvalidQuery, SearchRequest, StudyLibrary
+from bot.logs import setup_logging
+from bot.model import STUDY_TYPES, Study
+from bot.topics import TopicsError, TopicVocabulary
+
+
+class UserError(Exception):
+    """Exit 1 with this one-line message."""
+
+
+def study_json(study: Study, **extra: Any) -> str:
+    data: dict[str, Any] = {
+        "id": study.id, "title": study.title, "year": study.year, "journal": study.journal,
+        "doi": study.doi, "pmid": study.pmid, "authors": list(study.authors),
+        "citations": study.citations, "study_type": study.study_type,
+        "topics": list(study.topics), "tldr": study.tldr, "url": study.source_url,
+    }
+    data.update(extra)
+    return json.dumps(data, ensure_ascii=False)
+
+
+def study_line(study: Study) -> str:
+    facts = [str(study.year) if study.year else "n.d."]
+    if study.journal:
+        facts.append(study.journal)
+    if study.citations is not None:
+        facts.append(f"{study.citations} citations")
+    return f"{study.id}  {study.title}  ({'; '.join(facts)})"
+
+
+def print_study(study: Study, out: TextIO) -> None:
+    print(study.title, file=out)
+    if study.authors:
+        names = ", ".join(study.authors[:3]) + (" et al." if len(study.authors) > 3 else "")
+        print(f"  {names}", file=out)
+    line = study.published + (f" in {study.journal}" if study.journal else "")
+    if study.citations is not None:
+        line += f" · {study.citations} citations"
+    print(f"  {line}", file=out)
+    if study.tldr:
+        print(f"  TLDR: {study.tldr}", file=out)
+    if study.summary:
+        print(f"  {study.summary}", file=out)
+    ids = [f"id {study.id}"]
+    if study.doi:
+        ids.append(f"DOI {study.doi}")
+    if study.pmid:
+        ids.append(f"PMID {study.pmid}")
+    print("  " + " · ".join(ids), file=out)
+    if study.topics:
+        print("  topics: " + ", ".join(study.topics), file=out)
+
+
+class _Progress:
+    """A one-line progress counter on stderr, only when it is a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def __call__(self, count: int) -> None:
+        if self.enabled:
+            rate = count / max(1e-6, time.monotonic() - self.started)
+            print(f"\r  {count:,} records read ({rate:,.0f}/s)", end="", file=sys.stderr,
+                  flush=True)
+
+    def done(self) -> None:
+        if self.enabled:
+            print("\r" + " " * 60 + "\r", end="", file=sys.stderr, flush=True)
+
+
+def print_report(report: ImportReport, out: TextIO, limit: int = 20) -> None:
+    print(report.summary_line(), file=out)
+    for problem in report.invalid[:limit]:
+        print(f"  invalid: {problem}", file=out)
+    if len(report.invalid) > limit:
+        print(f"  ... and {len(report.invalid) - limit} more invalid record(s)", file=out)
+    for note in report.skipped[:5]:
+        print(f"  skipped: {note}", file=out)
+    if len(report.skipped) > 5:
+        print(f"  ... and {len(report.skipped) - 5} more skipped", file=out)
+    for warning in report.warnings[:5]:
+        print(f"  warning: {warning}", file=out)
+    if report.warning_count > 5:
+        print(f"  ... and {report.warning_count - 5} more warning(s)", file=out)
+
+
+# --- subcommands -----------------------------------------------------------------------------
+
+async def _open(config: Config, args: argparse.Namespace, create: bool = True
+                ) -> tuple[Database, StudyLibrary]:
+    path = Path(args.db) if args.db else config.database_path
+    try:
+        topics = TopicVocabulary.load(config.resolve(config.studies.topics))
+    except TopicsError as exc:
+        raise UserError(str(exc)) from None
+    db = await Database.open(path, config.database.busy_timeout_ms, create=create)
+    return db, StudyLibrary(db, topics)
+
+
+async def cmd_import(config: Config, args: argparse.Namespace) -> int:
+    for path in args.paths:
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such file")
+    db, library = await _open(config, args)
+    progress = _Progress()
+    try:
+        report = await library.import_paths(args.paths, skip_invalid=args.skip_invalid,
+                                            dry_run=args.dry_run, progress=progress)
+    except ImportAborted as exc:
+        progress.done()
+        print_report(exc.report, sys.stderr)
+        raise UserError(exc.reason) from None
+    finally:
+        await db.close()
+    progress.done()
+    print_report(report, sys.stdout)
+    return 0
+
+
+async def cmd_search(config: Config, args: argparse.Namespace) -> int:
+    db, library = await _open(config, args)
+    try:
+        page = await library.search(SearchRequest(
+            text=" ".join(args.terms), topic=args.topic, since=args.since, until=args.until,
+            study_type=args.type, sort=args.sort, limit=args.limit))
+    except InvalidQuery as exc:
+        raise UserError(str(exc)) from None
+    finally:
+        await db.close()
+    if args.json:
+        for study in page.studies:
+            print(study_json(study))
+        return 0
+    if page.corrected_query:
+        print(f"(showing results for: {page.corrected_query})")
+    total = "1000+" if page.total > 1000 else str(page.total)
+    print(f"{total} result(s)")
+    for study in page.studies:
+        print(study_line(study))
+    return 0
+
+
+async def cmd_show(config: Config, args: argparse.Namespace) -> int:
+    db, library = await _open(config, args)
+    missing = []
+    try:
+        for identifier in args.ids:
+            study = await library.lookup(identifier)
+            if study is None:
+                suggestions = await library.suggest(identifier, limit=5)
+                hint = f" (did you mean: {', '.join(s.id for s in suggestions)})" \
+                    if suggestions else ""
+                missing.append(f"{identifier}: no such study{hint}")
+                continue
+            if args.json:
+                print(study_json(study, **{"for": identifier, "summary": study.summary}))
+            else:
+                print_study(study, sys.stdout)
+                print()
+    finally:
+        await db.close()
+    if missing:
+        raise UserError("; ".join(missing))
+    return 0
+
+
+async def cmd_related(config: Config, args: argparse.Namespace) -> int:
+    db, library = await _open(config, args)
+    missing = []
+    try:
+        for identifier in args.ids:
+            study = await library.lookup(identifier)
+            if study is None:
+                missing.append(f"{identifier}: no such study")
+                continue
+            entries = await library.related(study, sort=args.sort, limit=args.limit)
+            if not args.json:
+                print(f"Related to {study.id}: {study.title}")
+            for rank, entry in enumerate(entries, start=1):
+                if args.json:
+                    if entry.study:
+                        print(study_json(entry.study, **{"for": identifier, "rank": rank}))
+                    else:
+                        ref = entry.ref
+                        print(json.dumps({"id": None, "title": ref.title, "year": ref.year,
+                                          "journal": ref.journal, "doi": ref.doi,
+                                          "pmid": ref.pmid, "citations": ref.citations,
+                                          "tldr": ref.tldr, "for": identifier, "rank": rank},
+                                         ensure_ascii=False))
+                elif entry.study:
+                    print(f"{rank:3}. {study_line(entry.study)}")
+                else:
+                    print(f"{rank:3}. (not in the database) {entry.title}")
+    finally:
+        await db.close()
+    if missing:
+        raise UserError("; ".join(missing))
+    return 0
+
+
+async def cmd_db(config: Config, args: argparse.Namespace) -> int:
+    db, _library = await _open(config, args, create=args.action != "check")
+    try:
+        if args.action == "stats":
+            stats = await db.stats()
+            data = {"studies": stats.studies, "topics": stats.topics,
+                    "last_updated": stats.last_updated, "size_bytes": stats.size_bytes,
+                    "schema_version": stats.schema_version, "path": str(db.path)}
+            if args.json:
+                print(json.dumps(data))
+            else:
+                for key, value in data.items():
+                    print(f"{key}: {value}")
+        elif args.action == "check":
+            problems = await db.integrity_check()
+            version = (await db.stats()).schema_version
+            print(f"schema version {version} (this studybot: {latest_schema_version()})")
+            if problems:
+                for problem in problems[:20]:
+                    print(f"  {problem}")
+                raise UserError(f"{db.path}: integrity check failed")
+            print("integrity: ok")
+        elif args.action == "backup":
+            if not args.target:
+                raise UserError("db backup needs a target path")
+            target = Path(args.target)
+            if target.exists() and not args.force:
+                raise UserError(f"{target}: already exists (use --force to overwrite)")
+            if target.resolve() == db.path.resolve():
+                raise UserError("the backup target is the database itself")
+            if not target.parent.is_dir():
+                raise UserError(f"{target.parent}: no such directory")
+            await db.backup(target)
+            print(f"backed up to {target}")
+    finally:
+        await db.close()
+    return 0
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from bot.client import run_bot  # the Discord layer is only needed here
+
+    return run_bot(config, db_override=args.db)
+
+
+# --- argument parsing --------------------------------------------------------------------------
+
+def _year(text: str) -> int:
+    if not text.isdigit() or not 1500 <= int(text) <= 2100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a year")
+    return int(text)
+
+
+def _limit(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError("expected a number from 1 to 1000")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH",
+                        help="config file (default: ./config.yaml if present)")
+    common.add_argument("--db", metavar="PATH", help="database file (overrides database.path)")
+
+    parser = argparse.ArgumentParser(
+        prog="studybot", description="A Discord bot for reading, finding and discussing "
+        "research studies.", parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", parents=[common], help="run the Discord bot (token from "
+                   "DISCORD_TOKEN)")
+
+    p = sub.add_parser("import", parents=[common], help="import study files into the database")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="import the valid records even if some are invalid")
+    p.add_argument("--dry-run", action="store_true", help="report what would change; write "
+                   "nothing")
+
+    p = sub.add_parser("search", parents=[common], help="search the studies")
+    p.add_argument("terms", nargs="*", metavar="TERMS")
+    p.add_argument("--topic")
+    p.add_argument("--since", type=_year)
+    p.add_argument("--until", type=_year)
+    p.add_argument("--type", choices=STUDY_TYPES)
+    p.add_argument("--sort", choices=("relevance", "citations", "newest"), default="relevance")
+    p.add_argument("--limit", type=_limit, default=10)
+    p.add_argument("--json", action="store_true", help="JSON Lines output")
+
+    p = sub.add_parser("show", parents=[common], help="show studies by id, DOI, PMID or URL")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--json", action="store_true", help="JSON Lines output")
+
+    p = sub.add_parser("related", parents=[common], help="related research for studies")
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--limit", type=_limit, default=10)
+    p.add_argument("--sort", choices=("relevance", "citations", "newest"), default="relevance")
+    p.add_argument("--json", action="store_true", help="JSON Lines output")
+
+    p = sub.add_parser("db", parents=[common], help="database maintenance")
+    p.add_argument("action", choices=("check", "stats", "backup"))
+    p.add_argument("target", nargs="?", metavar="PATH", help="backup file (for backup)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing backup file")
+    p.add_argument("--json", action="store_true", help="JSON output (stats)")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Awaitable[int]]] = {
+    "import": cmd_import, "search": cmd_search, "show": cmd_show, "related": cmd_related,
+    "db": cmd_db,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        setup_logging(config.logging)
+        if args.command == "run":
+            return cmd_run(config, args)
+        return asyncio.run(COMMANDS[args.command](config, args))
+    except (UserError, ConfigError, DatabaseError, ImportFormatError, TopicsError) as exc:
+        print(f"studybot: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("studybot: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

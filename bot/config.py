@@ -1,0 +1,221 @@
+"""Configuration: YAML loaded once, validated strictly into frozen dataclasses.
+
+The Discord token never comes from YAML: only from the DISCORD_TOKEN environment variable."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_API_BASE_URL = "https://discord.com/api/v10"
+TOKEN_ENV = "DISCORD_TOKEN"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+ARCHIVE_MINUTES = (60, 1440, 4320, 10080)
+
+
+class ConfigError(ValueError):
+    """One line naming the dotted key and what was expected."""
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    api_base_url: str = DEFAULT_API_BASE_URL
+    dev_guild_ids: tuple[int, ...] = ()
+    sync_commands: bool = True
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    path: str = "data/studies.db"
+    busy_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class StudiesConfig:
+    sources: tuple[str, ...] = ("data/studies.yaml",)
+    topics: str = "data/topics.yaml"
+    page_size: int = 5
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "INFO"
+    json: bool = False
+
+
+@dataclass(frozen=True)
+class DiscussionsConfig:
+    channel_id: int | None = None
+    auto_threads: bool = False
+    archive_after_minutes: int = 10080
+    max_auto_threads_per_hour: int = 60
+
+
+@dataclass(frozen=True)
+class ModerationConfig:
+    role_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportsConfig:
+    max_file_bytes: int = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    studies: StudiesConfig = field(default_factory=StudiesConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    discussions: DiscussionsConfig = field(default_factory=DiscussionsConfig)
+    moderation: ModerationConfig = field(default_factory=ModerationConfig)
+    imports: ImportsConfig = field(default_factory=ImportsConfig)
+    # Where relative paths are resolved from (the config file's folder, or the working dir).
+    base_dir: Path = field(default_factory=Path.cwd, compare=False)
+
+    def resolve(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate
+
+    @property
+    def database_path(self) -> Path:
+        return self.resolve(self.database.path)
+
+
+_CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
+    "discord.api_base_url": lambda v: None if v.startswith(("http://", "https://"))
+    else "expected an http(s) URL",
+    "logging.level": lambda v: None if v.upper() in LOG_LEVELS
+    else f"expected one of {', '.join(LOG_LEVELS)}",
+    "discussions.archive_after_minutes": lambda v: None if v in ARCHIVE_MINUTES
+    else f"expected one of {', '.join(map(str, ARCHIVE_MINUTES))}",
+    "discussions.max_auto_threads_per_hour": lambda v: None if 1 <= v <= 3600
+    else "expected a number from 1 to 3600",
+    "imports.max_file_bytes": lambda v: None if 1024 <= v <= 1 << 30
+    else "expected a size in bytes from 1024 to 1073741824",
+    "studies.page_size": lambda v: None if 5 <= v <= 10 else "expected a number from 5 to 10",
+    "database.busy_timeout_ms": lambda v: None if 0 <= v <= 600_000
+    else "expected milliseconds from 0 to 600000",
+    "database.path": lambda v: None if v.strip() else "expected a non-empty string",
+}
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}s"
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_describe(args[0])} or null"
+    return {str: "a string", int: "an integer", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        inner = next(a for a in typing.get_args(tp) if a is not type(None))
+        return _convert(key, value, inner)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_describe(tp)}")
+        inner = typing.get_args(tp)[0]
+        return tuple(_convert(f"{key}[{i}]", v, inner) for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false")
+        return value
+    if tp is int:
+        # Snowflakes are sometimes written as strings; accept digits.
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string")
+        return value
+    raise ConfigError(f"{key}: unsupported type")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "base_dir"}
+    for key in data:
+        if key not in fields:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if key == "token" or str(key).endswith("token"):
+                raise ConfigError(f"{dotted}: the token is read only from the {TOKEN_ENV} "
+                                  "environment variable; remove it from the file")
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{dotted}: unknown key (expected one of: {known})")
+    values = {}
+    for name, f in fields.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if name not in data:
+            continue
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            values[name] = _build(tp, data[name], dotted)
+            continue
+        value = data[name]
+        if value is None and typing.get_origin(tp) not in (typing.Union, types.UnionType):
+            raise ConfigError(f"{dotted}: expected {_describe(tp)}, got nothing")
+        converted = _convert(dotted, value, tp)
+        check = _CHECKS.get(dotted)
+        problem = check(converted) if check and converted is not None else None
+        if problem:
+            raise ConfigError(f"{dotted}: {problem}")
+        if dotted == "logging.level":
+            converted = converted.upper()
+        if dotted == "discord.api_base_url":
+            converted = converted.rstrip("/")
+        values[name] = converted
+    return cls(**values)
+
+
+def parse_config(text: str, base_dir: Path | None = None, source: str = "config") -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{source}:{where}: {problem}") from None
+    config = _build(Config, data, "")
+    return dataclasses.replace(config, base_dir=base_dir or Path.cwd())
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Load `path`; with None, `config.yaml` in the working directory if present, else defaults."""
+    if path is None:
+        default = Path("config.yaml")
+        if not default.is_file():
+            return Config()
+        path = default
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({exc})") from None
+    return parse_config(text, base_dir=path.resolve().parent, source=str(path))
+
+
+def discord_token() -> str | None:
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    return token or None

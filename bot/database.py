@@ -1,0 +1,534 @@
+"""The data-access layer: every SQL statement of the project lives in this module.
+
+Two ways in:
+- `Database`: async (aiosqlite), for the bot and the CLI's reads and small writes.
+- `ImportWriter`: sync, on its own sqlite3 connection, for bulk imports run in a worker
+  thread: one transaction per import, so a failed import leaves nothing behind.
+Both open the file through `connect_sync`, which sets the pragmas and applies migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.model import SimilarRef, Study
+
+STUDY_COLUMNS = (
+    "id, title, authors, journal, year, month, day, citations, tldr, summary, url, doi, pmid, "
+    "topics, study_type, keywords, similar, created_at, updated_at"
+)
+# bm25 weights: title, tldr, summary, authors, journal, topics, keywords.
+BM25_WEIGHTS = "10.0, 4.0, 1.0, 2.0, 1.0, 3.0, 2.0"
+SORTS = {
+    "relevance": "rank",
+    "citations": "coalesce(s.citations, -1) DESC, s.year DESC",
+    "newest": "coalesce(s.year, 0) DESC, coalesce(s.month, 0) DESC, coalesce(s.day, 0) DESC",
+}
+COUNT_CAP = 1000
+
+
+class DatabaseError(Exception):
+    """A database problem with a message fit for users."""
+
+
+class SchemaTooNewError(DatabaseError):
+    pass
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- migrations -----------------------------------------------------------------------------
+
+def _migrations() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in resources.files("bot.migrations").iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    for expected, (number, name, _) in enumerate(found, start=1):
+        if number != expected:
+            raise RuntimeError(f"migration {name} is out of sequence (expected {expected:04d})")
+    return found
+
+
+def latest_schema_version() -> int:
+    return len(_migrations())
+
+
+def _statements(script: str) -> Iterable[str]:
+    """Split a script into statements (triggers included) without executescript, which would
+    commit the open transaction and break the migration's atomicity."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        if not buffer and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer
+            buffer = ""
+    if buffer.strip():
+        yield buffer
+
+
+def migrate(conn: sqlite3.Connection, path: str = "") -> int:
+    """Apply pending migrations, each atomically with its version bump. Returns the version."""
+    migrations = _migrations()
+    latest = len(migrations)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > latest:
+        raise SchemaTooNewError(
+            f"{path or 'database'}: schema version {version} is newer than this studybot "
+            f"understands ({latest}); upgrade studybot or use another database"
+        )
+    for number, _name, script in migrations[version:]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-check under the write lock: another process may have migrated meanwhile.
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                conn.execute("ROLLBACK")
+                continue
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return max(version, latest)
+
+
+def connect_sync(path: str | Path, busy_timeout_ms: int = 5000, *, create: bool = True
+                 ) -> sqlite3.Connection:
+    """Open (and migrate) the database file with the project's pragmas."""
+    path = Path(path)
+    if not create and not path.exists():
+        raise DatabaseError(f"{path}: no such database")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000,
+                               check_same_thread=False)
+    except (sqlite3.Error, OSError) as exc:
+        raise DatabaseError(f"{path}: cannot open database ({exc})") from None
+    try:
+        _apply_pragmas(conn, busy_timeout_ms)
+        migrate(conn, str(path))
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise DatabaseError(f"{path}: {describe_sqlite_error(exc)}") from None
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _apply_pragmas(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA cache_size = -32000")
+
+
+def describe_sqlite_error(exc: sqlite3.Error) -> str:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return "the database is locked by another process; try again in a moment"
+    if "full" in text:
+        return "the disk (or the database's size limit) is full; nothing was written"
+    if "not a database" in text or "malformed" in text:
+        return f"not a studybot database or damaged ({text})"
+    return text
+
+
+# --- rows <-> models --------------------------------------------------------------------------
+
+def _split_lines(value: str | None) -> tuple[str, ...]:
+    return tuple(v for v in (value or "").split("\n") if v)
+
+
+def _similar_from_json(value: str | None) -> tuple[SimilarRef, ...]:
+    if not value:
+        return ()
+    return tuple(SimilarRef(**item) for item in json.loads(value))
+
+
+def study_from_row(row: Sequence[Any]) -> Study:
+    return Study(
+        id=row[0], title=row[1], authors=_split_lines(row[2]), journal=row[3], year=row[4],
+        month=row[5], day=row[6], citations=row[7], tldr=row[8], summary=row[9], url=row[10],
+        doi=row[11], pmid=row[12], topics=tuple(row[13].split()) if row[13] else (),
+        study_type=row[14], keywords=_split_lines(row[15]), similar=_similar_from_json(row[16]),
+        created_at=row[17], updated_at=row[18],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StudyRow:
+    """The column values of one study, as the import writer stores them."""
+
+    id: str
+    title: str
+    title_key: str
+    authors: str
+    journal: str | None
+    year: int | None
+    month: int | None
+    day: int | None
+    citations: int | None
+    tldr: str | None
+    summary: str | None
+    url: str | None
+    doi: str | None
+    pmid: str | None
+    topics: str
+    study_type: str | None
+    keywords: str
+    similar: str | None
+
+    def content_hash(self) -> str:
+        payload = "\x1f".join("" if v is None else str(v) for v in (
+            self.title, self.authors, self.journal, self.year, self.month, self.day,
+            self.citations, self.tldr, self.summary, self.url, self.doi, self.pmid, self.topics,
+            self.study_type, self.keywords, self.similar))
+        return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+_ROW_FIELDS = ("title", "title_key", "authors", "journal", "year", "month", "day", "citations",
+               "tldr", "summary", "url", "doi", "pmid", "topics", "study_type", "keywords",
+               "similar")
+
+
+# --- the sync writer used by imports ---------------------------------------------------------
+
+class ImportWriter:
+    """Matches records to studies and writes them, inside one transaction it owns."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def begin(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def find_pk(self, column: str, value: str) -> int | None:
+        assert column in ("id", "doi", "pmid")
+        row = self.conn.execute(f"SELECT pk FROM studies WHERE {column} = ?", (value,)).fetchone()
+        return row[0] if row else None
+
+    def find_pk_by_title(self, title_key: str, year: int | None) -> int | None:
+        row = self.conn.execute(
+            "SELECT pk FROM studies WHERE title_key = ? AND year IS ? LIMIT 1", (title_key, year)
+        ).fetchone()
+        return row[0] if row else None
+
+    def id_taken(self, study_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM studies WHERE id = ?", (study_id,)).fetchone() \
+            is not None
+
+    def load_row(self, pk: int) -> tuple[StudyRow, str]:
+        row = self.conn.execute(
+            "SELECT id, " + ", ".join(_ROW_FIELDS) + ", content_hash FROM studies WHERE pk = ?",
+            (pk,),
+        ).fetchone()
+        return StudyRow(*row[:-1]), row[-1]
+
+    def owner_of(self, column: str, value: str) -> str | None:
+        assert column in ("doi", "pmid")
+        row = self.conn.execute(f"SELECT id FROM studies WHERE {column} = ?", (value,)).fetchone()
+        return row[0] if row else None
+
+    def insert(self, row: StudyRow, timestamp: str) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO studies (id, " + ", ".join(_ROW_FIELDS) + ", content_hash, created_at, "
+            "updated_at) VALUES (" + ", ".join("?" * (len(_ROW_FIELDS) + 4)) + ")",
+            (row.id, *(getattr(row, f) for f in _ROW_FIELDS), row.content_hash(), timestamp,
+             timestamp),
+        )
+        pk = cursor.lastrowid
+        assert pk is not None
+        self._write_topics(pk, row.topics, replace=False)
+        return pk
+
+    def update(self, pk: int, row: StudyRow, timestamp: str) -> None:
+        self.conn.execute(
+            "UPDATE studies SET " + ", ".join(f"{f} = ?" for f in _ROW_FIELDS)
+            + ", content_hash = ?, updated_at = ? WHERE pk = ?",
+            (*(getattr(row, f) for f in _ROW_FIELDS), row.content_hash(), timestamp, pk),
+        )
+        self._write_topics(pk, row.topics, replace=True)
+
+    def _write_topics(self, pk: int, topics: str, replace: bool) -> None:
+        if replace:
+            self.conn.execute("DELETE FROM study_topics WHERE study_pk = ?", (pk,))
+        if topics:
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO study_topics (topic, study_pk) VALUES (?, ?)",
+                [(t, pk) for t in topics.split()],
+            )
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+# --- the async database --------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DatabaseStats:
+    studies: int
+    topics: int
+    last_updated: str | None
+    size_bytes: int
+    schema_version: int
+
+
+class Database:
+    """The async data-access object the bot and the CLI share."""
+
+    def __init__(self, path: Path, conn: aiosqlite.Connection, busy_timeout_ms: int) -> None:
+        self.path = path
+        self._conn = conn
+        self.busy_timeout_ms = busy_timeout_ms
+        # Serialises this process's writers; other processes wait on SQLite's busy timeout.
+        self.write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path, busy_timeout_ms: int = 5000, *, create: bool = True
+                   ) -> Database:
+        path = Path(path)
+        # Migrate on a short-lived sync connection, then hand over to aiosqlite.
+        sync = await asyncio.to_thread(connect_sync, path, busy_timeout_ms, create=create)
+        sync.close()
+        try:
+            conn = await aiosqlite.connect(path, isolation_level=None,
+                                           timeout=busy_timeout_ms / 1000)
+            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            await conn.execute("PRAGMA foreign_keys = ON")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise DatabaseError(f"{path}: {describe_sqlite_error(exc)}") from None
+        return cls(path, conn, busy_timeout_ms)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    def connect_writer(self) -> sqlite3.Connection:
+        """A sync connection for an import running in a worker thread."""
+        return connect_sync(self.path, self.busy_timeout_ms)
+
+    async def _fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+                        ) -> list[Any]:
+        try:
+            async with self._conn.execute(sql, params) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.OperationalError as exc:
+            raise DatabaseError(describe_sqlite_error(exc)) from None
+
+    async def _fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        rows = await self._fetchall(sql, params)
+        return rows[0] if rows else None
+
+    # Studies by identifier ------------------------------------------------------------------
+
+    async def study_by(self, column: str, value: str) -> Study | None:
+        assert column in ("id", "doi", "pmid", "pk")
+        row = await self._fetchone(f"SELECT {STUDY_COLUMNS} FROM studies WHERE {column} = ?",
+                                   (value,))
+        return study_from_row(row) if row else None
+
+    async def studies_by_title_key(self, key: str, limit: int = 5) -> list[Study]:
+        rows = await self._fetchall(
+            f"SELECT {STUDY_COLUMNS} FROM studies WHERE title_key = ? "
+            "ORDER BY coalesce(citations, -1) DESC LIMIT ?", (key, limit))
+        return [study_from_row(r) for r in rows]
+
+    async def studies_by_ids(self, ids: Sequence[str]) -> dict[str, Study]:
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        rows = await self._fetchall(f"SELECT {STUDY_COLUMNS} FROM studies WHERE id IN ({marks})",
+                                    list(ids))
+        return {r[0]: study_from_row(r) for r in rows}
+
+    async def studies_by_pks(self, pks: Sequence[int]) -> dict[int, Study]:
+        if not pks:
+            return {}
+        marks = ", ".join("?" * len(pks))
+        rows = await self._fetchall(
+            f"SELECT pk, {STUDY_COLUMNS} FROM studies WHERE pk IN ({marks})", list(pks))
+        return {r[0]: study_from_row(r[1:]) for r in rows}
+
+    async def pk_of(self, study_id: str) -> int | None:
+        row = await self._fetchone("SELECT pk FROM studies WHERE id = ?", (study_id,))
+        return row[0] if row else None
+
+    # Search -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _filters(topic: str | None, since: int | None, until: int | None,
+                 study_type: str | None) -> tuple[list[str], list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
+        if topic:
+            where.append("s.pk IN (SELECT study_pk FROM study_topics WHERE topic = ?)")
+            params.append(topic)
+        if since is not None:
+            where.append("s.year >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("s.year <= ?")
+            params.append(until)
+        if study_type:
+            where.append("s.study_type = ?")
+            params.append(study_type)
+        return where, params
+
+    async def search(self, match: str | None, *, topic: str | None = None,
+                     since: int | None = None, until: int | None = None,
+                     study_type: str | None = None, sort: str = "relevance", limit: int = 10,
+                     offset: int = 0) -> tuple[list[Study], int]:
+        """Studies matching an FTS5 expression (already sanitised) and filters; with the total
+        capped at COUNT_CAP + 1 (callers show '1000+')."""
+        where, params = self._filters(topic, since, until, study_type)
+        if match:
+            source = ("studies_fts f JOIN studies s ON s.pk = f.rowid")
+            where.insert(0, "studies_fts MATCH ?")
+            params.insert(0, match)
+            order = f"bm25(studies_fts, {BM25_WEIGHTS})" if sort == "relevance" \
+                else SORTS[sort]
+        else:
+            source = "studies s"
+            order = SORTS["citations"] if sort == "relevance" else SORTS[sort]
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        rows = await self._fetchall(
+            f"SELECT {', '.join('s.' + c.strip() for c in STUDY_COLUMNS.split(','))} "
+            f"FROM {source}{clause} ORDER BY {order} LIMIT ? OFFSET ?",
+            [*params, limit, offset])
+        count_row = await self._fetchone(
+            f"SELECT count(*) FROM (SELECT 1 FROM {source}{clause} LIMIT {COUNT_CAP + 1})",
+            params)
+        return [study_from_row(r) for r in rows], count_row[0]
+
+    async def term_doc_counts(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many studies contain each (folded) term: from the FTS vocabulary."""
+        if not terms:
+            return {}
+        marks = ", ".join("?" * len(terms))
+        rows = await self._fetchall(
+            f"SELECT term, doc FROM studies_vocab WHERE term IN ({marks})", list(terms))
+        return {term: doc for term, doc in rows}
+
+    async def terms_between(self, low: str, high: str, limit: int = 50_000
+                            ) -> list[tuple[str, int]]:
+        """Vocabulary terms in [low, high) with their document counts (spelling correction)."""
+        return [tuple(r) for r in await self._fetchall(
+            "SELECT term, doc FROM studies_vocab WHERE term >= ? AND term < ? LIMIT ?",
+            (low, high, limit))]
+
+    async def suggest_by_title_prefix(self, prefix_key: str, limit: int) -> list[tuple[str, str]]:
+        return [tuple(r) for r in await self._fetchall(
+            "SELECT id, title FROM studies WHERE title_key >= ? AND title_key < ? "
+            "ORDER BY title_key LIMIT ?", (prefix_key, prefix_key + "\uffff", limit))]
+
+    async def suggest_by_match(self, match: str, limit: int) -> list[tuple[str, str]]:
+        return [tuple(r) for r in await self._fetchall(
+            "SELECT s.id, s.title FROM studies_fts f JOIN studies s ON s.pk = f.rowid "
+            "WHERE studies_fts MATCH ? LIMIT ?", (match, limit))]
+
+    async def suggest_by_id_prefix(self, prefix: str, limit: int) -> list[tuple[str, str]]:
+        return [tuple(r) for r in await self._fetchall(
+            "SELECT id, title FROM studies WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+            (prefix, prefix + "\uffff", limit))]
+
+    async def top_studies(self, limit: int) -> list[tuple[str, str]]:
+        return [tuple(r) for r in await self._fetchall(
+            "SELECT id, title FROM studies ORDER BY coalesce(citations, -1) DESC, "
+            "coalesce(year, 0) DESC LIMIT ?", (limit,))]
+
+    # Related research ---------------------------------------------------------------------------
+
+    async def related_candidates(self, match: str, exclude_pk: int, limit: int
+                                 ) -> list[tuple[int, float]]:
+        """(pk, bm25 score; lower is better) of studies matching an OR-query of terms."""
+        return [tuple(r) for r in await self._fetchall(
+            f"SELECT rowid, bm25(studies_fts, {BM25_WEIGHTS}) AS score FROM studies_fts "
+            "WHERE studies_fts MATCH ? AND rowid != ? ORDER BY score LIMIT ?",
+            (match, exclude_pk, limit))]
+
+    # Topics and statistics ------------------------------------------------------------------------
+
+    async def topic_counts(self) -> dict[str, int]:
+        rows = await self._fetchall(
+            "SELECT topic, count(*) FROM study_topics GROUP BY topic ORDER BY count(*) DESC")
+        return {topic: count for topic, count in rows}
+
+    async def get_meta(self, key: str) -> str | None:
+        row = await self._fetchone("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0] if row else None
+
+    async def set_meta(self, key: str, value: str) -> None:
+        async with self.write_lock:
+            await self._conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    async def stats(self) -> DatabaseStats:
+        studies = (await self._fetchone("SELECT max(pk) IS NULL, count(*) FROM studies"))[1]
+        topics = (await self._fetchone("SELECT count(DISTINCT topic) FROM study_topics"))[0]
+        page_count = (await self._fetchone("PRAGMA page_count"))[0]
+        page_size = (await self._fetchone("PRAGMA page_size"))[0]
+        version = (await self._fetchone("PRAGMA user_version"))[0]
+        return DatabaseStats(studies=studies, topics=topics,
+                             last_updated=await self.get_meta("last_updated"),
+                             size_bytes=page_count * page_size, schema_version=version)
+
+    async def count_studies(self) -> int:
+        return (await self._fetchone("SELECT count(*) FROM studies"))[0]
+
+    async def iter_all_studies(self, batch: int = 500) -> AsyncIterator[Study]:
+        """Every study in insertion order, fetched in batches (export of large databases)."""
+        async with self._conn.execute(f"SELECT {STUDY_COLUMNS} FROM studies ORDER BY pk"
+                                      ) as cursor:
+            while rows := await cursor.fetchmany(batch):
+                for row in rows:
+                    yield study_from_row(row)
+
+    # Maintenance --------------------------------------------------------------------------------
+
+    async def integrity_check(self) -> list[str]:
+        rows = await self._fetchall("PRAGMA integrity_check")
+        problems = [r[0] for r in rows if r[0] != "ok"]
+        try:
+            await self._conn.execute(
+                "INSERT INTO studies_fts (studies_fts, rank) VALUES ('integrity-check', 1)")
+        except sqlite3.DatabaseError as exc:
+            problems.append(f"full-text index: {exc}")
+        return problems
+
+    async def backup(self, target: Path) -> None:
+        """Online backup through SQLite's backup API (safe while the bot runs)."""
+        dest = sqlite3.connect(target)
+        try:
+            await self._conn.backup(dest)
+        finally:
+            dest.close()

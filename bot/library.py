@@ -1,0 +1,330 @@
+"""The study library: the core service the CLI and the cogs call.
+
+It combines the database, the topic vocabulary, search, suggestions, related research and
+imports; it knows nothing of Discord."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from bot import importers, related
+from bot.database import Database, DatabaseStats, ImportWriter
+from bot.importing import ImportReport, Progress, run_import
+from bot.model import STUDY_TYPES, RelatedEntry, SearchPage, SimilarRef, Study, Suggestion
+from bot.search import (
+    best_correction,
+    match_all,
+    match_any,
+    tokens,
+)
+from bot.text import normalise_doi, normalise_pmid, sanitise_id, title_key, truncate
+from bot.topics import TopicVocabulary
+
+SORTS = ("relevance", "citations", "newest")
+MAX_SUGGESTIONS = 25
+_STUDY_URL = re.compile(r"^https?://[^\s/]+/(?:[^\s?#]*/)?([A-Za-z0-9_-]+)/?(?:[?#]\S*)?$")
+
+
+class StudyNotFound(LookupError):
+    """No study for what the user typed; carries 'did you mean' suggestions."""
+
+    def __init__(self, query: str, suggestions: list[Suggestion]) -> None:
+        super().__init__(query)
+        self.query = query
+        self.suggestions = suggestions
+
+
+class InvalidQuery(ValueError):
+    """A search the user should phrase differently (the message says how)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    text: str = ""
+    topic: str | None = None
+    since: int | None = None
+    until: int | None = None
+    study_type: str | None = None
+    sort: str = "relevance"
+    limit: int = 10
+    offset: int = 0
+
+
+class StudyLibrary:
+    def __init__(self, db: Database, topics: TopicVocabulary) -> None:
+        self.db = db
+        self.topics = topics
+        self._corrections: dict[str, str | None] = {}
+        self._total_docs: int | None = None
+
+    # Lookup ------------------------------------------------------------------------------------
+
+    async def lookup(self, identifier: str) -> Study | None:
+        """By id, DOI (bare or URL), PMID (or PubMed URL), study URL ending in its id, or exact
+        title."""
+        text = identifier.strip()
+        if not text or len(text) > 2000:
+            return None
+        doi = normalise_doi(text)
+        if doi:
+            return await self.db.study_by("doi", doi)
+        if text.isdigit() or text.lower().startswith(("pmid:", "http")):
+            pmid = normalise_pmid(text)
+            if pmid:
+                study = await self.db.study_by("pmid", pmid)
+                if study or text.isdigit():
+                    return study or await self.db.study_by("id", text)
+        match = _STUDY_URL.match(text)
+        if match:
+            study = await self.db.study_by("id", match.group(1).lower())
+            if study:
+                return study
+        study_id = sanitise_id(text)
+        if study_id and study_id == text.lower():
+            study = await self.db.study_by("id", study_id)
+            if study:
+                return study
+        key = title_key(text)
+        if key:
+            found = await self.db.studies_by_title_key(key, limit=1)
+            if found:
+                return found[0]
+        return None
+
+    async def resolve(self, identifier: str) -> Study:
+        study = await self.lookup(identifier)
+        if study is None:
+            raise StudyNotFound(identifier, await self.suggest(identifier, limit=5))
+        return study
+
+    # Suggest (autocomplete) ---------------------------------------------------------------------
+
+    async def suggest(self, text: str, limit: int = MAX_SUGGESTIONS) -> list[Suggestion]:
+        """Up to `limit` studies: title prefix, then word prefix, then fuzzy matches."""
+        limit = max(1, min(limit, MAX_SUGGESTIONS))
+        found: dict[str, str] = {}
+
+        def add(rows: Iterable[tuple[str, str]]) -> None:
+            for study_id, title in rows:
+                if len(found) < limit:
+                    found.setdefault(study_id, title)
+
+        text = text.strip()[:200]
+        if not text:
+            add(await self.db.top_studies(limit))
+            return self._suggestions(found)
+        key = title_key(text)
+        if key:
+            add(await self.db.suggest_by_title_prefix(key, limit))
+        if len(found) < limit and sanitise_id(text) == text.lower():
+            add(await self.db.suggest_by_id_prefix(text.lower(), limit - len(found)))
+        words = tokens(text)
+        if words and len(found) < limit:
+            add(await self.db.suggest_by_match(match_all(words, prefix_last=True,
+                                                          column="title"), limit * 2))
+        if words and len(found) < limit:
+            add(await self.db.suggest_by_match(match_all(words, prefix_last=True), limit * 2))
+        if words and len(found) < limit:
+            corrected = await self._correct(words)
+            if corrected != words:
+                add(await self.db.suggest_by_match(match_all(corrected), limit * 2))
+        return self._suggestions(found)
+
+    @staticmethod
+    def _suggestions(found: dict[str, str]) -> list[Suggestion]:
+        return [Suggestion(id=i, label=truncate(t, 100)) for i, t in found.items()]
+
+    # Search ------------------------------------------------------------------------------------
+
+    async def search(self, request: SearchRequest) -> SearchPage:
+        if request.sort not in SORTS:
+            raise InvalidQuery(f"unknown sort {request.sort!r} (use {', '.join(SORTS)})")
+        if request.study_type and request.study_type not in STUDY_TYPES:
+            raise InvalidQuery(f"unknown study type {request.study_type!r}")
+        if request.since is not None and request.until is not None \
+                and request.since > request.until:
+            raise InvalidQuery(f"'since' ({request.since}) is after 'until' ({request.until})")
+        topic = None
+        if request.topic:
+            topic = self.topics.resolve(request.topic) or request.topic.strip().lower()
+        words = tokens(request.text)
+        if request.text.strip() and not words:
+            raise InvalidQuery("the search has no words to look for; try a topic, a "
+                               "treatment or a title word")
+        filters = dict(topic=topic, since=request.since, until=request.until,
+                       study_type=request.study_type, sort=request.sort,
+                       limit=request.limit, offset=request.offset)
+        studies, total = await self.db.search(match_all(words) if words else None, **filters)
+        corrected_text = None
+        if words and total == 0:
+            corrected = await self._correct(words)
+            if corrected != words:
+                studies, total = await self.db.search(match_all(corrected), **filters)
+                corrected_text = " ".join(corrected)
+            if total == 0 and len(corrected) > 1:
+                studies, total = await self.db.search(match_any(corrected), **filters)
+                if total and corrected != words:
+                    corrected_text = " ".join(corrected)
+        return SearchPage(tuple(studies), total, request.offset, corrected_text)
+
+    async def _correct(self, words: list[str]) -> list[str]:
+        counts = await self.db.term_doc_counts(words)
+        out = []
+        for word in words:
+            if counts.get(word):
+                out.append(word)
+                continue
+            if word not in self._corrections:
+                self._corrections[word] = await self._closest_term(word)
+                if len(self._corrections) > 10_000:
+                    self._corrections.clear()
+            out.append(self._corrections[word] or word)
+        return out
+
+    async def _closest_term(self, word: str) -> str | None:
+        for prefix_len in (3, 2, 1):
+            if len(word) <= prefix_len:
+                continue
+            prefix = word[:prefix_len]
+            candidates = await self.db.terms_between(prefix, prefix + "\uffff", limit=30_000)
+            best = best_correction(word, candidates)
+            if best:
+                return best
+        return None
+
+    # Related research ---------------------------------------------------------------------------
+
+    async def resolve_ref(self, ref: SimilarRef) -> Study | None:
+        if ref.id and (study := await self.db.study_by("id", ref.id)):
+            return study
+        if ref.doi and (study := await self.db.study_by("doi", ref.doi)):
+            return study
+        if ref.pmid and (study := await self.db.study_by("pmid", ref.pmid)):
+            return study
+        if ref.title:
+            found = await self.db.studies_by_title_key(title_key(ref.title), limit=5)
+            for study in found:
+                if ref.year is None or study.year == ref.year:
+                    return study
+        return None
+
+    async def related(self, study: Study, sort: str = "relevance", limit: int = 25
+                      ) -> list[RelatedEntry]:
+        if sort not in SORTS:
+            raise InvalidQuery(f"unknown sort {sort!r} (use {', '.join(SORTS)})")
+        entries: list[RelatedEntry] = []
+        seen: set[str] = {study.id}
+        for ref in study.similar:
+            target = await self.resolve_ref(ref)
+            key = target.id if target else (ref.doi or ref.pmid or ref.id or
+                                            title_key(ref.title or ""))
+            if key in seen:
+                continue
+            seen.add(key)
+            entries.append(RelatedEntry(ref=ref, study=target, score=float("inf"),
+                                        from_similar_list=True))
+        if len(entries) < limit:
+            for neighbour, score in await self.neighbours(study, limit - len(entries) + 5):
+                if neighbour.id in seen:
+                    continue
+                seen.add(neighbour.id)
+                entries.append(RelatedEntry(ref=SimilarRef(id=neighbour.id), study=neighbour,
+                                            score=score, from_similar_list=False))
+        entries = entries[:limit]
+        if sort == "citations":
+            entries.sort(key=lambda e: -(e.citations if e.citations is not None else -1))
+        elif sort == "newest":
+            entries.sort(key=lambda e: -(e.year or 0))
+        return entries
+
+    async def neighbours(self, study: Study, limit: int) -> list[tuple[Study, float]]:
+        mine = related.profile(study.title, study.tldr, study.summary, study.keywords,
+                               study.topics, study.study_type, study.journal)
+        counts = await self.db.term_doc_counts(list(mine.terms))
+        total = await self._document_count()
+        terms = related.distinctive_terms(mine, counts, total)
+        if not terms:
+            return []
+        pk = await self.db.pk_of(study.id)
+        candidates = await self.db.related_candidates(related.neighbour_query(terms), pk or -1,
+                                                      related.CANDIDATES)
+        if not candidates:
+            return []
+        rows = await self.db.studies_by_pks([c[0] for c in candidates])
+        best = max(-score for _, score in candidates)
+        scored = []
+        for candidate_pk, bm25 in candidates:
+            other = rows.get(candidate_pk)
+            if other is None:
+                continue
+            theirs = related.profile(other.title, None, None, other.keywords, other.topics,
+                                     other.study_type, other.journal)
+            scored.append((related.rerank_score(-bm25, best, mine, theirs), other))
+        scored.sort(key=lambda item: -item[0])
+        return [(s, score) for score, s in scored[:limit]]
+
+    async def _document_count(self) -> int:
+        if self._total_docs is None:
+            self._total_docs = max(1, await self.db.count_studies())
+        return self._total_docs
+
+    # Import --------------------------------------------------------------------------------------
+
+    def _invalidate_caches(self) -> None:
+        self._corrections.clear()
+        self._total_docs = None
+
+    async def import_items(
+        self,
+        items: Callable[[], Iterator[importers.Item]],
+        *,
+        skip_invalid: bool = False,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+        collect_new_ids: bool = False,
+        after_write: Callable[[ImportWriter, ImportReport], None] | None = None,
+    ) -> ImportReport:
+        """Run an import in a worker thread on its own connection, serialised with other
+        writers of this process."""
+        def work() -> ImportReport:
+            conn = self.db.connect_writer()
+            try:
+                return run_import(conn, items(), self.topics, skip_invalid=skip_invalid,
+                                  dry_run=dry_run, progress=progress,
+                                  collect_new_ids=collect_new_ids, after_write=after_write)
+            finally:
+                conn.close()
+
+        async with self.db.write_lock:
+            try:
+                return await asyncio.to_thread(work)
+            finally:
+                self._invalidate_caches()
+
+    async def import_paths(self, paths: Iterable[str | Path], **options: object) -> ImportReport:
+        paths = list(paths)
+
+        def items() -> Iterator[importers.Item]:
+            for path in paths:
+                yield from importers.iter_path(path)
+
+        return await self.import_items(items, **options)  # type: ignore[arg-type]
+
+    async def import_bytes(self, data: bytes, filename: str, **options: object) -> ImportReport:
+        return await self.import_items(partial(importers.iter_bytes, data, filename),
+                                       **options)  # type: ignore[arg-type]
+
+    # Statistics --------------------------------------------------------------------------------
+
+    async def stats(self) -> DatabaseStats:
+        return await self.db.stats()
+
+    async def topic_counts(self) -> list[tuple[str, str, int]]:
+        """(slug, display name, study count), most studies first."""
+        counts = await self.db.topic_counts()
+        return [(slug, self.topics.display_name(slug), n) for slug, n in counts.items()]

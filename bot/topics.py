@@ -1,0 +1,121 @@
+"""The curated topic vocabulary (data/topics.yaml) and the tagger that applies it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bot.text import fold, slugify
+
+KINDS = ("condition", "treatment", "other")
+
+
+class TopicsError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    slug: str
+    name: str
+    kind: str
+    synonyms: tuple[str, ...]
+
+
+class TopicVocabulary:
+    def __init__(self, topics: Iterable[Topic] = ()) -> None:
+        self.topics: dict[str, Topic] = {t.slug: t for t in topics}
+        self._lookup: dict[str, str] = {}
+        # Terms are matched as sequences of whole words: indexed by their first word, so
+        # tagging costs one pass over the text's words, not one regex per synonym.
+        self._phrases: dict[str, list[tuple[str, str]]] = {}
+        self._abbreviations: dict[str, str] = {}
+        for topic in self.topics.values():
+            for term in (topic.name, *topic.synonyms):
+                # All-caps abbreviations (PRP, AGA) only match as written, so 'aga' does not.
+                if term.isupper() and len(term) <= 6:
+                    self._abbreviations.setdefault(term, topic.slug)
+                    continue
+                term_words = _WORDS.findall(fold(term))
+                if term_words:
+                    self._phrases.setdefault(term_words[0], []).append(
+                        (" " + " ".join(term_words) + " ", topic.slug))
+
+    @classmethod
+    def load(cls, path: str | Path) -> TopicVocabulary:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise TopicsError(f"{path}: no such topics file") from None
+        except yaml.YAMLError as exc:
+            raise TopicsError(f"{path}: invalid YAML ({exc})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("topics"), list):
+            raise TopicsError(f"{path}: expected a mapping with a 'topics' list")
+        topics = []
+        for index, item in enumerate(data["topics"]):
+            where = f"{path}: topics[{index}]"
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise TopicsError(f"{where}: expected a mapping with a 'name'")
+            unknown = set(item) - {"slug", "name", "kind", "synonyms"}
+            if unknown:
+                raise TopicsError(f"{where}.{sorted(unknown)[0]}: unknown key")
+            kind = item.get("kind", "other")
+            if kind not in KINDS:
+                raise TopicsError(f"{where}.kind: expected one of {', '.join(KINDS)}")
+            synonyms = item.get("synonyms") or []
+            if not isinstance(synonyms, list) or not all(isinstance(s, str) for s in synonyms):
+                raise TopicsError(f"{where}.synonyms: expected a list of strings")
+            topics.append(Topic(str(item.get("slug") or slugify(item["name"], 8, 60)),
+                                item["name"], kind, tuple(synonyms)))
+        return cls(topics)
+
+    def resolve(self, text: str) -> str | None:
+        """The slug for a topic's slug, name or synonym; None when unknown."""
+        return self._lookup.get(fold(text).strip())
+
+    def normalise(self, topics: Iterable[str]) -> tuple[str, ...]:
+        """Known topics become their slugs; unknown ones are kept as slugs of their own."""
+        out = []
+        for topic in topics:
+            slug = self.resolve(topic) or slugify(topic, 8, 60)
+            if slug not in out:
+                out.append(slug)
+        return tuple(out)
+
+    def display_name(self, slug: str) -> str:
+        topic = self.topics.get(slug)
+        return topic.name if topic else slug.replace("-", " ").capitalize()
+
+    def tag(self, texts: Iterable[str | None]) -> tuple[str, ...]:
+        """Topics whose name or synonym appears as whole words in any of the texts."""
+        found: list[str] = []
+        for text in texts:
+            if not text:
+                continue
+            text_words = _WORDS.findall(fold(text))
+            joined: str | None = None
+            for word in set(text_words).intersection(self._phrases):
+                for phrase, slug in self._phrases[word]:
+                    if slug in found:
+                        continue
+                    if phrase.count(" ") == 2:  # a single word
+                        found.append(slug)
+                        continue
+                    if joined is None:
+                        joined = " " + " ".join(text_words) + " "
+                    if phrase in joined:
+                        found.append(slug)
+            if self._abbreviations:
+                for word in set(_WORDS.findall(text)).intersection(self._abbreviations):
+                    slug = self._abbreviations[word]
+                    if slug not in found:
+                        found.append(slug)
+        return tuple(found)
+
+
+_WORDS = re.compile(r"[^\W_]+")
