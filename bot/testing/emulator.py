@@ -24,7 +24,10 @@ Wiring a discord.py bot::
 ``patch_discord()`` sets ``discord.http.Route.BASE = emu.api_base_url``
 (``http://127.0.0.1:PORT/api/v10``) and ``discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY =
 emu.gateway_url`` (``yarl.URL("ws://127.0.0.1:PORT/gateway")``) and restores both afterwards.
-No connector, proxy or other HTTP settings are needed.
+No connector, proxy or other HTTP settings are needed. ``emu.token`` is the bot token the
+emulator accepts (REST ``Authorization: Bot <token>`` and IDENTIFY). discord.py sleeps 5 s before
+every re-IDENTIFY (``Client.before_identify_hook``); a test bot may override that hook to return
+at once.
 
 World (synchronous; if the bot is connected, the matching gateway events are dispatched):
 
@@ -72,8 +75,14 @@ edited); ``await wait_followups(count, timeout=10)``; ``original``, ``followups`
 
 Inspection: ``commands(guild_id=None)``, ``channel_messages(channel_id)``, ``message(id)``,
 ``channel(id)``, ``threads(guild_id)``, ``attachment_data(id)``, ``requests`` (a list of
-:class:`RecordedRequest`), ``violations`` (readable strings), ``assert_no_violations()``,
-``gateway`` (sessions, ``identifies``, ``resumes``).
+:class:`RecordedRequest`: method, path, route template, json, headers, time, files,
+audit_log_reason, during_retry_after, status, response), ``violations`` (readable strings),
+``assert_no_violations()``, ``gateway`` (``sessions``, ``connections``, ``identifies``,
+``resumes``, ``invalid_sessions``), ``await wait_for(predicate, timeout=10, what=...)`` (wait
+until a condition on the emulator holds, re-checked on every change; never a fixed sleep).
+
+Message dicts are Discord's message objects (snowflakes as strings). Components are kept as the
+bot sent them, plus the numeric ``id`` Discord gives every component.
 
 Faults: ``fail_next(method, path_regex, status=429, *, retry_after=1.0, global_=False,
 count=1, code=None, message=None)`` (``path_regex`` is searched in the path below the API base,
@@ -108,7 +117,7 @@ from bot.testing.model import (
     Role,
     now,
 )
-from bot.testing.rest import Fault, RecordedRequest, RestServer
+from bot.testing.rest import Fault, RestServer
 from bot.testing.state import (
     AUTOCOMPLETE,
     COMMAND,
@@ -117,6 +126,7 @@ from bot.testing.state import (
     MODAL_SUBMIT,
     SELECT_TYPES,
     InteractionRecord,
+    RecordedRequest,
     StoredMessage,
     perm_value,
     walk_components,
@@ -207,7 +217,7 @@ class InteractionHandle:
     async def response(self, timeout: float = 10.0) -> dict[str, Any]:
         """Wait for the bot's interaction callback; returns its body (``type`` and ``data``)."""
         record = self._record
-        response = await self._emu._wait(
+        response = await self._emu.wait_for(
             lambda: record.response, timeout, lambda: f"the bot's response to {self!r}"
         )
         return copy.deepcopy(response)
@@ -232,14 +242,14 @@ class InteractionHandle:
                 return stored.edits > record.original_edits_at_response
             return True
 
-        await self._emu._wait(
+        await self._emu.wait_for(
             settled, max(0.0, deadline - loop.time()), lambda: f"the final message of {self!r}"
         )
         return self.original
 
     async def wait_followups(self, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until the bot sent at least ``count`` follow-ups; returns them."""
-        await self._emu._wait(
+        await self._emu.wait_for(
             lambda: len(self._record.followup_ids) >= count,
             timeout,
             lambda: f"{count} follow-up(s) to {self!r}",
@@ -297,7 +307,7 @@ class DiscordEmulator(RestServer):
 
     async def wait_until_ready(self, timeout: float = 30.0) -> None:
         """Wait until the bot identified and was sent READY and its guilds."""
-        await self._wait(self.gateway.is_connected, timeout, lambda: "the bot to IDENTIFY")
+        await self.wait_for(self.gateway.is_connected, timeout, lambda: "the bot to IDENTIFY")
 
     def assert_no_violations(self) -> None:
         """Raise AssertionError listing every violation recorded so far."""
@@ -520,13 +530,13 @@ class DiscordEmulator(RestServer):
         resumes, identifies = self.gateway.resumes, self.gateway.identifies
         session = await self.gateway.drop(resumable=resumable, code=code)
         if resumable:
-            await self._wait(
+            await self.wait_for(
                 lambda: self.gateway.resumes > resumes and session.connection is not None,
                 timeout,
                 lambda: "the bot to RESUME",
             )
         else:
-            await self._wait(
+            await self.wait_for(
                 lambda: self.gateway.identifies > identifies and self.gateway.is_connected(),
                 timeout,
                 lambda: "the bot to IDENTIFY again after INVALID_SESSION",
@@ -536,7 +546,7 @@ class DiscordEmulator(RestServer):
         """Send op 7 RECONNECT and wait until the bot resumed."""
         resumes = self.gateway.resumes
         session = self.gateway.request_reconnect()
-        await self._wait(
+        await self.wait_for(
             lambda: self.gateway.resumes > resumes and session.connection is not None,
             timeout,
             lambda: "the bot to RESUME after RECONNECT",
@@ -1023,5 +1033,11 @@ class DiscordEmulator(RestServer):
             echoed.update(custom_id=custom_id, value=str(value))
         elif kind in SELECT_TYPES:
             custom_id = component.get("custom_id")
-            echoed.update(custom_id=custom_id, values=[str(v) for v in values.pop(custom_id, [])])
+            picked = [str(v) for v in values.pop(custom_id, [])]
+            if component.get("required", True) and not picked:
+                raise ValueError(f"modal field {custom_id!r} is required")
+            offered = [o.get("value") for o in component.get("options") or []]
+            if kind == 3 and any(v not in offered for v in picked):
+                raise ValueError(f"modal select {custom_id!r} offers {offered}, got {picked}")
+            echoed.update(custom_id=custom_id, values=picked)
         return echoed

@@ -326,9 +326,9 @@ class Gateway:
             await connection.close(4004)
             return
         seq = data.get("seq")
-        if session is not None and session.history and isinstance(seq, int):
-            if session.history[0]["s"] > seq + 1:
-                session.resumable = False  # the events it missed are no longer kept
+        truncated = bool(session and session.history and isinstance(seq, int))
+        if truncated and session is not None and session.history[0]["s"] > seq + 1:
+            session.resumable = False  # the events it missed are no longer kept
         if session is None or not session.resumable:
             self.invalid_sessions += 1
             if session is not None:

@@ -403,6 +403,7 @@ class Guild:
             "nsfw": False,
             "premium_progress_bar_enabled": False,
             "incidents_data": None,
+            "home_header": None,
         }
 
 

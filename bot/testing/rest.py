@@ -18,7 +18,7 @@ import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import unquote
@@ -40,6 +40,7 @@ from bot.testing.state import (
     ApiError,
     EmulatorState,
     InteractionRecord,
+    RecordedRequest,
     StoredMessage,
     Upload,
     parse_snowflake,
@@ -47,23 +48,6 @@ from bot.testing.state import (
 from bot.testing.validation import Issue, RequestValidator, errors_tree
 
 _log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class RecordedRequest:
-    """One HTTP request the bot made, as the emulator received it."""
-
-    method: str
-    path: str
-    route: str | None
-    json: Any
-    headers: dict[str, str]
-    time: float
-    query: dict[str, str] = field(default_factory=dict)
-    files: list[tuple[str, str, int]] = field(default_factory=list)
-    audit_log_reason: str | None = None
-    during_retry_after: bool = False
-    status: int = 0
 
 
 @dataclass(slots=True)
@@ -133,11 +117,11 @@ class RestServer(EmulatorState):
         self.validator = RequestValidator(spec_path)
         self.callback_deadline = callback_deadline
         self.reject_invalid = reject_invalid
-        self.requests: list[RecordedRequest] = []
         self._faults: list[Fault] = []
         self._retry_windows: dict[tuple[Any, ...], tuple[float, float]] = {}
         self._global_retry: tuple[float, float] | None = None
         self._runner: web.AppRunner | None = None
+        self._developer = User(self._ids.next(), "developer")
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -352,6 +336,8 @@ class RestServer(EmulatorState):
         if response.status < 300 or response.status == 204:
             response.headers.update(self._ratelimit_headers(template))
         record.status = response.status
+        if isinstance(response.body, bytes) and response.content_type == "application/json":
+            record.response = json.loads(response.body)
         self._changes.notify()
         return response
 
@@ -500,7 +486,6 @@ class RestServer(EmulatorState):
         return _json_response(user.to_dict())
 
     async def _get_application(self, rq: Request) -> web.Response:
-        owner = User(self._ids.next(), "developer")
         return _json_response(
             {
                 "id": str(self.application_id),
@@ -513,7 +498,8 @@ class RestServer(EmulatorState):
                 "bot_require_code_grant": False,
                 "verify_key": secrets.token_hex(32),
                 "flags": 0,
-                "owner": owner.to_dict(),
+                "flags_new": "0",
+                "owner": self._developer.to_dict(),
                 "team": None,
                 "bot": {**self.bot_user.to_dict()},
                 "hook": True,
@@ -522,6 +508,10 @@ class RestServer(EmulatorState):
                 "interactions_endpoint_url": None,
                 "role_connections_verification_url": None,
                 "approximate_guild_count": len(self._guilds),
+                "approximate_user_install_count": 0,
+                "approximate_user_authorization_count": 0,
+                "explicit_content_filter": 0,
+                "eligible_oauth2_scopes": ["applications.commands", "bot"],
                 "integration_types_config": {"0": {}},
                 "is_monetized": False,
                 "event_webhooks_status": 1,
@@ -649,7 +639,6 @@ class RestServer(EmulatorState):
             if self._is_empty(data, rq.uploads):
                 raise ApiError(400, 50006)
             ephemeral = bool((data.get("flags") or 0) & FLAG_EPHEMERAL)
-            interaction.response = body
             stored = self._create_message(
                 channel=channel,
                 payload=data,
@@ -662,7 +651,6 @@ class RestServer(EmulatorState):
             interaction.original_id = stored.id
         elif kind == 5:
             ephemeral = bool((data.get("flags") or 0) & FLAG_EPHEMERAL)
-            interaction.response = body
             stored = self._create_message(
                 channel=channel,
                 payload={},
@@ -675,14 +663,14 @@ class RestServer(EmulatorState):
             )
             interaction.original_id = stored.id
         elif kind in (6, 7):
-            stored = self._messages[interaction.source_message_id or 0]
-            interaction.response = body
-            interaction.original_id = stored.id
-            interaction.original_edits_at_response = stored.edits
+            source = self._messages.get(interaction.source_message_id or 0)
+            if source is None or source.deleted:
+                raise ApiError(404, 10008)
+            interaction.original_id = source.id
+            interaction.original_edits_at_response = source.edits
             if kind == 7:
-                self._edit_message(stored, data, rq.uploads)
-        else:
-            interaction.response = body
+                self._edit_message(source, data, rq.uploads)
+        interaction.response = body
         interaction.response_type = kind
         self._changes.notify()
         if not _truthy(rq.query.get("with_response")):
@@ -1107,4 +1095,6 @@ class RestServer(EmulatorState):
         members = [
             t.thread_member(self.bot_user.id) for t in threads if self.bot_user.id in t.member_ids
         ]
-        return _json_response({"threads": [t.to_dict() for t in threads], "members": members})
+        return _json_response(
+            {"threads": [t.to_dict() for t in threads], "members": members, "has_more": False}
+        )

@@ -85,6 +85,24 @@ ERROR_MESSAGES: dict[int, str] = {
 T = TypeVar("T")
 
 
+@dataclass(slots=True)
+class RecordedRequest:
+    """One HTTP request the bot made, as the emulator received it."""
+
+    method: str
+    path: str
+    route: str | None
+    json: Any
+    headers: dict[str, str]
+    time: float
+    query: dict[str, str] = field(default_factory=dict)
+    files: list[tuple[str, str, int]] = field(default_factory=list)
+    audit_log_reason: str | None = None
+    during_retry_after: bool = False
+    status: int = 0
+    response: Any = None
+
+
 class ApiError(Exception):
     def __init__(
         self, status: int, code: int, message: str | None = None, errors: Any = None
@@ -203,6 +221,23 @@ def walk_components(components: Any) -> Iterator[dict[str, Any]]:
                 yield from walk_components([child])
 
 
+def number_components(components: Any) -> list[Any]:
+    """A copy of ``components`` where every component has Discord's numeric ``id``.
+
+    Discord numbers components depth-first from 1, keeping the ids the sender chose.
+    """
+    numbered = copy.deepcopy(components) if isinstance(components, list) else []
+    taken = {c["id"] for c in walk_components(numbered) if isinstance(c.get("id"), int)}
+    counter = 0
+    for component in walk_components(numbered):
+        if not isinstance(component.get("id"), int):
+            counter += 1
+            while counter in taken:
+                counter += 1
+            component["id"] = counter
+    return numbered
+
+
 def perm_value(perms: Any) -> int:
     return int(getattr(perms, "value", perms))
 
@@ -220,6 +255,7 @@ class EmulatorState:
         self.token = f"{encoded_id}.{secrets.token_urlsafe(4)}.{secrets.token_urlsafe(27)}"
         self.port = 0
         self.violations: list[str] = []
+        self.requests: list[RecordedRequest] = []
 
         self._users: dict[int, User] = {self.bot_user.id: self.bot_user}
         self._guilds: dict[int, Guild] = {}
@@ -243,12 +279,22 @@ class EmulatorState:
             allowed_privileged_intents=privileged_intents,
         )
 
-    async def _wait(
-        self, predicate: Callable[[], T | None], timeout: float, what: Callable[[], str]
+    async def wait_for(
+        self,
+        predicate: Callable[[], T | None],
+        timeout: float = 10.0,
+        what: str | Callable[[], str] = "a condition",
     ) -> T:
+        """Wait until ``predicate()`` returns something truthy (re-checked on every change).
+
+        Raises TimeoutError naming ``what``, the last requests and recent violations.
+        """
+
         def describe() -> str:
             recent = "; ".join(f"{r.method} {r.path} -> {r.status}" for r in self.requests[-5:])
-            text = f"{what()} (last requests: {recent or 'none'})"
+            text = (
+                f"{what if isinstance(what, str) else what()} (last requests: {recent or 'none'})"
+            )
             if self.violations:
                 text += f" (violations: {self.violations[-5:]})"
             return text
@@ -498,7 +544,7 @@ class EmulatorState:
         if "embeds" in payload:
             data["embeds"] = [{"type": "rich", **e} for e in payload.get("embeds") or []]
         if "components" in payload:
-            data["components"] = copy.deepcopy(payload.get("components") or [])
+            data["components"] = number_components(payload.get("components"))
         if "poll" in payload and payload.get("poll") is not None:
             data["poll"] = copy.deepcopy(payload["poll"])
         if "flags" in payload and payload.get("flags") is not None:

@@ -276,6 +276,41 @@ class OpenApiSpec:
                 return Draft202012Validator({"$ref": ref}, registry=self._registry)
         return None
 
+    def response_validator(
+        self, method: str, template: str, status: int
+    ) -> Draft202012Validator | None:
+        """The validator for an operation's JSON response with ``status``, if documented."""
+        key = (f"{method.lower()} {status}", template)
+        if key not in self._validators:
+            operation = self._document["paths"].get(template, {}).get(method.lower()) or {}
+            response = operation.get("responses", {}).get(str(status)) or {}
+            validator = None
+            if "application/json" in response.get("content", {}):
+                pointer = _pointer(
+                    "paths",
+                    template,
+                    method.lower(),
+                    "responses",
+                    str(status),
+                    "content",
+                    "application/json",
+                    "schema",
+                )
+                ref = f"{_SPEC_URI}#{quote(pointer, safe='/~')}"
+                validator = Draft202012Validator({"$ref": ref}, registry=self._registry)
+            self._validators[key] = validator
+        return self._validators[key]
+
+    def validate_response(self, method: str, template: str, status: int, body: Any) -> list[Issue]:
+        """Check a response body against the documented schema (for testing the emulator)."""
+        validator = self.response_validator(method, template, status)
+        if validator is None:
+            return []
+        return [
+            Issue("schema", _deepest(e).json_path, _describe_schema_error(_deepest(e)))
+            for e in validator.iter_errors(body)
+        ]
+
     def validate(self, method: str, template: str, body: Any) -> list[Issue]:
         validator = self.body_validator(method, template)
         if validator is None:
