@@ -38,7 +38,7 @@ def person(value: object) -> str | None:
     if len(words) > 2 and words[-1].lower() in _SUFFIXES:
         suffix = ", " + words[-1]
         words = words[:-1]
-    match = _INITIALS.match(" ".join(words))
+    match = _INITIALS.match(" ".join(words)) if len(name) <= 200 else None
     if match and len(words) >= 2:
         return f"{match['family']}, {match['initials']}{suffix}"
     return name
@@ -101,7 +101,7 @@ def first(values: Iterable[object], convert: Callable[[object], str | None]) -> 
 
 
 _CITED = re.compile(
-    r"(?:total times cited|times cited[^:\n]*|cited by)\s*:?\s*([0-9]{1,9})", re.IGNORECASE
+    r"(?:total times cited|times cited[^:\n]{0,60}|cited by)\s*:?\s*([0-9]{1,9})", re.IGNORECASE
 )
 
 

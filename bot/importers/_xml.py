@@ -47,6 +47,8 @@ def collect(
             depth = _drain(parser, tags, handle, results, depth)
         parser.close()
         _drain(parser, tags, handle, results, depth)
+    except UnicodeEncodeError:  # lone surrogates: only from callers that built the text badly
+        raise ImportFormatError(f"{source}: text is not valid Unicode") from None
     except ET.ParseError as exc:
         line, column = getattr(exc, "position", (0, 0))
         message = str(exc).split(":")[0]

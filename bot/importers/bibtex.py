@@ -40,13 +40,15 @@ from bot.model import InvalidRecord, StudyRecord
 FORMAT = "bibtex"
 EXTENSIONS = (".bib", ".bibtex", ".biblatex")
 
-_SNIFF = re.compile(r"^\s*@\s*[A-Za-z]+\s*[{(]", re.MULTILINE)
+_SNIFF = re.compile(r"^[ \t]*@[ \t]*[A-Za-z]+[ \t]*[{(]", re.MULTILINE)
 _ENTRY_START = re.compile(r"@\s*([A-Za-z][\w:-]*)\s*([{(])")
 _NEXT_ENTRY = re.compile(r"\n[ \t]*@\s*[A-Za-z][\w:-]*\s*[{(]")
-_FIELD_NAME = re.compile(r"[^\s=,{}()\"#%]+")
-_MACRO_NAME = re.compile(r"[^\s=,{}()\"#%]+")
+_NAME = re.compile(r"[^\s=,{}()\"#%]+")  # field and macro names ("author+an:orcid" too)
+_KEY = re.compile(r"[^,})\s]*")
 _NUMBER = re.compile(r"[0-9]+")
 _SPACE = re.compile(r"\s*")
+_VALUE_SPECIAL = re.compile(r'[\\{}"]')
+_BLOCK_SPECIAL = re.compile(r"[{}()]")
 _MONTHS = {
     name[:3]: name for name in (
         "January", "February", "March", "April", "May", "June", "July", "August",
@@ -85,9 +87,7 @@ def sniff(head: str) -> bool:
 
 def parse(text: str, source: str) -> Iterator[StudyRecord | InvalidRecord]:
     reader = _Reader(text.replace("\r\n", "\n").replace("\r", "\n"))
-    entries: list[_Entry | InvalidRecord] = []
-    for item in reader.entries(source):
-        entries.append(item)
+    entries = list(reader.entries(source))  # all of them first: crossref may point forward
     by_key = {e.key.lower(): e for e in entries if isinstance(e, _Entry) and e.key}
     for entry in entries:
         if isinstance(entry, InvalidRecord):
@@ -155,11 +155,17 @@ class _Reader:
 
     def _skip_block(self, position: int, close: str) -> int:
         """Skip a @comment/@preamble body up to its matching delimiter."""
-        depth = 0
         text = self.text
+        depth = 0
         boundary = self._resume_point(position)
         index = position
-        while index < len(text):
+        while True:
+            match = _BLOCK_SPECIAL.search(text, index)
+            if match is None:
+                raise _Malformed("unterminated", len(text))
+            index = match.start()
+            if index >= boundary and depth > 0:
+                raise _Malformed("unbalanced braces", boundary)
             ch = text[index]
             if ch == "{":
                 depth += 1
@@ -167,10 +173,7 @@ class _Reader:
                 depth -= 1
             elif ch == close and depth == 0:
                 return index + 1
-            if index >= boundary and depth > 0:
-                raise _Malformed("unbalanced braces", boundary)
             index += 1
-        raise _Malformed("unterminated", len(text))
 
     def _string(self, position: int, close: str) -> int:
         name, position = self._name(position)
@@ -184,10 +187,9 @@ class _Reader:
 
     def _entry(self, kind: str, position: int, close: str, line: int) -> tuple[_Entry, int]:
         text = self.text
-        end_key = position
-        while end_key < len(text) and text[end_key] not in ",}) \t\n":
-            end_key += 1
-        entry = _Entry(kind, text[position:end_key].strip(), line)
+        key = _KEY.match(text, position)
+        end_key = key.end() if key else position
+        entry = _Entry(kind, text[position:end_key], line)
         position = self._skip_space(end_key)
         if position < len(text) and text[position] == "=" and entry.key:
             # no key at all: "@misc{title = {...}}" - what looked like the key is a field name
@@ -204,7 +206,7 @@ class _Reader:
             if ch == ",":
                 position = self._skip_space(position + 1)
                 continue
-            name_match = _FIELD_NAME.match(text, position)
+            name_match = _NAME.match(text, position)
             if not name_match:
                 raise _Malformed(f"unexpected {ch!r} at line {self.line_of(position)}",
                                  self._resume_point(position))
@@ -216,7 +218,7 @@ class _Reader:
 
     def _name(self, position: int) -> tuple[str, int]:
         position = self._skip_space(position)
-        match = _MACRO_NAME.match(self.text, position)
+        match = _NAME.match(self.text, position)
         if not match:
             raise _Malformed("expected a name", self._resume_point(position))
         return match.group(0), match.end()
@@ -247,7 +249,7 @@ class _Reader:
                 part, position = self._delimited(position + 1, '"')
             else:
                 number = _NUMBER.match(text, position)
-                macro = _MACRO_NAME.match(text, position)
+                macro = _NAME.match(text, position)
                 if number and (not macro or macro.end() == number.end()):
                     part, position = number.group(0), number.end()
                 elif macro:
@@ -263,12 +265,19 @@ class _Reader:
             return "".join(parts), position
 
     def _delimited(self, position: int, close: str) -> tuple[str, int]:
-        """Text up to the closing brace or quote at brace depth 0 (nested braces are kept)."""
+        """Text up to the closing brace or quote at brace depth 0 (nested braces are kept).
+
+        A value may not run past the next line that starts a new entry: that is taken as a
+        missing closing brace or quote, and reading resumes there."""
         text = self.text
         depth = 0
         boundary = self._resume_point(position)
         index = position
-        while index < len(text):
+        while True:
+            match = _VALUE_SPECIAL.search(text, index, boundary)
+            if match is None:
+                raise _Malformed("unterminated value (missing closing brace or quote)", boundary)
+            index = match.start()
             ch = text[index]
             if ch == "\\":
                 index += 2
@@ -281,12 +290,9 @@ class _Reader:
                         return text[position:index], index + 1
                     raise _Malformed("unbalanced '}' in a quoted value", boundary)
                 depth -= 1
-            elif ch == '"' and close == '"' and depth == 0:
+            elif close == '"' and depth == 0:
                 return text[position:index], index + 1
             index += 1
-            if index > boundary:
-                raise _Malformed("unterminated value (missing closing brace or quote)", boundary)
-        raise _Malformed("unterminated value (missing closing brace or quote)", len(text))
 
 
 # --- records -------------------------------------------------------------------------------
@@ -396,7 +402,7 @@ _NAMEPART = re.compile(r"^\s*(family|given|prefix|suffix|useprefix)\s*=", re.IGN
 
 
 def _names(value: str) -> list[str]:
-    names = (_name(raw.strip()) for raw in _split_top(value.strip(), _AND))
+    names = (_name(raw.strip()) for raw in _split_top(" ".join(value.split()), _AND))
     return list(dict.fromkeys(name for name in names if name))
 
 

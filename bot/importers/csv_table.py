@@ -65,9 +65,9 @@ _KEYWORD_COLUMNS = ("keywords", "keyword", "manual tags", "automatic tags", "aut
                     "index keywords", "mesh terms", "mesh", "tags", "kw")
 _LINK_COLUMNS = ("url", "link", "open url link", "links")
 _HEADER_SEPARATORS = re.compile(r"[\s_\-]+")
+_LINE = re.compile(r"[^\r\n]+")
 _PY_LIST = re.compile(r"""'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)\"""")
-_COMMA_OUTSIDE_PARENS = re.compile(r",\s*(?![^()]*\))")
-_EMBASE_SOURCE = re.compile(r"^(?P<journal>.+?)\s*\((?P<year>\d{4})\)")
+_EMBASE_SOURCE = re.compile(r"^(?P<journal>[^()]{1,300}?)\s*\((?P<year>\d{4})\)")
 _DATE_OF_PUBLICATION = re.compile(r"Date of Publication:\s*(.+)$", re.IGNORECASE)
 
 
@@ -86,7 +86,7 @@ def parse(text: str, source: str) -> Iterator[StudyRecord | InvalidRecord]:
     if not first:
         return
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(first))
-    header: list[str] | None = None
+    header: dict[str, int] | None = None  # normalised column name -> its first position
     columns: dict[str, int] = {}
     line_after_previous = 1
     try:
@@ -95,7 +95,9 @@ def parse(text: str, source: str) -> Iterator[StudyRecord | InvalidRecord]:
             if not any(cell.strip() for cell in row):
                 continue
             if header is None:
-                header = [_normalise_header(cell) for cell in row]
+                header = {}
+                for index, cell in enumerate(row):
+                    header.setdefault(_normalise_header(cell), index)
                 columns = _columns(header)
                 continue
             yield _record(row, header, columns, f"{source}:{start}")
@@ -104,9 +106,9 @@ def parse(text: str, source: str) -> Iterator[StudyRecord | InvalidRecord]:
 
 
 def _first_line(text: str) -> str:
-    for line in text.lstrip("\ufeff").splitlines():
-        if line.strip():
-            return line
+    for match in _LINE.finditer(text.lstrip("\ufeff")):
+        if match.group().strip():
+            return match.group()
     return ""
 
 
@@ -134,19 +136,19 @@ def _normalise_header(cell: str) -> str:
     return _HEADER_SEPARATORS.sub(" ", cell.strip().strip('"').lstrip("\ufeff")).strip().lower()
 
 
-def _columns(header: list[str]) -> dict[str, int]:
+def _columns(header: dict[str, int]) -> dict[str, int]:
     """Field name -> column index, the first alias in priority order that is present."""
     found: dict[str, int] = {}
     for name, aliases in _ALIASES.items():
         for alias in aliases:
             if alias in header:
-                found[name] = header.index(alias)
+                found[name] = header[alias]
                 break
     return found
 
 
 def _record(
-    row: list[str], header: list[str], columns: dict[str, int], where: str
+    row: list[str], header: dict[str, int], columns: dict[str, int], where: str
 ) -> StudyRecord | InvalidRecord:
     def cell(name: str) -> str | None:
         index = columns.get(name)
@@ -157,7 +159,7 @@ def _record(
 
     def named(column: str) -> str | None:
         if column in header:
-            index = header.index(column)
+            index = header[column]
             if index < len(row) and row[index].strip():
                 return row[index].strip()
         return None
@@ -233,10 +235,25 @@ def _split(value: str | None, commas: bool = False) -> list[str]:
     elif "\n" in value:
         items = value.splitlines()
     elif commas:
-        items = _COMMA_OUTSIDE_PARENS.split(value)
+        items = _split_commas(value)
     else:
         items = [value]
     return [item.strip() for item in items if item.strip()]
+
+
+def _split_commas(value: str) -> list[str]:
+    """Split on commas outside parentheses: "cyst (diagnosis, surgery), colonoscopy"."""
+    items, depth, start = [], 0, 0
+    for index, ch in enumerate(value):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            items.append(value[start:index])
+            start = index + 1
+    items.append(value[start:])
+    return items
 
 
 def _authors(value: str | None) -> list[str]:

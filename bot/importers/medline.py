@@ -33,7 +33,7 @@ _ISI_TAG = re.compile(r"^([A-Z][A-Z0-9])(?: (.*))?$")
 # Tags RIS does not use (TI, AU, AB and DP are shared with RIS).
 _SNIFF_MEDLINE = re.compile(
     r"^(?:PMID|PMC |PMCR|FAU |OWN |STAT|DCOM|JT  |MH  |EDAT|CRDT|BTI )\s?-", re.MULTILINE)
-_SNIFF_RIS = re.compile(r"^\s*TY  ?-", re.MULTILINE)
+_SNIFF_RIS = re.compile(r"^[ \t]*TY  ?-", re.MULTILINE)
 _SNIFF_ISI = re.compile(r"^(?:FN |VR |PT [A-Z]+\s*$)", re.MULTILINE)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 RETRACTED = "Retracted Publication"
@@ -92,8 +92,6 @@ def _parse_medline(lines: list[str], source: str) -> Iterator[StudyRecord | Inva
 
 def _medline_record(fields: Fields, where: str) -> StudyRecord | InvalidRecord:
     values = _joined(fields)
-    if not (values.get("TI") or values.get("BTI") or values.get("TT") or values.get("VTI")):
-        return InvalidRecord(where, "title", "missing title")
 
     def one(*tags: str) -> str | None:
         for tag in tags:
@@ -197,7 +195,7 @@ def _isi_record(fields: Fields, where: str) -> StudyRecord | InvalidRecord:
     year, month, _ = parse_date(one("PY"))
     published = one("PD")
     if year is not None and published:
-        month = parse_month(published.split()[0]) or parse_date(published)[1]
+        month = parse_month((published.split() or [""])[0]) or parse_date(published)[1]
     elif year is None:
         year, month, _ = parse_date(published)
     pmid = _fields.pmid(one("PM"))

@@ -29,12 +29,14 @@ FORMAT = "ris"
 EXTENSIONS = (".ris",)
 
 _TAG = re.compile(r"^([A-Z][A-Z0-9]) {1,2}-(?: (.*))?$")
-_SNIFF = re.compile(r"^\s*TY {1,2}- ", re.MULTILINE)
+_SNIFF = re.compile(r"^[ \t]*TY {1,2}- ", re.MULTILINE)
 _TY_LINE = re.compile(r"^TY {1,2}-")
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _LIST_TAGS = frozenset({"AU", "A1", "A2", "A3", "A4", "ED", "KW", "UR", "L1", "L2", "L3", "L4"})
 _PUBMED_DATABASE = re.compile(r"pubmed|medline|\bnlm\b", re.IGNORECASE)
 _URL_SPLIT = re.compile(r"[;\s]+")
+_PMID_NOTE = re.compile(r"\s*(?:PMID:?\s*([0-9]{1,12})|([0-9]{1,12})\s*\[pmid\])\s*", re.I)
+_NOTE_TAGS = ("N1", "U1", "U2", "U3", "U4", "U5", "C2", "M1", "M2")
 
 
 def sniff(head: str) -> bool:
@@ -94,21 +96,25 @@ def _record(fields: list[tuple[str, list[str]]], where: str) -> StudyRecord | In
         return [value for tag in tags for value in values.get(tag, [])]
 
     title = one("TI", "T1", "ST", "BT", "CT")
-    if not title:  # skip the work below for the empty records some exports are full of
-        return InvalidRecord(where, "title", "missing title")
+    if not title and set(values) <= {"TY"}:  # the empty records some exports are full of
+        return build_record(where, title=None)
     authors = every("AU", "A1") or every("A2", "ED", "A3")
     year, month, day = _date(one("PY", "Y1"), one("DA"))
     urls = [u for value in every("UR") for u in _URL_SPLIT.split(value) if u]
     links = urls + [u for value in every("L2", "L1") for u in _URL_SPLIT.split(value) if u]
-    notes = every("N1", "U1", "U2", "U3", "U4", "U5", "C2", "M1", "M2")
+    notes = every(*_NOTE_TAGS)
 
+    # Notes can hold whole reference lists (Scopus): an identifier counts only when a short
+    # note is that identifier ("doi: 10.1063/1.1954747", "26957754[pmid]").
+    short_notes = [n for n in every("M3", *_NOTE_TAGS) if len(n) <= 120]
     doi = _fields.first(every("DO", "DI"), _fields.doi) or _fields.first(
-        every("M3", "N1") + [u for u in links if "doi" in u.lower()], _fields.doi)
+        [n for n in short_notes if n.lower().startswith(("doi", "10."))]
+        + [u for u in links if "doi" in u.lower()], _fields.doi)
     pmid = None
     if _PUBMED_DATABASE.search(" ".join(every("DB", "DP"))):
         pmid = _fields.first(every("AN"), _fields.pmid)
     pmid = pmid or _fields.first(every("PM"), _fields.pmid) or _fields.first(
-        notes + links, _pmid_mention)
+        short_notes + links, _pmid_mention)
 
     keywords = [k.strip() for value in every("KW") for k in value.split(";")]
     return build_record(
@@ -130,11 +136,15 @@ def _record(fields: list[tuple[str, list[str]]], where: str) -> StudyRecord | In
 
 
 def _pmid_mention(value: object) -> str | None:
-    """A PMID only where it is labelled as one (plain numbers in notes are other ids)."""
+    """A note that is a labelled PMID ("PMID: 123", "123[pmid]"), or a PubMed link. Plain
+    numbers in notes are other databases' ids."""
     text = str(value)
-    if text.isascii() and text.isdigit():
-        return None
-    return _fields.pmid(text)
+    match = _PMID_NOTE.fullmatch(text)
+    if match:
+        return _fields.pmid(match.group(1) or match.group(2))
+    if text.lower().startswith(("http://", "https://", "www.")):
+        return _fields.pmid(text)
+    return None
 
 
 def _date(primary: str | None, extra: str | None) -> tuple[int | None, int | None, int | None]:
@@ -144,7 +154,7 @@ def _date(primary: str | None, extra: str | None) -> tuple[int | None, int | Non
         if year is None:
             return extra_year, extra_month, extra_day
         if extra_year is None:  # EndNote "Jun", Web of Science "SEP"
-            extra_month, extra_day = parse_month(extra.split()[0]), None
+            extra_month, extra_day = parse_month((extra.split() or [""])[0]), None
         elif extra_year != year:
             return year, month, day
         if month is None and extra_month:
