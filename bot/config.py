@@ -110,7 +110,8 @@ _CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
 def _describe(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is tuple:
-        return f"a list of {_describe(typing.get_args(tp)[0])}s"
+        plural = {str: "strings", int: "integers", bool: "booleans"}
+        return f"a list of {plural.get(typing.get_args(tp)[0], 'values')}"
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return f"{_describe(args[0])} or null"
@@ -163,7 +164,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{dotted}: unknown key (expected one of: {known})")
     values = {}
-    for name, f in fields.items():
+    for name in fields:
         dotted = f"{prefix}.{name}" if prefix else name
         if name not in data:
             continue

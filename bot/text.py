@@ -8,8 +8,13 @@ import unicodedata
 
 _DOI_PREFIX = re.compile(r"^(?:https?://(?:dx\.)?doi\.org/|doi:\s*|urn:doi:)", re.IGNORECASE)
 _DOI_SHAPE = re.compile(r"^10\.\d{4,9}/\S+$")
-_PMID_URL = re.compile(r"^(?:https?://)?(?:www\.)?(?:ncbi\.nlm\.nih\.gov/pubmed|pubmed\.ncbi\.nlm\.nih\.gov)/(\d+)/?$", re.I)
+_PMID_URL = re.compile(
+    r"^(?:https?://)?(?:www\.)?(?:ncbi\.nlm\.nih\.gov/pubmed|pubmed\.ncbi\.nlm\.nih\.gov)/(\d+)/?$",
+    re.I,
+)
 _TAG = re.compile(r"<[^>]{0,200}>")
+# Inline markup that sits inside words (C<sub>4</sub>, <i>in vitro</i>): dropped, no space.
+_INLINE_TAG = re.compile(r"</?(?:i|b|em|strong|sup|sub|u|sc|span)(?:\s[^>]{0,100})?>", re.I)
 _SPACE = re.compile(r"\s+")
 _NON_WORD = re.compile(r"[^\w]+")
 _WORD = re.compile(r"\w+")
@@ -33,7 +38,7 @@ def clean_text(value: object) -> str | None:
         return None
     text = str(value)
     if "<" in text:
-        text = _TAG.sub(" ", text)
+        text = _TAG.sub(" ", _INLINE_TAG.sub("", text))
     if "&" in text:
         text = html.unescape(text)
     text = _SPACE.sub(" ", text).strip()
@@ -67,7 +72,7 @@ def normalise_pmid(value: object) -> str | None:
         text = m.group(1)
     if text.lower().startswith("pmid:"):
         text = text[5:].strip()
-    return text if text.isdigit() and len(text) <= 12 and int(text) > 0 else None
+    return text if re.fullmatch(r"[0-9]{1,12}", text) and int(text) > 0 else None
 
 
 def title_key(title: str) -> str:

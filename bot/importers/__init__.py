@@ -18,6 +18,7 @@ import gzip
 import importlib
 import io
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,13 +125,26 @@ def detect_format(filename: str, head: str) -> ModuleType:
     )
 
 
-def iter_bytes(data: bytes, filename: str) -> Iterator[Item]:
-    """Parse an in-memory file (a Discord attachment, a test fixture)."""
+def gunzip_bounded(data: bytes, filename: str, max_bytes: int) -> bytes:
+    """Decompress gzip data, refusing more than max_bytes of output (gzip bombs)."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(data, max_bytes + 1)
+    except zlib.error as exc:
+        raise ImportFormatError(f"{filename}: not a valid gzip file ({exc})") from None
+    if len(out) > max_bytes:
+        raise ImportFormatError(f"{filename}: expands to more than {max_bytes:,} bytes")
+    if not inflater.eof:
+        raise ImportFormatError(f"{filename}: the gzip file is truncated")
+    return out
+
+
+def iter_bytes(data: bytes, filename: str, max_bytes: int = 64 * 1024 * 1024
+               ) -> Iterator[Item]:
+    """Parse an in-memory file (a Discord attachment, a test fixture); a gzipped one may
+    expand to at most max_bytes."""
     if filename.lower().endswith(".gz") or data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise ImportFormatError(f"{filename}: not a valid gzip file ({exc})") from None
+        data = gunzip_bounded(data, filename, max_bytes)
     text = decode_bytes(data)
     module = detect_format(filename, text[:8192])
     yield from module.parse(text, os.path.basename(filename))
@@ -159,6 +173,39 @@ def iter_path(path: str | Path) -> Iterator[Item]:
         except (OSError, EOFError) as exc:
             raise ImportFormatError(f"{name}: cannot read ({exc})") from None
     yield from module.parse(decode_bytes(data), name)
+
+
+def streamed_format(path: str | Path) -> ModuleType | None:
+    """The importer that streams this file line by line (see iter_lines), or None when the
+    file is read whole (or is not there: iter_path then says why)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as raw:
+            head_bytes = raw.read(8192)
+    except (OSError, EOFError):
+        return None
+    head = decode_bytes(head_bytes[:8188]) if head_bytes else ""
+    try:
+        module = detect_format(path.name, head)
+    except ImportFormatError:
+        return None
+    if hasattr(module, "parse_lines") and module.looks_like_lines(path.name, head):
+        return module
+    return None
+
+
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """The decoded lines of a file streamed_format accepted, for its module's parse_lines."""
+    path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as raw:
+        try:
+            yield from _utf8_lines(raw, path.name)
+        except (OSError, EOFError) as exc:
+            raise ImportFormatError(f"{path.name}: cannot read ({exc})") from None
 
 
 def _prepend(head: bytes, rest: IO[bytes]) -> IO[bytes]:

@@ -138,8 +138,10 @@ def build_record(
     invalid; otherwise (foreign formats, written by other tools) such a value is dropped."""
     clean_title = clean_text(title)
     if not clean_title:
-        if not clean_text(fields.get("summary")):
-            return InvalidRecord(source, "title", "no title and no abstract: not a study",
+        if fields.get("pmid") or fields.get("doi"):
+            # An indexed entry without a title (errata, notices, untranslated records) cannot
+            # be shown or discussed: it is skipped with a note, not fatal to the import.
+            return InvalidRecord(source, "title", "indexed entry without a title: skipped",
                                  empty=True)
         return InvalidRecord(source, "title", "missing title")
     if len(clean_title) > 1000:

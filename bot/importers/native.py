@@ -37,12 +37,11 @@ _JSON_START = re.compile(r"^\s*[\[{]")
 
 def sniff(head: str) -> bool:
     stripped = head.lstrip("\ufeff \t\r\n")
-    if stripped.startswith("{"):
-        # CSL-JSON and Crossref objects are other formats.
-        return '"title"' in stripped[:4096] and '"container-title"' not in stripped[:4096] \
-            and '"message-type"' not in stripped[:4096]
-    if stripped.startswith("["):
-        return '"container-title"' not in stripped[:4096] and '"title"' in stripped[:4096]
+    if stripped.startswith(("{", "[")):
+        # CSL-JSON, Crossref and eSummary documents are other formats.
+        foreign = ('"container-title"', '"message-type"', '"issued"', '"esummaryresult"',
+                   '"type": "esummary"', '"DOI"')
+        return '"title"' in stripped and not any(marker in stripped for marker in foreign)
     return bool(re.match(r"^(studies:|- (id|title):|#)", stripped)) or bool(
         re.search(r"^studies:\s*$", stripped, re.M)
     )
@@ -68,10 +67,14 @@ def parse(text: str, source: str) -> Iterator[StudyRecord | InvalidRecord]:
         except json.JSONDecodeError as exc:
             yield InvalidRecord(f"{source}:{exc.lineno}", None, f"invalid JSON: {exc.msg}")
             return
+        except (RecursionError, ValueError) as exc:
+            yield InvalidRecord(source, None, f"invalid JSON: {str(exc)[:100]}")
+            return
         yield from _parse_document(document, source, lines=None)
         return
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
         document = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
@@ -80,8 +83,12 @@ def parse(text: str, source: str) -> Iterator[StudyRecord | InvalidRecord]:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         yield InvalidRecord(where, None, f"invalid YAML: {problem}")
         return
+    except RecursionError:
+        yield InvalidRecord(source, None, "invalid YAML: nested too deeply")
+        return
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     yield from _parse_document(document, source, lines=_item_lines(node))
 
 
@@ -121,8 +128,10 @@ def _parse_document(
         yield record_from_mapping(item, where)
 
 
-def parse_lines(lines: Iterable[str], source: str) -> Iterator[StudyRecord | InvalidRecord]:
-    for number, line in enumerate(lines, start=1):
+def parse_lines(lines: Iterable[str], source: str, start: int = 1
+                ) -> Iterator[StudyRecord | InvalidRecord]:
+    """JSON Lines; `start` is the number of the first line (for a file read in chunks)."""
+    for number, line in enumerate(lines, start=start):
         if not line.strip():
             continue
         where = f"{source}:{number}"
@@ -130,6 +139,9 @@ def parse_lines(lines: Iterable[str], source: str) -> Iterator[StudyRecord | Inv
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             yield InvalidRecord(where, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
+            continue
+        except (RecursionError, ValueError) as exc:
+            yield InvalidRecord(where, None, f"invalid JSON: {str(exc)[:100]}")
             continue
         yield record_from_mapping(item, where)
 

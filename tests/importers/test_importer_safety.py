@@ -131,11 +131,6 @@ def _parse_all(data: bytes, name: str) -> None:
         module = detect_format(name, text[:8192])
     except ImportFormatError:
         return
-    # The native format has its own owner and known robustness bugs (see the xfail tests
-    # below); text this package hands to it is not this test's business.
-    stripped = text.lstrip("\ufeff \t\r\n")
-    assume(module is not native and not (
-        module is esummary and stripped[:1] in ("[", "{") and not esummary.sniff(stripped)))
     try:
         items = list(iter_bytes(data, name))
     except ImportFormatError:
@@ -199,22 +194,16 @@ def test_random_json_documents(document: object) -> None:
         assert all(isinstance(item, StudyRecord | InvalidRecord) for item in items)
 
 
-# --- known bugs in code this package does not own (strict: remove the mark once fixed) ----
+# --- robustness of the shared decoding and the native format ------------------------------
 
-@pytest.mark.xfail(strict=True, reason="native.parse builds yaml.SafeLoader outside its "
-                   "try, so a control character raises yaml.reader.ReaderError")
 def test_native_yaml_control_character() -> None:
     _expect_only_format_errors(b"#\x1f", "notes.yaml")
 
 
-@pytest.mark.xfail(strict=True, reason="native.parse catches only JSONDecodeError: deep nesting "
-                   "raises RecursionError (and a 5000-digit number ValueError)")
 def test_native_deeply_nested_json() -> None:
     _expect_only_format_errors(b"[" * 100_000, "deep.json")
 
 
-@pytest.mark.xfail(strict=True, reason="iter_bytes catches OSError/EOFError from "
-                   "gzip.decompress, not zlib.error from a corrupt deflate stream")
 def test_corrupt_gzip_body() -> None:
     import gzip
 
@@ -223,8 +212,6 @@ def test_corrupt_gzip_body() -> None:
     _expect_only_format_errors(bytes(data), "corrupt.ris.gz")
 
 
-@pytest.mark.xfail(strict=True, reason="bot.text.normalise_pmid: '\u00b2'.isdigit() is True "
-                   "but int('\u00b2') raises ValueError")
 def test_normalise_pmid_superscript_digit() -> None:
     from bot.text import normalise_pmid
 

@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+
+from bot.config import Config, ConfigError, load_config, parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_example_config_runs_as_is_and_matches_defaults():
+    config = load_config(REPO / "config.example.yaml")
+    defaults = Config()
+    for section in ("discord", "database", "studies", "logging", "discussions", "moderation",
+                    "imports"):
+        assert getattr(config, section) == getattr(defaults, section), section
+    assert config.database_path == REPO / "data" / "studies.db"
+
+
+def test_defaults_without_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None)
+    assert config.discord.api_base_url == "https://discord.com/api/v10"
+    assert config.database.path == "data/studies.db"
+    assert config.studies.sources == ("data/studies.yaml",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("database:\n  path: 3\n", "database.path: expected a string"),
+        ("database:\n  paht: x.db\n", "database.paht: unknown key"),
+        ("discord:\n  dev_guild_ids: 5\n", "discord.dev_guild_ids: expected a list of integers"),
+        ("discord:\n  dev_guild_ids: [abc]\n", "discord.dev_guild_ids[0]: expected an integer"),
+        ("logging:\n  level: LOUD\n", "logging.level: expected one of"),
+        ("discord:\n  api_base_url: ftp://x\n", "discord.api_base_url: expected an http(s) URL"),
+        ("studies:\n  sources:\n", "studies.sources: expected a list of strings, got nothing"),
+        ("discussions:\n  archive_after_minutes: 5\n", "discussions.archive_after_minutes"),
+        ("databse: {}\n", "databse: unknown key"),
+        ("- 1\n- 2\n", "config: expected a mapping"),
+    ],
+)
+def test_strict_validation_names_the_dotted_key(text, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+def test_token_is_refused_in_yaml():
+    with pytest.raises(ConfigError, match="DISCORD_TOKEN"):
+        parse_config("discord:\n  token: abc\n")
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("discord: [\n")
+    with pytest.raises(ConfigError, match="c.yaml"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_snowflakes_as_strings_and_relative_paths(tmp_path):
+    path = tmp_path / "conf.yaml"
+    path.write_text("discord:\n  dev_guild_ids: ['123', 456]\ndatabase:\n  path: x/y.db\n")
+    config = load_config(path)
+    assert config.discord.dev_guild_ids == (123, 456)
+    assert config.database_path == tmp_path / "x" / "y.db"

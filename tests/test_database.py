@@ -1,0 +1,50 @@
+import sqlite3
+
+import pytest
+
+from bot.database import Database, SchemaTooNewError, connect_sync, latest_schema_version
+
+
+async def test_open_creates_schema_with_pragmas(tmp_path):
+    db = await Database.open(tmp_path / "s.db")
+    stats = await db.stats()
+    await db.close()
+    assert stats.schema_version == latest_schema_version() >= 1
+    conn = sqlite3.connect(tmp_path / "s.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    conn = connect_sync(tmp_path / "s.db")
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    conn.close()
+
+
+async def test_database_from_the_future_is_refused(tmp_path):
+    path = tmp_path / "future.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {latest_schema_version() + 1}")
+    conn.close()
+    with pytest.raises(SchemaTooNewError, match="newer than this studybot"):
+        await Database.open(path)
+
+
+def test_failed_migration_leaves_nothing_half_written(tmp_path):
+    path = tmp_path / "clash.db"
+    conn = sqlite3.connect(path)
+    # A table the first migration will try to create midway: the migration must fail whole.
+    conn.execute("CREATE TABLE meta (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(Exception, match="meta"):
+        connect_sync(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert tables == {"meta"}
+    conn.close()
+
+
+async def test_not_a_database(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(Exception, match="not a studybot database"):
+        await Database.open(path)
