@@ -209,6 +209,9 @@ class StudyRow:
 _ROW_FIELDS = ("title", "title_key", "authors", "journal", "year", "month", "day", "citations",
                "tldr", "summary", "url", "doi", "pmid", "topics", "study_type", "keywords",
                "similar")
+_FTS_COLUMNS = "title, tldr, summary, authors, journal, topics, keywords"
+# The import connection's page cache while it indexes in bulk (KiB, as cache_size wants).
+BULK_CACHE_KIB = 65536
 
 
 # --- the sync writer used by imports ---------------------------------------------------------
@@ -218,9 +221,59 @@ class ImportWriter:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        # Set while full-text indexing is deferred: rows with a larger pk, and the older rows
+        # in _fts_removed, are indexed by finish_fts.
+        self._fts_from: int | None = None
+        self._fts_removed: set[int] = set()
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
+
+    def is_empty(self) -> bool:
+        return self.conn.execute("SELECT max(pk) IS NULL FROM studies").fetchone()[0] == 1
+
+    def defer_fts(self) -> None:
+        """Stop indexing rows one by one (the triggers check meta 'fts_deferred'): a bulk
+        import indexes them all at once in finish_fts, inside the same transaction."""
+        if self._fts_from is not None:
+            return
+        self._fts_from = self.conn.execute(
+            "SELECT coalesce(max(pk), 0) FROM studies").fetchone()[0]
+        self._fts_removed = set()
+        self.conn.execute("INSERT INTO meta (key, value) VALUES ('fts_deferred', '1')")
+        self.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+
+    def finish_fts(self) -> None:
+        """Index what was written since defer_fts and turn the triggers back on."""
+        if self._fts_from is None:
+            return
+        self.conn.execute("DELETE FROM meta WHERE key = 'fts_deferred'")
+        self.conn.execute(
+            f"INSERT INTO studies_fts (rowid, {_FTS_COLUMNS}) "
+            f"SELECT pk, {_FTS_COLUMNS} FROM studies WHERE pk > ? ORDER BY pk",
+            (self._fts_from,))
+        self.conn.executemany(
+            f"INSERT INTO studies_fts (rowid, {_FTS_COLUMNS}) "
+            f"SELECT pk, {_FTS_COLUMNS} FROM studies WHERE pk = ?",
+            [(pk,) for pk in sorted(self._fts_removed)])
+        self.conn.execute("PRAGMA cache_size = -32000")
+        self._fts_from = None
+        self._fts_removed = set()
+
+    def match(self, study_id: str | None, doi: str | None, pmid: str | None,
+              title_key: str | None, year: int | None) -> int | None:
+        """The study a record is about, in one query: by id, then DOI, then PMID, then
+        normalised title and year (the oldest such study)."""
+        row = self.conn.execute(
+            "SELECT pk FROM (SELECT pk, 1 AS o FROM studies WHERE id = ?1 "
+            "UNION ALL SELECT pk, 2 FROM studies WHERE doi = ?2 "
+            "UNION ALL SELECT pk, 3 FROM studies WHERE pmid = ?3 "
+            "UNION ALL SELECT * FROM (SELECT pk, 4 FROM studies "
+            "WHERE title_key = ?4 AND year IS ?5 ORDER BY title_key, year, pk LIMIT 1)) "
+            "ORDER BY o LIMIT 1",
+            (study_id, doi, pmid, title_key or None, year),
+        ).fetchone()
+        return row[0] if row else None
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")
@@ -228,6 +281,9 @@ class ImportWriter:
     def rollback(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+        if self._fts_from is not None:
+            self._fts_from = None
+            self.conn.execute("PRAGMA cache_size = -32000")
 
     def find_pk(self, column: str, value: str) -> int | None:
         assert column in ("id", "doi", "pmid")
@@ -269,6 +325,13 @@ class ImportWriter:
         return pk
 
     def update(self, pk: int, row: StudyRow, timestamp: str) -> None:
+        if self._fts_from is not None and pk <= self._fts_from \
+                and pk not in self._fts_removed:
+            # Indexed before deferral: take it out now, finish_fts indexes its new values.
+            self.conn.execute(
+                f"INSERT INTO studies_fts (studies_fts, rowid, {_FTS_COLUMNS}) "
+                f"SELECT 'delete', pk, {_FTS_COLUMNS} FROM studies WHERE pk = ?", (pk,))
+            self._fts_removed.add(pk)
         self.conn.execute(
             "UPDATE studies SET " + ", ".join(f"{f} = ?" for f in _ROW_FIELDS)
             + ", content_hash = ?, updated_at = ? WHERE pk = ?",
@@ -532,3 +595,52 @@ class Database:
             await self._conn.backup(dest)
         finally:
             dest.close()
+
+
+# --- what the Discord side keeps ------------------------------------------------------------
+
+class CommunityStore:
+    """View state, usage counters and (later) per-server settings, on the bot's connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        async with self.db.write_lock:
+            try:
+                cursor = await self.db._conn.execute(sql, params)
+            except sqlite3.OperationalError as exc:
+                raise DatabaseError(describe_sqlite_error(exc)) from None
+            return cursor.rowcount
+
+    async def save_view(self, key: str, kind: str, state: str) -> None:
+        await self._write(
+            "INSERT INTO saved_views (key, kind, state, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key) DO NOTHING", (key, kind, state, now_iso()))
+
+    async def load_view(self, key: str) -> tuple[str, str] | None:
+        row = await self.db._fetchone("SELECT kind, state FROM saved_views WHERE key = ?",
+                                      (key,))
+        return (row[0], row[1]) if row else None
+
+    async def record_command(self, command: str, study_id: str | None = None) -> None:
+        day = now_iso()[:10]
+        async with self.db.write_lock:
+            await self.db._conn.execute(
+                "INSERT INTO command_usage (day, command, count) VALUES (?, ?, 1) "
+                "ON CONFLICT (day, command) DO UPDATE SET count = count + 1", (day, command))
+            if study_id:
+                await self.db._conn.execute(
+                    "INSERT INTO study_views (study_id, views, last_viewed_at) VALUES (?, 1, ?) "
+                    "ON CONFLICT (study_id) DO UPDATE SET views = views + 1, "
+                    "last_viewed_at = excluded.last_viewed_at", (study_id, now_iso()))
+
+    async def commands_since(self, day: str) -> int:
+        row = await self.db._fetchone(
+            "SELECT coalesce(sum(count), 0) FROM command_usage WHERE day >= ?", (day,))
+        return int(row[0])
+
+    async def most_viewed(self, limit: int = 5) -> list[tuple[str, int]]:
+        return [tuple(r) for r in await self.db._fetchall(
+            "SELECT study_id, views FROM study_views ORDER BY views DESC, study_id LIMIT ?",
+            (limit,))]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bot import importers, related
 from bot.database import Database, DatabaseStats, ImportWriter
-from bot.importing import ImportReport, Progress, run_import
+from bot.importing import ImportReport, Item, Progress, prepared_items, run_import
 from bot.model import STUDY_TYPES, RelatedEntry, SearchPage, SimilarRef, Study, Suggestion
 from bot.search import (
     best_correction,
@@ -281,7 +281,7 @@ class StudyLibrary:
 
     async def import_items(
         self,
-        items: Callable[[], Iterator[importers.Item]],
+        items: Callable[[], Iterator[Item]],
         *,
         skip_invalid: bool = False,
         dry_run: bool = False,
@@ -309,9 +309,9 @@ class StudyLibrary:
     async def import_paths(self, paths: Iterable[str | Path], **options: object) -> ImportReport:
         paths = list(paths)
 
-        def items() -> Iterator[importers.Item]:
-            for path in paths:
-                yield from importers.iter_path(path)
+        def items() -> Iterator[Item]:
+            # Big JSON Lines files are parsed by worker processes (the import's other core).
+            return prepared_items(paths, self.topics)
 
         return await self.import_items(items, **options)  # type: ignore[arg-type]
 

@@ -29,9 +29,17 @@ W_TOPICS = 0.3
 W_TYPE = 0.05
 W_JOURNAL = 0.05
 
-_STOPWORDS = frozenset(
-    ["a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "did", "do", "does", "for", "from", "had", "has", "have", "in", "into", "is", "it", "its", "may", "more", "most", "no", "not", "of", "on", "or", "our", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they", "this", "those", "to", "was", "we", "were", "what", "when", "which", "while", "who", "will", "with", "within", "without", "study", "studies", "patients", "patient", "results", "result", "conclusion", "conclusions", "methods", "method", "background", "objective", "aim", "aims", "using", "used", "use", "between", "after", "before", "during", "both", "each", "also", "however", "among", "total", "group", "groups", "compared", "found", "showed", "shown", "effect", "effects", "significant", "significantly"]
-)
+_STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "been", "but", "by", "can", "did", "do", "does",
+    "for", "from", "had", "has", "have", "in", "into", "is", "it", "its", "may", "more", "most",
+    "no", "not", "of", "on", "or", "our", "such", "than", "that", "the", "their", "them", "then",
+    "there", "these", "they", "this", "those", "to", "was", "we", "were", "what", "when",
+    "which", "while", "who", "will", "with", "within", "without", "study", "studies", "patients",
+    "patient", "results", "result", "conclusion", "conclusions", "methods", "method",
+    "background", "objective", "aim", "aims", "using", "used", "use", "between", "after",
+    "before", "during", "both", "each", "also", "however", "among", "total", "group", "groups",
+    "compared", "found", "showed", "shown", "effect", "effects", "significant", "significantly",
+})
 _KEYWORD_SPLIT = re.compile(r"[;,/]")
 
 

@@ -1,4 +1,9 @@
 -- Studies, their topics, the full-text index and a key/value table.
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
 CREATE TABLE studies (
     pk           INTEGER PRIMARY KEY,
     id           TEXT NOT NULL UNIQUE,
@@ -37,23 +42,27 @@ CREATE INDEX study_topics_study ON study_topics (study_pk);
 CREATE VIRTUAL TABLE studies_fts USING fts5 (
     title, tldr, summary, authors, journal, topics, keywords,
     content = 'studies', content_rowid = 'pk',
-    tokenize = 'unicode61 remove_diacritics 2',
-    prefix = '3'
+    tokenize = 'unicode61 remove_diacritics 2'
 );
 CREATE VIRTUAL TABLE studies_vocab USING fts5vocab (studies_fts, 'row');
 
-CREATE TRIGGER studies_ai AFTER INSERT ON studies BEGIN
+-- While a bulk import runs it sets meta 'fts_deferred' and indexes its rows itself at the end
+-- (ImportWriter.defer_fts / finish_fts), in the same transaction.
+CREATE TRIGGER studies_ai AFTER INSERT ON studies
+WHEN NOT EXISTS (SELECT 1 FROM meta WHERE key = 'fts_deferred') BEGIN
     INSERT INTO studies_fts (rowid, title, tldr, summary, authors, journal, topics, keywords)
     VALUES (new.pk, new.title, new.tldr, new.summary, new.authors, new.journal,
             new.topics, new.keywords);
 END;
-CREATE TRIGGER studies_ad AFTER DELETE ON studies BEGIN
+CREATE TRIGGER studies_ad AFTER DELETE ON studies
+WHEN NOT EXISTS (SELECT 1 FROM meta WHERE key = 'fts_deferred') BEGIN
     INSERT INTO studies_fts (studies_fts, rowid, title, tldr, summary, authors, journal, topics,
                              keywords)
     VALUES ('delete', old.pk, old.title, old.tldr, old.summary, old.authors, old.journal,
             old.topics, old.keywords);
 END;
-CREATE TRIGGER studies_au AFTER UPDATE ON studies BEGIN
+CREATE TRIGGER studies_au AFTER UPDATE ON studies
+WHEN NOT EXISTS (SELECT 1 FROM meta WHERE key = 'fts_deferred') BEGIN
     INSERT INTO studies_fts (studies_fts, rowid, title, tldr, summary, authors, journal, topics,
                              keywords)
     VALUES ('delete', old.pk, old.title, old.tldr, old.summary, old.authors, old.journal,
@@ -62,8 +71,3 @@ CREATE TRIGGER studies_au AFTER UPDATE ON studies BEGIN
     VALUES (new.pk, new.title, new.tldr, new.summary, new.authors, new.journal,
             new.topics, new.keywords);
 END;
-
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);

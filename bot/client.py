@@ -1,0 +1,179 @@
+"""The bot: a commands.Bot built from the config, with the core's services injected.
+
+`setup_hook` opens the database, imports `studies.sources`, loads the extensions in order
+(a failing one stops start-up) and syncs the application commands only when their
+definitions changed since the last sync."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import discord
+import yarl
+from discord.ext import commands
+
+from bot.config import DEFAULT_API_BASE_URL, TOKEN_ENV, Config, discord_token
+from bot.database import CommunityStore, Database
+from bot.errors import StudyTree
+from bot.importing import ImportAborted
+from bot.library import StudyLibrary
+from bot.topics import TopicVocabulary
+
+log = logging.getLogger("studybot")
+
+# Extensions, loaded in this order. Each is a module in cogs/.
+EXTENSIONS: tuple[str, ...] = ("cogs.studies",)
+
+
+def configure_api(api_base_url: str) -> None:
+    """Send all REST to api_base_url (a proxy, or a local emulator in tests)."""
+    discord.http.Route.BASE = api_base_url.rstrip("/")
+
+
+class StudyBot(commands.Bot):
+    def __init__(self, config: Config, *, db_path: Path | None = None,
+                 extensions: Sequence[str] = EXTENSIONS, import_sources: bool = True,
+                 **options: Any) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # channels, threads and roles; nothing privileged
+        super().__init__(
+            command_prefix=commands.when_mentioned,  # unused: slash commands only
+            intents=intents,
+            help_command=None,
+            tree_cls=StudyTree,
+            allowed_mentions=discord.AllowedMentions.none(),
+            **options,
+        )
+        self.config = config
+        self.db_path = db_path or config.database_path
+        self.extension_names = tuple(extensions)
+        self.import_sources = import_sources
+        self.db: Database | None = None
+        self.library: StudyLibrary | None = None
+        self.community: CommunityStore | None = None
+        self.topics: TopicVocabulary | None = None
+
+    # Services the cogs use (set up in setup_hook, before any cog loads).
+    def services(self) -> tuple[StudyLibrary, CommunityStore]:
+        assert self.library is not None and self.community is not None
+        return self.library, self.community
+
+    async def setup_hook(self) -> None:
+        if self.config.discord.api_base_url != DEFAULT_API_BASE_URL:
+            # A plain commands.Bot never asks /gateway/bot: take the gateway from there.
+            _shards, url, _limits = await self.http.get_bot_gateway()
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+            log.info("using the API at %s and the gateway at %s",
+                     self.config.discord.api_base_url, url)
+        self.topics = TopicVocabulary.load(self.config.resolve(self.config.studies.topics))
+        self.db = await Database.open(self.db_path, self.config.database.busy_timeout_ms)
+        self.library = StudyLibrary(self.db, self.topics)
+        self.community = CommunityStore(self.db)
+        if self.import_sources:
+            await self.import_configured_sources()
+        for name in self.extension_names:
+            await self.load_extension(name)
+        if self.config.discord.sync_commands:
+            await self.sync_commands()
+
+    async def import_configured_sources(self) -> None:
+        assert self.library is not None
+        paths = [self.config.resolve(p) for p in self.config.studies.sources]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            log.warning("study sources not found, skipped: %s", ", ".join(missing))
+        paths = [p for p in paths if p.is_file()]
+        if not paths:
+            return
+        try:
+            report = await self.library.import_paths(paths)
+        except ImportAborted as exc:
+            # Start anyway with what the database holds; the moderators see why in the log.
+            log.error("importing %s failed: %s", ", ".join(map(str, paths)), exc.reason)
+            for problem in exc.report.invalid[:20]:
+                log.error("  invalid: %s", problem)
+            return
+        log.info("imported %s: %s", ", ".join(p.name for p in paths), report.summary_line())
+
+    def command_payload(self, guild: discord.abc.Snowflake | None) -> list[dict[str, Any]]:
+        commands_ = self.tree.get_commands(guild=guild)
+        return sorted((c.to_dict(self.tree) for c in commands_), key=lambda c: c["name"])
+
+    async def sync_commands(self, *, force: bool = False) -> list[str]:
+        """Sync to the dev guilds (instant) or globally, only when the definitions changed.
+        Returns the scopes that were synced."""
+        assert self.db is not None
+        synced = []
+        guild_ids = self.config.discord.dev_guild_ids
+        scopes: list[discord.Object | None] = [discord.Object(g) for g in guild_ids] \
+            if guild_ids else [None]
+        for guild in scopes:
+            if guild is not None:
+                self.tree.copy_global_to(guild=guild)
+            payload = json.dumps(self.command_payload(guild), sort_keys=True, default=str)
+            digest = hashlib.sha256(payload.encode()).hexdigest()
+            scope = f"guild:{guild.id}" if guild else "global"
+            key = f"commands_hash:{self.application_id}:{scope}"
+            if not force and await self.db.get_meta(key) == digest:
+                log.info("application commands unchanged for %s: not syncing", scope)
+                continue
+            await self.tree.sync(guild=guild)
+            await self.db.set_meta(key, digest)
+            synced.append(scope)
+            log.info("synced application commands for %s", scope)
+        return synced
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # One shard, one process: discord.py's default 5 s wait between IDENTIFYs only
+        # delays recovery after a non-resumable disconnect.
+        return None
+
+    async def close(self) -> None:
+        await super().close()
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+
+
+def run_bot(config: Config, db_override: str | None = None) -> int:
+    """`studybot run`: start, and stop cleanly on SIGINT or SIGTERM."""
+    from bot.cli import UserError
+
+    token = discord_token()
+    if not token:
+        raise UserError(f"set the bot token in the {TOKEN_ENV} environment variable")
+    configure_api(config.discord.api_base_url)
+    bot = StudyBot(config, db_path=Path(db_override) if db_override else None)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        runner = asyncio.create_task(bot.start(token))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done:
+            log.info("stopping")
+        await bot.close()
+        stopper.cancel()
+        if runner in done:
+            runner.result()  # re-raise a start-up failure
+        else:
+            await asyncio.wait_for(runner, 30)
+
+    try:
+        asyncio.run(main())
+    except discord.LoginFailure:
+        raise UserError("Discord refused the token (check DISCORD_TOKEN)") from None
+    except discord.PrivilegedIntentsRequired:
+        raise UserError("Discord refused the requested intents") from None
+    log.info("stopped")
+    return 0

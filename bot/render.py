@@ -1,0 +1,299 @@
+"""Rendering: studies, results and help as embeds and components (pure functions).
+
+Everything here stays inside Discord's limits and nothing it builds can ping anyone.
+Component custom ids are built here and parsed by the cogs' DynamicItems with the
+templates in this module, so their state survives restarts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import discord
+
+from bot.model import (
+    STUDY_TYPE_LABELS,
+    RelatedEntry,
+    SearchPage,
+    Study,
+    Suggestion,
+    format_month_year,
+)
+from bot.text import truncate
+from bot.topics import TopicVocabulary
+
+NO_PINGS = discord.AllowedMentions.none()
+COLOUR = discord.Colour(0x3B82F6)
+
+TITLE_LIMIT = 256
+DESCRIPTION_LIMIT = 4096
+FIELD_LIMIT = 1024
+FOOTER_LIMIT = 2048
+EMBED_TOTAL_LIMIT = 6000
+LABEL_LIMIT = 80
+OPTION_LIMIT = 100
+
+# Custom id templates (DynamicItem regexes in the cogs match these).
+STUDY_RELATED = "study:related:{study_id}"
+STUDY_DISCUSS = "study:discuss:{study_id}"
+SEARCH_PAGE = "search:{key}:{offset}:{direction}"
+SEARCH_PICK = "pick:{key}:{offset}"
+RELATED_PAGE = "related:{sort}:{offset}:{direction}:{study_id}"
+TOPIC_PICK = "topic:pick"
+
+STUDY_RELATED_RE = r"study:related:(?P<study_id>[a-z0-9_-]{1,80})"
+STUDY_DISCUSS_RE = r"study:discuss:(?P<study_id>[a-z0-9_-]{1,80})"
+SEARCH_PAGE_RE = r"search:(?P<key>[0-9a-f]{12}):(?P<offset>\d{1,6}):(?P<direction>[pn])"
+SEARCH_PICK_RE = r"pick:(?P<key>[0-9a-f]{12}):(?P<offset>\d{1,6})"
+RELATED_PAGE_RE = (r"related:(?P<sort>[rcn]):(?P<offset>\d{1,4}):(?P<direction>[pn]):"
+                   r"(?P<study_id>[a-z0-9_-]{1,80})")
+SORT_CODES = {"relevance": "r", "citations": "c", "newest": "n"}
+SORT_NAMES = {code: name for name, code in SORT_CODES.items()}
+
+
+def safe(text: str | None) -> str:
+    """User or imported text made inert: no markdown tricks, no mention syntax."""
+    if not text:
+        return ""
+    text = discord.utils.escape_markdown(text)
+    # A zero-width space after @ keeps "@everyone" from ever reading as a mention.
+    return re.sub(r"@(?=[^\s])", "@\u200b", text)
+
+
+def authors_line(authors: Sequence[str], limit: int = 3) -> str:
+    if not authors:
+        return "Unknown authors"
+    shown = ", ".join(authors[:limit])
+    return shown + (" et al." if len(authors) > limit else "")
+
+
+def study_facts(study: Study) -> str:
+    """'34 citations · December 2012 · Indian Journal of ...' (the one-line summary)."""
+    facts = []
+    if study.citations is not None:
+        facts.append(f"{study.citations:,} citation{'s' if study.citations != 1 else ''}")
+    facts.append(study.published)
+    if study.journal:
+        facts.append(study.journal)
+    return " · ".join(facts)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadLink:
+    guild_id: int
+    thread_id: int
+    message_count: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://discord.com/channels/{self.guild_id}/{self.thread_id}"
+
+
+def embed_size(embed: discord.Embed) -> int:
+    return len(embed)
+
+
+def study_embed(study: Study, topics: TopicVocabulary, thread: ThreadLink | None = None
+                ) -> discord.Embed:
+    embed = discord.Embed(title=truncate(study.title, TITLE_LIMIT), url=study.source_url,
+                          colour=COLOUR)
+    embed.add_field(name="Authors", value=truncate(safe(authors_line(study.authors)),
+                                                   FIELD_LIMIT), inline=False)
+    published = study.published + (f" in *{safe(study.journal)}*" if study.journal else "")
+    embed.add_field(name="Published", value=truncate(published, FIELD_LIMIT), inline=True)
+    if study.citations is not None:
+        embed.add_field(name="Citations", value=f"{study.citations:,}", inline=True)
+    if study.study_type:
+        embed.add_field(name="Study type",
+                        value=STUDY_TYPE_LABELS.get(study.study_type, study.study_type),
+                        inline=True)
+    if study.topics:
+        names = ", ".join(topics.display_name(t) for t in study.topics)
+        embed.add_field(name="Topics", value=truncate(safe(names), FIELD_LIMIT), inline=False)
+    identifiers = []
+    if study.doi:
+        identifiers.append(f"DOI [{safe(study.doi)}](https://doi.org/{study.doi})")
+    if study.pmid:
+        identifiers.append(f"PMID [{study.pmid}](https://pubmed.ncbi.nlm.nih.gov/{study.pmid}/)")
+    if identifiers:
+        embed.add_field(name="Identifiers", value=truncate(" · ".join(identifiers), FIELD_LIMIT),
+                        inline=False)
+    if thread is not None:
+        count = f" · {thread.message_count:,} messages" if thread.message_count else ""
+        embed.add_field(name="Discussion", value=f"[Open the thread]({thread.url}){count}",
+                        inline=False)
+    embed.set_footer(text=truncate(f"id: {study.id}", FOOTER_LIMIT))
+    # The TLDR set apart, then the summary, in whatever room is left.
+    head = f"**TLDR** {safe(study.tldr)}" if study.tldr else ""
+    room = min(DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - embed_size(embed) - 10)
+    summary = safe(study.summary) if study.summary else ""
+    parts = [p for p in (head, summary) if p]
+    description = "\n\n".join(parts) if parts else "*No summary yet.*"
+    embed.description = truncate(description, max(20, room))
+    return embed
+
+
+def study_view(study: Study) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.Button(label="Related research", style=discord.ButtonStyle.primary,
+                                    custom_id=STUDY_RELATED.format(study_id=study.id)))
+    view.add_item(discord.ui.Button(label="Discuss", style=discord.ButtonStyle.success,
+                                    custom_id=STUDY_DISCUSS.format(study_id=study.id)))
+    if study.source_url and len(study.source_url) <= 512:
+        view.add_item(discord.ui.Button(label="Source", style=discord.ButtonStyle.link,
+                                        url=study.source_url))
+    return view
+
+
+def _result_line(number: int, title: str, url: str | None, facts: str, tldr: str | None,
+                 marker: str = "") -> str:
+    name = truncate(safe(title), 150)
+    heading = f"**{number}. [{name}]({url})**" if url and len(url) <= 300 else \
+        f"**{number}. {name}**"
+    lines = [heading + marker, truncate(safe(facts), 160)]
+    if tldr:
+        lines.append("> " + truncate(safe(tldr).replace("\n", " "), 220))
+    return "\n".join(lines)
+
+
+def count_text(total: int, cap: int = 1000) -> str:
+    return f"{cap:,}+" if total > cap else f"{total:,}"
+
+
+def search_embed(query: str, page: SearchPage, page_size: int, sort: str,
+                 filters: str = "") -> discord.Embed:
+    title = f"Search: {query}" if query.strip() else "Studies"
+    embed = discord.Embed(title=truncate(title, TITLE_LIMIT), colour=COLOUR)
+    lines = [_result_line(page.offset + i + 1, s.title, s.source_url, study_facts(s), s.tldr)
+             for i, s in enumerate(page.studies)]
+    notes = []
+    if page.corrected_query:
+        notes.append(f"Showing results for **{safe(page.corrected_query)}**.")
+    if filters:
+        notes.append(filters)
+    embed.description = truncate("\n".join([*notes, "", "\n\n".join(lines)]).strip(),
+                                 DESCRIPTION_LIMIT)
+    first, last = page.offset + 1, page.offset + len(page.studies)
+    embed.set_footer(text=f"Results {first}–{last} of {count_text(page.total)} · sorted by "
+                          f"{sort} · pick one below to open it")
+    return embed
+
+
+def no_results_message(query: str, filters: str) -> str:
+    what = f"“{truncate(safe(query), 100)}”" if query.strip() else "those filters"
+    tips = ["check the spelling or use fewer words", "try a broader topic or treatment name"]
+    if filters:
+        tips.append("remove a filter (topic, years, type)")
+    return f"No studies match {what}. Try to " + ", or ".join(tips) + \
+        ". `/topics` lists what the database covers."
+
+
+def pager_view(prev_id: str, next_id: str, has_prev: bool, has_next: bool,
+               pick_id: str | None = None, studies: Sequence[Study] = ()) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    if pick_id and studies:
+        options = [discord.SelectOption(label=truncate(s.title, OPTION_LIMIT),
+                                        value=s.id,
+                                        description=truncate(study_facts(s), OPTION_LIMIT))
+                   for s in studies[:25]]
+        view.add_item(discord.ui.Select(custom_id=pick_id, placeholder="Open a study…",
+                                        options=options, row=0))
+    view.add_item(discord.ui.Button(label="Previous", style=discord.ButtonStyle.secondary,
+                                    custom_id=prev_id, disabled=not has_prev, row=1))
+    view.add_item(discord.ui.Button(label="Next", style=discord.ButtonStyle.secondary,
+                                    custom_id=next_id, disabled=not has_next, row=1))
+    return view
+
+
+def related_embed(study: Study, entries: Sequence[RelatedEntry], offset: int, total: int,
+                  sort: str, threads: dict[str, ThreadLink] | None = None) -> discord.Embed:
+    embed = discord.Embed(title=truncate(f"Related to: {study.title}", TITLE_LIMIT),
+                          url=study.source_url, colour=COLOUR)
+    lines = []
+    for i, entry in enumerate(entries):
+        target = entry.study
+        if target is not None:
+            link = (threads or {}).get(target.id)
+            marker = f" · [discussion]({link.url})" if link else ""
+            lines.append(_result_line(offset + i + 1, target.title, target.source_url,
+                                      study_facts(target), target.tldr, marker))
+        else:
+            ref = entry.ref
+            facts = []
+            if ref.citations is not None:
+                facts.append(f"{ref.citations:,} citations")
+            if ref.year:
+                facts.append(format_month_year(ref.year, ref.month))
+            if ref.journal:
+                facts.append(ref.journal)
+            facts.append("not in the database yet")
+            url = f"https://doi.org/{ref.doi}" if ref.doi else None
+            lines.append(_result_line(offset + i + 1, entry.title, url, " · ".join(facts),
+                                      ref.tldr))
+    embed.description = truncate("\n\n".join(lines) or "No related research found yet.",
+                                 DESCRIPTION_LIMIT)
+    shown = f"{offset + 1}–{offset + len(entries)}" if entries else "0"
+    embed.set_footer(text=f"Related {shown} of {total} · sorted by {sort} · id: {study.id}")
+    return embed
+
+
+def not_found_message(query: str, suggestions: Sequence[Suggestion]) -> str:
+    text = f"I could not find a study matching “{truncate(safe(query), 100)}”."
+    if suggestions:
+        text += "\nDid you mean:\n" + "\n".join(
+            f"• {safe(s.label)} (`{s.id}`)" for s in suggestions[:5])
+    else:
+        text += " Try `/search` with a word from its title."
+    return text
+
+
+def topics_embed(rows: Sequence[tuple[str, str, int]], total_studies: int) -> discord.Embed:
+    embed = discord.Embed(title="Topics", colour=COLOUR)
+    if not rows:
+        embed.description = "No topics yet: studies are tagged as they are imported."
+        return embed
+    lines = [f"**{safe(name)}** · {count:,} stud{'y' if count == 1 else 'ies'}"
+             for _slug, name, count in rows]
+    embed.description = truncate("\n".join(lines), DESCRIPTION_LIMIT)
+    embed.set_footer(text=f"{total_studies:,} studies in all · pick a topic below to list its "
+                          "studies")
+    return embed
+
+
+def topics_view(rows: Sequence[tuple[str, str, int]]) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    if rows:
+        options = [discord.SelectOption(label=truncate(name, OPTION_LIMIT), value=slug[:100],
+                                        description=f"{count:,} studies")
+                   for slug, name, count in rows[:25]]
+        view.add_item(discord.ui.Select(custom_id=TOPIC_PICK, placeholder="List a topic's "
+                                        "studies…", options=options))
+    return view
+
+
+COMMAND_HELP: tuple[tuple[str, str], ...] = (
+    ("/study `study`", "A study's card: TLDR, summary, authors, journal, citations, links."),
+    ("/search `query` [`topic` `since` `until` `type` `sort`]",
+     "Find studies by any words; misspellings are forgiven."),
+    ("/related `study` [`sort`]", "Research related to a study: its similar list, then the "
+     "closest studies by content."),
+    ("/topics", "The topics the database covers, with study counts."),
+    ("/discuss `study`", "The study's discussion thread on this server (created if needed)."),
+    ("/help", "This message."),
+)
+
+
+def help_embed(studies: int, last_updated: str | None, topics: int) -> discord.Embed:
+    embed = discord.Embed(
+        title="studybot: read, find and discuss the research",
+        colour=COLOUR,
+        description=("I keep a database of research studies with a one-line TLDR and a "
+                     "summary for each, find them by any words, show related research, and "
+                     "keep one discussion thread per study on this server."),
+    )
+    for name, text in COMMAND_HELP:
+        embed.add_field(name=name, value=text, inline=False)
+    updated = last_updated.replace("T", " ").replace("Z", " UTC") if last_updated else "never"
+    embed.set_footer(text=f"{studies:,} studies · {topics:,} topics · last updated {updated}")
+    return embed

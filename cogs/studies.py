@@ -1,0 +1,340 @@
+"""Member commands: /study, /search, /related, /topics, /help, and their buttons."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.client import StudyBot
+from bot.errors import UserFacingError, report_error
+from bot.interactions import Reply, StudyTransformer, answer, owns_message, update
+from bot.library import SearchRequest
+from bot.model import STUDY_TYPE_LABELS, STUDY_TYPES, Study
+
+Sort = Literal["relevance", "citations", "newest"]
+StudyArg = app_commands.Transform[Study, StudyTransformer]
+TYPE_CHOICES = [app_commands.Choice(name=STUDY_TYPE_LABELS[t], value=t) for t in STUDY_TYPES]
+RELATED_LIMIT = 50
+
+
+class StudiesCog(commands.Cog, name="Studies"):
+    def __init__(self, bot: StudyBot) -> None:
+        self.bot = bot
+        self.library, self.community = bot.services()
+        self.page_size = bot.config.studies.page_size
+
+    # --- rendering helpers shared by commands and components ----------------------------------
+
+    async def study_reply(self, study: Study) -> Reply:
+        return Reply(embed=render.study_embed(study, self.library.topics),
+                     view=render.study_view(study))
+
+    async def search_reply(self, key: str, request: SearchRequest) -> Reply:
+        page = await self.library.search(request)
+        filters = self.describe_filters(request)
+        if not page.studies:
+            if request.offset:
+                raise UserFacingError("There are no more results.")
+            return Reply(content=render.no_results_message(request.text, filters))
+        embed = render.search_embed(request.text, page, self.page_size, request.sort, filters)
+        has_next = request.offset + len(page.studies) < page.total
+        view = render.pager_view(
+            render.SEARCH_PAGE.format(key=key, offset=request.offset, direction="p"),
+            render.SEARCH_PAGE.format(key=key, offset=request.offset, direction="n"),
+            request.offset > 0, has_next,
+            render.SEARCH_PICK.format(key=key, offset=request.offset), page.studies)
+        return Reply(embed=embed, view=view)
+
+    def describe_filters(self, request: SearchRequest) -> str:
+        parts = []
+        if request.topic:
+            slug = self.library.topics.resolve(request.topic) or request.topic
+            parts.append(f"topic: {self.library.topics.display_name(slug)}")
+        if request.since or request.until:
+            parts.append(f"years: {request.since or '…'}–{request.until or '…'}")
+        if request.study_type:
+            parts.append(f"type: {STUDY_TYPE_LABELS[request.study_type]}")
+        return ("Filters: " + ", ".join(parts) + ".") if parts else ""
+
+    async def save_search(self, request: SearchRequest) -> str:
+        state = {"text": request.text, "topic": request.topic, "since": request.since,
+                 "until": request.until, "study_type": request.study_type,
+                 "sort": request.sort}
+        payload = json.dumps(state, sort_keys=True)
+        key = hashlib.sha256(payload.encode()).hexdigest()[:12]
+        await self.community.save_view(key, "search", payload)
+        return key
+
+    async def load_search(self, key: str, offset: int) -> SearchRequest:
+        saved = await self.community.load_view(key)
+        if saved is None or saved[0] != "search":
+            raise UserFacingError("These results are no longer available; run `/search` "
+                                  "again.")
+        state = json.loads(saved[1])
+        return SearchRequest(limit=self.page_size, offset=offset, **state)
+
+    async def related_reply(self, study: Study, sort: str, offset: int) -> Reply:
+        entries = await self.library.related(study, sort=sort, limit=RELATED_LIMIT)
+        if offset >= len(entries) and offset:
+            raise UserFacingError("There are no more related studies.")
+        page = entries[offset:offset + self.page_size]
+        embed = render.related_embed(study, page, offset, len(entries), sort)
+        code = render.SORT_CODES[sort]
+        view = render.pager_view(
+            render.RELATED_PAGE.format(sort=code, offset=offset, direction="p",
+                                       study_id=study.id),
+            render.RELATED_PAGE.format(sort=code, offset=offset, direction="n",
+                                       study_id=study.id),
+            offset > 0, offset + len(page) < len(entries))
+        return Reply(embed=embed, view=view)
+
+    # --- commands --------------------------------------------------------------------------
+
+    @app_commands.command(name="study", description="Show a study: TLDR, summary, authors, "
+                          "journal, citations and links.")
+    @app_commands.describe(study="The study: start typing its title, or paste a DOI, PMID, "
+                           "id or link.")
+    async def study(self, interaction: discord.Interaction[Any], study: StudyArg) -> None:
+        await answer(interaction, lambda: self.study_reply(study))
+        await self.community.record_command("study", study.id)
+
+    @app_commands.command(name="search", description="Find studies by any words, with "
+                          "optional filters.")
+    @app_commands.describe(
+        query="Words to look for (title, TLDR, summary, authors, journal, topics).",
+        topic="Only studies on this topic.",
+        since="Only studies published in or after this year.",
+        until="Only studies published in or before this year.",
+        type="Only studies of this type.",
+        sort="Order of the results (default: relevance).",
+    )
+    @app_commands.choices(type=TYPE_CHOICES)
+    async def search(
+        self,
+        interaction: discord.Interaction[Any],
+        query: app_commands.Range[str, 1, 300],
+        topic: app_commands.Range[str, 1, 100] | None = None,
+        since: app_commands.Range[int, 1800, 2100] | None = None,
+        until: app_commands.Range[int, 1800, 2100] | None = None,
+        type: str | None = None,
+        sort: Sort = "relevance",
+    ) -> None:
+        request = SearchRequest(text=query, topic=topic, since=since, until=until,
+                                study_type=type, sort=sort, limit=self.page_size)
+
+        async def build() -> Reply:
+            key = await self.save_search(request)
+            return await self.search_reply(key, request)
+
+        await answer(interaction, build)
+        await self.community.record_command("search")
+
+    @search.autocomplete("topic")
+    async def topic_autocomplete(self, interaction: discord.Interaction[Any], value: str
+                                 ) -> list[app_commands.Choice[str]]:
+        needle = value.strip().lower()
+        rows = await self.library.topic_counts()
+        matches = [(slug, name, n) for slug, name, n in rows
+                   if not needle or needle in name.lower() or needle in slug]
+        return [app_commands.Choice(name=render.truncate(f"{name} ({n})", 100), value=slug)
+                for slug, name, n in matches[:25]]
+
+    @app_commands.command(name="related", description="Research related to a study.")
+    @app_commands.describe(study="The study: start typing its title, or paste a DOI, PMID, "
+                           "id or link.", sort="Order of the list (default: relevance).")
+    async def related(self, interaction: discord.Interaction[Any], study: StudyArg,
+                      sort: Sort = "relevance") -> None:
+        await answer(interaction, lambda: self.related_reply(study, sort, 0))
+        await self.community.record_command("related", study.id)
+
+    @app_commands.command(name="topics", description="The topics the database covers, with "
+                          "study counts.")
+    async def topics(self, interaction: discord.Interaction[Any]) -> None:
+        async def build() -> Reply:
+            rows = await self.library.topic_counts()
+            total = await self.library.db.count_studies()
+            return Reply(embed=render.topics_embed(rows, total), view=render.topics_view(rows))
+
+        await answer(interaction, build)
+        await self.community.record_command("topics")
+
+    @app_commands.command(name="help", description="What studybot does and how to use it.")
+    async def help(self, interaction: discord.Interaction[Any]) -> None:
+        async def build() -> Reply:
+            stats = await self.library.stats()
+            return Reply(embed=render.help_embed(stats.studies, stats.last_updated,
+                                                 stats.topics))
+
+        await answer(interaction, build, ephemeral=True)
+        await self.community.record_command("help")
+
+    # --- components (their state is in the custom id, so they work after a restart) -------
+
+    async def page_search(self, interaction: discord.Interaction[Any], key: str,
+                          offset: int, direction: str) -> None:
+        step = self.page_size if direction == "n" else -self.page_size
+        request = await self.load_search(key, max(0, offset + step))
+        if owns_message(interaction):
+            await update(interaction, lambda: self.search_reply(key, request))
+        else:  # someone else's results: page through a copy of their own
+            await answer(interaction, lambda: self.search_reply(key, request), ephemeral=True)
+
+    async def page_related(self, interaction: discord.Interaction[Any], study_id: str,
+                           sort: str, offset: int, direction: str) -> None:
+        study = await self.library.resolve(study_id)
+        step = self.page_size if direction == "n" else -self.page_size
+        new_offset = max(0, offset + step)
+        if owns_message(interaction):
+            await update(interaction, lambda: self.related_reply(study, sort, new_offset))
+        else:
+            await answer(interaction, lambda: self.related_reply(study, sort, new_offset),
+                         ephemeral=True)
+
+    async def open_study(self, interaction: discord.Interaction[Any], study_id: str) -> None:
+        study = await self.library.resolve(study_id)
+        await answer(interaction, lambda: self.study_reply(study), ephemeral=True)
+        await self.community.record_command("study", study.id)
+
+    async def show_related(self, interaction: discord.Interaction[Any], study_id: str) -> None:
+        study = await self.library.resolve(study_id)
+        await answer(interaction, lambda: self.related_reply(study, "relevance", 0),
+                     ephemeral=True)
+
+    async def pick_topic(self, interaction: discord.Interaction[Any], slug: str) -> None:
+        request = SearchRequest(topic=slug, sort="citations", limit=self.page_size)
+
+        async def build() -> Reply:
+            key = await self.save_search(request)
+            return await self.search_reply(key, request)
+
+        await answer(interaction, build, ephemeral=True)
+
+
+# --- DynamicItems: one class per custom id template ------------------------------------------
+
+def _cog(interaction: discord.Interaction[Any]) -> StudiesCog:
+    cog = interaction.client.get_cog("Studies")  # type: ignore[attr-defined]
+    assert isinstance(cog, StudiesCog)
+    return cog
+
+
+class _Item(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"__never__"):
+    """Base: errors in component callbacks go through the same error path as commands."""
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        raise NotImplementedError
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            await self.run(interaction)
+        except Exception as error:  # reported to the member and logged, never swallowed
+            await report_error(interaction, error)
+
+
+class RelatedButton(_Item, template=render.STUDY_RELATED_RE):
+    def __init__(self, study_id: str) -> None:
+        super().__init__(discord.ui.Button(
+            label="Related research", custom_id=render.STUDY_RELATED.format(study_id=study_id)))
+        self.study_id = study_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]) -> RelatedButton:
+        return cls(match["study_id"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).show_related(interaction, self.study_id)
+
+
+class SearchPageButton(_Item, template=render.SEARCH_PAGE_RE):
+    def __init__(self, key: str, offset: int, direction: str) -> None:
+        super().__init__(discord.ui.Button(label="Page", custom_id=render.SEARCH_PAGE.format(
+            key=key, offset=offset, direction=direction)))
+        self.key, self.offset, self.direction = key, offset, direction
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> SearchPageButton:
+        return cls(match["key"], int(match["offset"]), match["direction"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).page_search(interaction, self.key, self.offset, self.direction)
+
+
+class RelatedPageButton(_Item, template=render.RELATED_PAGE_RE):
+    def __init__(self, sort: str, offset: int, direction: str, study_id: str) -> None:
+        super().__init__(discord.ui.Button(label="Page", custom_id=render.RELATED_PAGE.format(
+            sort=sort, offset=offset, direction=direction, study_id=study_id)))
+        self.sort, self.offset, self.direction, self.study_id = sort, offset, direction, study_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> RelatedPageButton:
+        return cls(match["sort"], int(match["offset"]), match["direction"], match["study_id"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).page_related(interaction, self.study_id,
+                                             render.SORT_NAMES[self.sort], self.offset,
+                                             self.direction)
+
+
+class _SelectItem(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"__never__"):
+    async def run(self, interaction: discord.Interaction[Any], value: str) -> None:
+        raise NotImplementedError
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            values = (interaction.data or {}).get("values") or []
+            if not values:
+                raise UserFacingError("Nothing was chosen.")
+            await self.run(interaction, str(values[0]))
+        except Exception as error:
+            await report_error(interaction, error)
+
+
+class StudyPickSelect(_SelectItem, template=render.SEARCH_PICK_RE):
+    def __init__(self, key: str, offset: int) -> None:
+        super().__init__(discord.ui.Select(custom_id=render.SEARCH_PICK.format(
+            key=key, offset=offset), options=[discord.SelectOption(label="-")]))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> StudyPickSelect:
+        return cls(match["key"], int(match["offset"]))
+
+    async def run(self, interaction: discord.Interaction[Any], value: str) -> None:
+        await _cog(interaction).open_study(interaction, value)
+
+
+class TopicPickSelect(_SelectItem, template=re.escape(render.TOPIC_PICK)):
+    def __init__(self) -> None:
+        super().__init__(discord.ui.Select(custom_id=render.TOPIC_PICK,
+                                           options=[discord.SelectOption(label="-")]))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> TopicPickSelect:
+        return cls()
+
+    async def run(self, interaction: discord.Interaction[Any], value: str) -> None:
+        await _cog(interaction).pick_topic(interaction, value)
+
+
+DYNAMIC_ITEMS = (RelatedButton, SearchPageButton, RelatedPageButton, StudyPickSelect,
+                 TopicPickSelect)
+
+
+async def setup(bot: StudyBot) -> None:
+    await bot.add_cog(StudiesCog(bot))
+    bot.add_dynamic_items(*DYNAMIC_ITEMS)

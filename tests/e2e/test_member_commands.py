@@ -1,0 +1,200 @@
+"""Member commands end to end: the real bot and discord.py against the local Discord."""
+
+from __future__ import annotations
+
+from tests.conftest import TIMEOUT
+
+
+def embed_of(message: dict) -> dict:
+    assert message is not None and message["embeds"], message
+    return message["embeds"][0]
+
+
+def custom_ids(message: dict) -> list[str]:
+    ids = []
+    for row in message.get("components", []):
+        for component in row.get("components", []):
+            if component.get("custom_id"):
+                ids.append(component["custom_id"])
+    return ids
+
+
+async def test_study_card(world):
+    handle = await world.command("study", {"study": "hair-mesotherapy-2012"})
+    message = await handle.final_message(TIMEOUT)
+    embed = embed_of(message)
+    assert embed["title"] == "Hair Mesotherapy: A Non-Surgical Procedure for Hair Loss"
+    assert embed["description"].startswith("**TLDR** Hair mesotherapy might help")
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Authors"] == "Kutlubay, Zekayi, Karakuş, Özge"
+    assert fields["Published"] == "January 2012 in *Hair therapy & transplantation*"
+    assert fields["Study type"] == "Review"
+    assert "Mesotherapy" in fields["Topics"]
+    assert embed["footer"]["text"] == "id: hair-mesotherapy-2012"
+    assert custom_ids(message) == ["study:related:hair-mesotherapy-2012",
+                                   "study:discuss:hair-mesotherapy-2012"]
+    assert not handle.ephemeral
+
+
+async def test_autocomplete_suggests_studies(world):
+    choices = await world.emu.autocomplete(world.guild_id, world.channel_id, world.member_id,
+                                           "study", {"study": "meso"}, focused="study")
+    assert 1 <= len(choices) <= 25
+    assert {c["value"] for c in choices} >= {"hair-mesotherapy-2012",
+                                              "mesotherapy-myth-and-reality-2011"}
+    fuzzy = await world.emu.autocomplete(world.guild_id, world.channel_id, world.member_id,
+                                         "study", {"study": "mesoterapy myth"}, focused="study")
+    assert fuzzy and fuzzy[0]["value"] == "mesotherapy-myth-and-reality-2011"
+
+
+async def test_unknown_study_gets_did_you_mean(world):
+    handle = await world.command("study", {"study": "Mesotherapy Myth Realty"})
+    message = await handle.final_message(TIMEOUT)
+    assert handle.ephemeral
+    assert message["content"].startswith("I could not find a study matching")
+    assert "mesotherapy-myth-and-reality-2011" in message["content"]
+
+
+async def test_search_pages_and_opens_a_study(world):
+    handle = await world.command("search", {"query": "mesotherapy", "sort": "citations"})
+    message = await handle.final_message(TIMEOUT)
+    embed = embed_of(message)
+    assert embed["title"] == "Search: mesotherapy"
+    assert embed["footer"]["text"].startswith("Results 1–5 of 5 · sorted by citations")
+    first_line = embed["description"].split("\n")[0]
+    assert "Mesotherapy: What Is New?" in first_line  # 34 citations, the most
+    ids = custom_ids(message)
+    pick = next(i for i in ids if i.startswith("pick:"))
+    opened = await world.emu.select(message, pick, ["mesotherapy-myth-and-reality-2011"],
+                                    world.member_id)
+    card = await opened.final_message(TIMEOUT)
+    assert opened.ephemeral
+    assert embed_of(card)["title"] == "Mesotherapy: Myth and Reality"
+
+
+async def test_search_paging_owner_edits_others_get_a_copy(world, tmp_path):
+    # Enough studies for several pages.
+    lines = "\n".join(f"  - {{title: 'Minoxidil trial number {i}', year: {2000 + i}}}"
+                      for i in range(12))
+    path = tmp_path / "more.yaml"
+    path.write_text("studies:\n" + lines + "\n")
+    await world.bot.library.import_paths([path])
+    handle = await world.command("search", {"query": "minoxidil trial", "sort": "newest"})
+    message = await handle.final_message(TIMEOUT)
+    assert embed_of(message)["footer"]["text"].startswith("Results 1–5 of 12")
+    next_id = next(i for i in custom_ids(message) if i.startswith("search:") and
+                   i.endswith(":n"))
+    clicked = await world.emu.click(message, next_id, world.member_id)
+    await clicked.response(TIMEOUT)
+    edited = world.emu.message(int(message["id"]))
+    assert embed_of(edited)["footer"]["text"].startswith("Results 6–10 of 12")
+    # Another member presses Next on alice's message: alice's stays, bob gets a copy.
+    bob = world.emu.add_member(world.guild_id, "bob")
+    other = await world.emu.click(edited, next(i for i in custom_ids(edited)
+                                               if i.endswith(":n")), bob)
+    copy = await other.final_message(TIMEOUT)
+    assert other.ephemeral
+    assert embed_of(copy)["footer"]["text"].startswith("Results 11–12 of 12")
+    assert embed_of(world.emu.message(int(message["id"])))["footer"]["text"].startswith(
+        "Results 6–10 of 12")
+
+
+async def test_buttons_work_after_a_restart(world):
+    handle = await world.command("study", {"study": "mesotherapy-what-is-new-2012"})
+    message = await handle.final_message(TIMEOUT)
+    await world.restart_bot()
+    clicked = await world.emu.click(message, "study:related:mesotherapy-what-is-new-2012",
+                                    world.member_id)
+    related = await clicked.final_message(TIMEOUT)
+    embed = embed_of(related)
+    assert embed["title"] == "Related to: Mesotherapy: What Is New?"
+    assert "Mesotherapy: Myth and Reality" in embed["description"].split("\n")[0]
+
+
+async def test_search_with_no_results_is_helpful(world):
+    handle = await world.command("search", {"query": "zzzzqqqq"})
+    message = await handle.final_message(TIMEOUT)
+    assert message["content"].startswith("No studies match “zzzzqqqq”")
+
+
+async def test_related_lists_unresolved_entries_with_their_facts(world, tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "studies:\n  - id: host\n    title: Host study\n    similar:\n"
+        "      - {title: 'Outside paper', journal: J Hair, published: 2019-03, citations: 7,"
+        " tldr: It helps.}\n")
+    await world.bot.library.import_paths([path])
+    handle = await world.command("related", {"study": "host"})
+    embed = embed_of(await handle.final_message(TIMEOUT))
+    assert "**1. Outside paper**" in embed["description"]
+    assert "7 citations · March 2019 · J Hair · not in the database yet" in embed["description"]
+    assert "> It helps." in embed["description"]
+
+
+async def test_topics_and_picking_one(world):
+    handle = await world.command("topics")
+    message = await handle.final_message(TIMEOUT)
+    embed = embed_of(message)
+    assert embed["description"].split("\n")[0] == "**Mesotherapy** · 5 studies"
+    picked = await world.emu.select(message, "topic:pick", ["mesotherapy"], world.member_id)
+    results = await picked.final_message(TIMEOUT)
+    assert embed_of(results)["footer"]["text"].startswith("Results 1–5 of 5")
+
+
+async def test_help(world):
+    handle = await world.command("help")
+    embed = embed_of(await handle.final_message(TIMEOUT))
+    assert handle.ephemeral
+    assert embed["footer"]["text"].startswith("5 studies · ")
+    assert any(f["name"].startswith("/search") for f in embed["fields"])
+
+
+async def test_huge_study_renders_within_limits(world, tmp_path):
+    authors = ", ".join(f"'Author{i}, A'" for i in range(60))
+    path = tmp_path / "huge.yaml"
+    path.write_text(
+        "studies:\n  - id: huge\n    title: '" + "Très long 🧪 عنوان " * 30 + "'\n"
+        f"    authors: [{authors}]\n"
+        "    tldr: '@everyone look 👀 <@123> **bold**'\n"
+        "    summary: '" + ("שלום مرحبا emoji 💇 " * 1100) + "'\n")
+    await world.bot.library.import_paths([path])
+    handle = await world.command("study", {"study": "huge"})
+    message = await handle.final_message(TIMEOUT)
+    embed = embed_of(message)
+    assert len(embed["title"]) <= 256 and len(embed["description"]) <= 4096
+    total = len(embed["title"]) + len(embed["description"]) + len(embed["footer"]["text"]) \
+        + sum(len(f["name"]) + len(f["value"]) for f in embed["fields"])
+    assert total <= 6000
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Authors"].endswith("et al.")
+    assert "@\u200beveryone" in embed["description"]
+    world.emu.assert_no_violations()
+
+
+async def test_dropped_gateway_then_the_bot_answers_again(world):
+    await world.emu.drop_gateway(resumable=True)
+    handle = await world.command("study", {"study": "hair-mesotherapy-2012"})
+    assert embed_of(await handle.final_message(TIMEOUT))["title"].startswith("Hair Meso")
+    await world.emu.drop_gateway(resumable=False)
+    handle = await world.command("search", {"query": "mesotherapy"})
+    assert embed_of(await handle.final_message(TIMEOUT))["title"] == "Search: mesotherapy"
+
+
+async def test_a_429_on_the_callback_is_retried(world):
+    world.emu.fail_next("POST", r"/interactions/\d+/[^/]+/callback", status=429,
+                        retry_after=0.3)
+    handle = await world.command("study", {"study": "hair-mesotherapy-2012"})
+    message = await handle.final_message(TIMEOUT)
+    assert embed_of(message)["title"].startswith("Hair Mesotherapy")
+    statuses = [r.status for r in world.emu.requests if "/callback" in r.path]
+    assert 429 in statuses and statuses[-1] in (200, 204)
+
+
+async def test_commands_sync_only_when_changed(world):
+    synced = [r for r in world.emu.requests if r.method == "PUT" and "/commands" in r.path]
+    assert len(synced) == 1
+    await world.restart_bot()
+    synced = [r for r in world.emu.requests if r.method == "PUT" and "/commands" in r.path]
+    assert len(synced) == 1
+    names = {c["name"] for c in world.emu.commands(world.guild_id)}
+    assert {"study", "search", "related", "topics", "help"} <= names
