@@ -644,3 +644,83 @@ class CommunityStore:
         return [tuple(r) for r in await self.db._fetchall(
             "SELECT study_id, views FROM study_views ORDER BY views DESC, study_id LIMIT ?",
             (limit,))]
+
+
+@dataclass(frozen=True, slots=True)
+class GuildSettings:
+    """A server's own settings; None means 'use the config default'."""
+
+    guild_id: int
+    discussion_channel_id: int | None = None
+    auto_threads: bool | None = None
+    archive_after_minutes: int | None = None
+    log_channel_id: int | None = None
+    moderator_role_ids: tuple[int, ...] = ()
+
+
+class GuildSettingsStore:
+    """Per-server settings and moderator roles."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, guild_id: int) -> GuildSettings:
+        row = await self.db._fetchone(
+            "SELECT discussion_channel_id, auto_threads, archive_after_minutes, log_channel_id "
+            "FROM guild_settings WHERE guild_id = ?", (guild_id,))
+        roles = await self.db._fetchall(
+            "SELECT role_id FROM moderator_roles WHERE guild_id = ? ORDER BY role_id",
+            (guild_id,))
+        role_ids = tuple(r[0] for r in roles)
+        if row is None:
+            return GuildSettings(guild_id, moderator_role_ids=role_ids)
+        return GuildSettings(guild_id, row[0], None if row[1] is None else bool(row[1]), row[2],
+                             row[3], role_ids)
+
+    async def guild_for_channel(self, channel_id: int) -> int | None:
+        row = await self.db._fetchone(
+            "SELECT guild_id FROM guild_settings WHERE discussion_channel_id = ?", (channel_id,))
+        return row[0] if row else None
+
+    async def guilds_with_auto_threads(self) -> list[int]:
+        return [r[0] for r in await self.db._fetchall(
+            "SELECT guild_id FROM guild_settings WHERE auto_threads = 1 "
+            "AND discussion_channel_id IS NOT NULL")]
+
+    _COLUMNS = frozenset({"discussion_channel_id", "auto_threads", "archive_after_minutes",
+                          "log_channel_id"})
+
+    async def update(self, guild_id: int, **values: int | bool | None) -> None:
+        """Set some settings of a server (others unchanged)."""
+        unknown = set(values) - self._COLUMNS
+        if unknown:
+            raise ValueError(f"unknown settings: {sorted(unknown)}")
+        columns = sorted(values)
+        assignments = ", ".join(f"{c} = excluded.{c}" for c in columns)
+        async with self.db.write_lock:
+            await self.db._conn.execute(
+                f"INSERT INTO guild_settings (guild_id, {', '.join(columns)}, updated_at) "
+                f"VALUES (?, {', '.join('?' * len(columns))}, ?) "
+                f"ON CONFLICT (guild_id) DO UPDATE SET {assignments}, "
+                "updated_at = excluded.updated_at",
+                (guild_id, *(values[c] for c in columns), now_iso()))
+
+    async def add_moderator_role(self, guild_id: int, role_id: int) -> bool:
+        async with self.db.write_lock:
+            cursor = await self.db._conn.execute(
+                "INSERT OR IGNORE INTO moderator_roles (guild_id, role_id) VALUES (?, ?)",
+                (guild_id, role_id))
+            return cursor.rowcount > 0
+
+    async def remove_moderator_role(self, guild_id: int, role_id: int) -> bool:
+        async with self.db.write_lock:
+            cursor = await self.db._conn.execute(
+                "DELETE FROM moderator_roles WHERE guild_id = ? AND role_id = ?",
+                (guild_id, role_id))
+            return cursor.rowcount > 0
+
+
+# --- discussion threads (bot/discussions.py) ------------------------------------------------
+
+
+# --- moderation: audit log, study edits (cogs/admin.py) -------------------------------------
