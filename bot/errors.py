@@ -15,6 +15,7 @@ from discord import app_commands
 
 from bot.database import DatabaseError
 from bot.library import InvalidQuery, StudyNotFound
+from bot.logs import interaction_id
 from bot.render import NO_PINGS, not_found_message
 from bot.text import truncate
 
@@ -71,6 +72,7 @@ def error_message(error: BaseException) -> tuple[str, str | None]:
 
 
 async def report_error(interaction: discord.Interaction[Any], error: BaseException) -> None:
+    interaction_id.set(str(interaction.id))
     message, code = error_message(error)
     if code is not None:
         command = interaction.command.qualified_name if interaction.command else \
@@ -96,7 +98,12 @@ async def send_ephemeral(interaction: discord.Interaction[Any], message: str) ->
 
 
 class StudyTree(app_commands.CommandTree[Any]):
-    """The command tree: every command error goes through report_error."""
+    """The command tree: every command error goes through report_error, and every log line
+    written while handling a command carries the interaction's id."""
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
+        interaction_id.set(str(interaction.id))
+        return True
 
     async def on_error(self, interaction: discord.Interaction[Any],
                        error: app_commands.AppCommandError) -> None:

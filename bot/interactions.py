@@ -36,6 +36,12 @@ class Reply:
     embed: discord.Embed | None = None
     view: discord.ui.View | None = None
 
+    def forget_view(self) -> None:
+        """Drop the sent view from discord.py's view store: our components are answered by
+        DynamicItems matching their custom ids, so keeping every view would only leak."""
+        if self.view is not None:
+            self.view.stop()
+
     def kwargs(self) -> dict[str, Any]:
         out: dict[str, Any] = {"allowed_mentions": NO_PINGS}
         if self.content is not None:
@@ -59,6 +65,7 @@ async def answer(interaction: discord.Interaction[Any], build: Callable[[], Awai
         await interaction.followup.send(ephemeral=ephemeral, **reply.kwargs())
     else:
         await interaction.response.send_message(ephemeral=ephemeral, **reply.kwargs())
+    reply.forget_view()
 
 
 async def update(interaction: discord.Interaction[Any], build: Callable[[], Awaitable[Reply]]
@@ -74,6 +81,7 @@ async def update(interaction: discord.Interaction[Any], build: Callable[[], Awai
         await interaction.edit_original_response(**kwargs)
     else:
         await interaction.response.edit_message(**kwargs)
+    reply.forget_view()
 
 
 def owns_message(interaction: discord.Interaction[Any]) -> bool:

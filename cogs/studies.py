@@ -16,6 +16,7 @@ from bot.client import StudyBot
 from bot.errors import UserFacingError, report_error
 from bot.interactions import Reply, StudyTransformer, answer, owns_message, update
 from bot.library import SearchRequest
+from bot.logs import interaction_id
 from bot.model import STUDY_TYPE_LABELS, STUDY_TYPES, Study
 
 Sort = Literal["relevance", "citations", "newest"]
@@ -232,6 +233,7 @@ class _Item(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"__never__
         raise NotImplementedError
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        interaction_id.set(str(interaction.id))
         try:
             await self.run(interaction)
         except Exception as error:  # reported to the member and logged, never swallowed
@@ -292,6 +294,7 @@ class _SelectItem(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"__n
         raise NotImplementedError
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        interaction_id.set(str(interaction.id))
         try:
             values = (interaction.data or {}).get("values") or []
             if not values:
