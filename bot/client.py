@@ -20,7 +20,8 @@ import yarl
 from discord.ext import commands
 
 from bot.config import DEFAULT_API_BASE_URL, TOKEN_ENV, Config, discord_token
-from bot.database import CommunityStore, Database
+from bot.database import CommunityStore, Database, GuildSettingsStore
+from bot.discussions import DiscussionService
 from bot.errors import StudyTree
 from bot.importing import ImportAborted
 from bot.library import StudyLibrary
@@ -29,7 +30,7 @@ from bot.topics import TopicVocabulary
 log = logging.getLogger("studybot")
 
 # Extensions, loaded in this order. Each is a module in cogs/.
-EXTENSIONS: tuple[str, ...] = ("cogs.studies",)
+EXTENSIONS: tuple[str, ...] = ("cogs.studies", "cogs.discussions")
 
 
 def configure_api(api_base_url: str) -> None:
@@ -59,6 +60,7 @@ class StudyBot(commands.Bot):
         self.library: StudyLibrary | None = None
         self.community: CommunityStore | None = None
         self.topics: TopicVocabulary | None = None
+        self.discussions: DiscussionService | None = None
 
     # Services the cogs use (set up in setup_hook, before any cog loads).
     def services(self) -> tuple[StudyLibrary, CommunityStore]:
@@ -76,12 +78,16 @@ class StudyBot(commands.Bot):
         self.db = await Database.open(self.db_path, self.config.database.busy_timeout_ms)
         self.library = StudyLibrary(self.db, self.topics)
         self.community = CommunityStore(self.db)
+        self.discussions = DiscussionService(self, self.db, GuildSettingsStore(self.db),
+                                             self.library, self.config)
+        await self.discussions.resolve_default_guild()
         if self.import_sources:
             await self.import_configured_sources()
         for name in self.extension_names:
             await self.load_extension(name)
         if self.config.discord.sync_commands:
             await self.sync_commands()
+        self.discussions.start()  # the outbox drainer: automatic threads
 
     async def import_configured_sources(self) -> None:
         assert self.library is not None
@@ -93,7 +99,9 @@ class StudyBot(commands.Bot):
         if not paths:
             return
         try:
-            report = await self.library.import_paths(paths)
+            report = await self.library.import_paths(
+                paths, collect_new_ids=True,
+                after_write=self.discussions.after_import if self.discussions else None)
         except ImportAborted as exc:
             # Start anyway with what the database holds; the moderators see why in the log.
             log.error("importing %s failed: %s", ", ".join(map(str, paths)), exc.reason)
@@ -136,6 +144,8 @@ class StudyBot(commands.Bot):
         return None
 
     async def close(self) -> None:
+        if self.discussions is not None:
+            await self.discussions.stop()  # before the HTTP session closes
         await super().close()
         if self.db is not None:
             await self.db.close()

@@ -722,5 +722,245 @@ class GuildSettingsStore:
 
 # --- discussion threads (bot/discussions.py) ------------------------------------------------
 
+@dataclass(frozen=True, slots=True)
+class ThreadMapping:
+    """A study's thread in one server, or the claim of the request creating it."""
+
+    guild_id: int
+    study_id: str
+    channel_id: int
+    thread_id: int | None
+    state: str  # 'creating' (claimed) or 'active'
+    claimed_at: str | None
+    created_at: str
+    origin: str  # 'member' or 'auto'
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    id: int
+    guild_id: int
+    study_id: str
+    attempts: int
+    next_attempt_at: str
+
+
+_MAPPING_COLUMNS = ("guild_id, study_id, channel_id, thread_id, state, claimed_at, created_at, "
+                    "origin")
+# Servers whose new studies get threads: their own setting, else the config default; the
+# config's discussion channel counts for the server holding it (:default_guild).
+_AUTO_GUILDS_SQL = (
+    "SELECT guild_id FROM guild_settings WHERE coalesce(auto_threads, :default_auto) = 1 "
+    "AND (discussion_channel_id IS NOT NULL OR guild_id = :default_guild) "
+    "UNION SELECT :default_guild WHERE :default_guild IS NOT NULL AND :default_auto = 1 "
+    "AND NOT EXISTS (SELECT 1 FROM guild_settings WHERE guild_id = :default_guild)")
+_QUEUE_SQL = ("INSERT INTO thread_outbox (guild_id, study_id, created_at, next_attempt_at) "
+              "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM threads "
+              "WHERE guild_id = ?1 AND study_id = ?2) "
+              "ON CONFLICT (guild_id, study_id) DO NOTHING")
+
+
+def queue_threads_sync(conn: sqlite3.Connection, study_ids: Sequence[str],
+                       default_guild: int | None, default_auto: bool, timestamp: str) -> int:
+    """Queue a thread for each new study in every server with automatic threads, on the
+    import's connection and inside its transaction. Returns the number of rows queued."""
+    guilds = [r[0] for r in conn.execute(
+        _AUTO_GUILDS_SQL, {"default_guild": default_guild, "default_auto": int(default_auto)})]
+    queued = 0
+    for guild_id in guilds:
+        for study_id in study_ids:
+            queued += conn.execute(_QUEUE_SQL, (guild_id, study_id, timestamp, timestamp)
+                                   ).rowcount
+    return queued
+
+
+class DiscussionStore:
+    """Study threads per server, their creation claims, forum tags and the outbox."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
+        """Run statements in one transaction; returns their row counts."""
+        counts = []
+        async with self.db.write_lock:
+            conn = self.db._conn
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, params in statements:
+                        counts.append((await conn.execute(sql, params)).rowcount)
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    await conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise DatabaseError(describe_sqlite_error(exc)) from None
+        return counts
+
+    async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return (await self._transaction([(sql, params)]))[0]
+
+    # Threads ---------------------------------------------------------------------------------
+
+    async def mapping(self, guild_id: int, study_id: str) -> ThreadMapping | None:
+        row = await self.db._fetchone(
+            f"SELECT {_MAPPING_COLUMNS} FROM threads WHERE guild_id = ? AND study_id = ?",
+            (guild_id, study_id))
+        return ThreadMapping(*row) if row else None
+
+    async def mapping_of_thread(self, thread_id: int) -> ThreadMapping | None:
+        row = await self.db._fetchone(
+            f"SELECT {_MAPPING_COLUMNS} FROM threads WHERE thread_id = ?", (thread_id,))
+        return ThreadMapping(*row) if row else None
+
+    async def mappings_of_study(self, study_id: str) -> list[ThreadMapping]:
+        rows = await self.db._fetchall(
+            f"SELECT {_MAPPING_COLUMNS} FROM threads WHERE study_id = ? ORDER BY guild_id",
+            (study_id,))
+        return [ThreadMapping(*r) for r in rows]
+
+    async def thread_ids(self, guild_id: int, study_ids: Sequence[str]) -> dict[str, int]:
+        """The active threads of these studies in a server."""
+        if not study_ids:
+            return {}
+        marks = ", ".join("?" * len(study_ids))
+        rows = await self.db._fetchall(
+            f"SELECT study_id, thread_id FROM threads WHERE guild_id = ? AND state = 'active' "
+            f"AND study_id IN ({marks})", (guild_id, *study_ids))
+        return {study_id: thread_id for study_id, thread_id in rows}
+
+    async def claim(self, guild_id: int, study_id: str, channel_id: int, timestamp: str,
+                    stale_before: str) -> bool:
+        """Claim the creation of a study's thread: True when this caller may create it (no
+        row yet, or a claim older than stale_before that it takes over)."""
+        return await self._write(
+            "INSERT INTO threads (guild_id, study_id, channel_id, thread_id, state, claimed_at, "
+            "created_at, updated_at) VALUES (?, ?, ?, NULL, 'creating', ?, ?, ?) "
+            "ON CONFLICT (guild_id, study_id) DO UPDATE SET channel_id = excluded.channel_id, "
+            "claimed_at = excluded.claimed_at, updated_at = excluded.updated_at "
+            "WHERE threads.state = 'creating' AND threads.claimed_at < ?",
+            (guild_id, study_id, channel_id, timestamp, timestamp, timestamp, stale_before)) > 0
+
+    async def activate(self, guild_id: int, study_id: str, thread_id: int, timestamp: str,
+                       origin: str) -> None:
+        """Record the created thread and, in the same transaction, take its outbox row."""
+        await self._transaction([
+            ("UPDATE threads SET state = 'active', thread_id = ?, claimed_at = NULL, "
+             "created_at = ?, updated_at = ?, origin = ? WHERE guild_id = ? AND study_id = ?",
+             (thread_id, timestamp, timestamp, origin, guild_id, study_id)),
+            ("DELETE FROM thread_outbox WHERE guild_id = ? AND study_id = ?",
+             (guild_id, study_id)),
+        ])
+
+    async def release_claim(self, guild_id: int, study_id: str) -> None:
+        await self._write("DELETE FROM threads WHERE guild_id = ? AND study_id = ? "
+                          "AND state = 'creating'", (guild_id, study_id))
+
+    async def stale_claims(self, stale_before: str) -> list[ThreadMapping]:
+        rows = await self.db._fetchall(
+            f"SELECT {_MAPPING_COLUMNS} FROM threads WHERE state = 'creating' "
+            "AND claimed_at < ? ORDER BY guild_id, claimed_at", (stale_before,))
+        return [ThreadMapping(*r) for r in rows]
+
+    async def forget_thread(self, thread_id: int) -> ThreadMapping | None:
+        row = await self.db._fetchone(
+            f"SELECT {_MAPPING_COLUMNS} FROM threads WHERE thread_id = ?", (thread_id,))
+        if row is None:
+            return None
+        await self._write("DELETE FROM threads WHERE thread_id = ?", (thread_id,))
+        return ThreadMapping(*row)
+
+    async def forget_channel(self, guild_id: int, channel_id: int) -> int:
+        return await self._write("DELETE FROM threads WHERE guild_id = ? AND channel_id = ?",
+                                 (guild_id, channel_id))
+
+    async def move_thread(self, guild_id: int, from_study: str, to_study: str) -> bool:
+        """Give a study's thread to another study (which has none) in one server."""
+        return await self._write(
+            "UPDATE threads SET study_id = ?, updated_at = ? WHERE guild_id = ? AND study_id = ? "
+            "AND NOT EXISTS (SELECT 1 FROM threads WHERE guild_id = ?3 AND study_id = ?1)",
+            (to_study, now_iso(), guild_id, from_study)) > 0
+
+    async def delete_mapping(self, guild_id: int, study_id: str) -> None:
+        await self._write("DELETE FROM threads WHERE guild_id = ? AND study_id = ?",
+                          (guild_id, study_id))
+
+    async def auto_threads_since(self, guild_id: int, since: str) -> tuple[int, str | None]:
+        """How many threads the outbox made in a server since a time, and the oldest's time."""
+        row = await self.db._fetchone(
+            "SELECT count(*), min(created_at) FROM threads WHERE guild_id = ? AND origin = 'auto' "
+            "AND state = 'active' AND created_at >= ?", (guild_id, since))
+        return row[0], row[1]
+
+    # Forum tags ------------------------------------------------------------------------------
+
+    async def forum_tags(self, guild_id: int, channel_id: int) -> dict[str, int]:
+        rows = await self.db._fetchall(
+            "SELECT key, tag_id FROM forum_tags WHERE guild_id = ? AND channel_id = ?",
+            (guild_id, channel_id))
+        return {key: tag_id for key, tag_id in rows}
+
+    async def save_forum_tags(self, guild_id: int, channel_id: int, tags: dict[str, int]
+                              ) -> None:
+        await self._transaction([
+            ("INSERT INTO forum_tags (guild_id, channel_id, key, tag_id) VALUES (?, ?, ?, ?) "
+             "ON CONFLICT (guild_id, channel_id, key) DO UPDATE SET tag_id = excluded.tag_id",
+             (guild_id, channel_id, key, tag_id)) for key, tag_id in tags.items()])
+
+    # Outbox ----------------------------------------------------------------------------------
+
+    async def auto_thread_guilds(self, default_guild: int | None, default_auto: bool
+                                 ) -> list[int]:
+        rows = await self.db._fetchall(
+            _AUTO_GUILDS_SQL, {"default_guild": default_guild, "default_auto": int(default_auto)})
+        return [r[0] for r in rows]
+
+    async def queue(self, entries: Sequence[tuple[int, str]], timestamp: str) -> int:
+        counts = await self._transaction(
+            [(_QUEUE_SQL, (guild_id, study_id, timestamp, timestamp))
+             for guild_id, study_id in entries])
+        return sum(counts)
+
+    async def due_outbox(self, now: str, exclude_guilds: Sequence[int] = (), limit: int = 20
+                         ) -> list[OutboxEntry]:
+        marks = ", ".join("?" * len(exclude_guilds))
+        skip = f"AND guild_id NOT IN ({marks}) " if exclude_guilds else ""
+        rows = await self.db._fetchall(
+            "SELECT id, guild_id, study_id, attempts, next_attempt_at FROM thread_outbox "
+            f"WHERE next_attempt_at <= ? {skip}ORDER BY next_attempt_at, id LIMIT ?",
+            (now, *exclude_guilds, limit))
+        return [OutboxEntry(*r) for r in rows]
+
+    async def next_outbox_time(self, exclude_guilds: Sequence[int] = ()) -> str | None:
+        marks = ", ".join("?" * len(exclude_guilds))
+        skip = f" WHERE guild_id NOT IN ({marks})" if exclude_guilds else ""
+        row = await self.db._fetchone(
+            f"SELECT min(next_attempt_at) FROM thread_outbox{skip}", tuple(exclude_guilds))
+        return row[0] if row else None
+
+    async def postpone(self, entry_id: int, next_attempt_at: str, error: str) -> None:
+        await self._write(
+            "UPDATE thread_outbox SET attempts = attempts + 1, next_attempt_at = ?, "
+            "last_error = ? WHERE id = ?", (next_attempt_at, error[:500], entry_id))
+
+    async def drop_outbox(self, entry_id: int) -> None:
+        await self._write("DELETE FROM thread_outbox WHERE id = ?", (entry_id,))
+
+    async def drop_outbox_of_study(self, study_id: str) -> int:
+        return await self._write("DELETE FROM thread_outbox WHERE study_id = ?", (study_id,))
+
+    async def move_outbox(self, from_study: str, to_study: str) -> None:
+        await self._transaction([
+            ("UPDATE OR IGNORE thread_outbox SET study_id = ? WHERE study_id = ?",
+             (to_study, from_study)),
+            ("DELETE FROM thread_outbox WHERE study_id = ?", (from_study,)),
+        ])
+
+    async def outbox_counts(self) -> dict[int, int]:
+        rows = await self.db._fetchall(
+            "SELECT guild_id, count(*) FROM thread_outbox GROUP BY guild_id ORDER BY guild_id")
+        return {guild_id: count for guild_id, count in rows}
+
 
 # --- moderation: audit log, study edits (cogs/admin.py) -------------------------------------

@@ -30,11 +30,19 @@ class StudiesCog(commands.Cog, name="Studies"):
         self.bot = bot
         self.library, self.community = bot.services()
         self.page_size = bot.config.studies.page_size
+        self.discussions = bot.discussions  # marks studies that have a thread here
 
     # --- rendering helpers shared by commands and components ----------------------------------
 
-    async def study_reply(self, study: Study) -> Reply:
-        return Reply(embed=render.study_embed(study, self.library.topics),
+    async def thread_links(self, guild_id: int | None, study_ids: list[str]
+                           ) -> dict[str, render.ThreadLink]:
+        if self.discussions is None:
+            return {}
+        return await self.discussions.thread_links(guild_id, study_ids)
+
+    async def study_reply(self, study: Study, guild_id: int | None = None) -> Reply:
+        thread = (await self.thread_links(guild_id, [study.id])).get(study.id)
+        return Reply(embed=render.study_embed(study, self.library.topics, thread),
                      view=render.study_view(study))
 
     async def search_reply(self, key: str, request: SearchRequest) -> Reply:
@@ -81,12 +89,15 @@ class StudiesCog(commands.Cog, name="Studies"):
         state = json.loads(saved[1])
         return SearchRequest(limit=self.page_size, offset=offset, **state)
 
-    async def related_reply(self, study: Study, sort: str, offset: int) -> Reply:
+    async def related_reply(self, study: Study, sort: str, offset: int,
+                            guild_id: int | None = None) -> Reply:
         entries = await self.library.related(study, sort=sort, limit=RELATED_LIMIT)
         if offset >= len(entries) and offset:
             raise UserFacingError("There are no more related studies.")
         page = entries[offset:offset + self.page_size]
-        embed = render.related_embed(study, page, offset, len(entries), sort)
+        threads = await self.thread_links(
+            guild_id, [e.study.id for e in page if e.study is not None])
+        embed = render.related_embed(study, page, offset, len(entries), sort, threads)
         code = render.SORT_CODES[sort]
         view = render.pager_view(
             render.RELATED_PAGE.format(sort=code, offset=offset, direction="p",
@@ -103,7 +114,7 @@ class StudiesCog(commands.Cog, name="Studies"):
     @app_commands.describe(study="The study: start typing its title, or paste a DOI, PMID, "
                            "id or link.")
     async def study(self, interaction: discord.Interaction[Any], study: StudyArg) -> None:
-        await answer(interaction, lambda: self.study_reply(study))
+        await answer(interaction, lambda: self.study_reply(study, interaction.guild_id))
         await self.community.record_command("study", study.id)
 
     @app_commands.command(name="search", description="Find studies by any words, with "
@@ -152,7 +163,8 @@ class StudiesCog(commands.Cog, name="Studies"):
                            "id or link.", sort="Order of the list (default: relevance).")
     async def related(self, interaction: discord.Interaction[Any], study: StudyArg,
                       sort: Sort = "relevance") -> None:
-        await answer(interaction, lambda: self.related_reply(study, sort, 0))
+        await answer(interaction, lambda: self.related_reply(study, sort, 0,
+                                                             interaction.guild_id))
         await self.community.record_command("related", study.id)
 
     @app_commands.command(name="topics", description="The topics the database covers, with "
@@ -193,19 +205,23 @@ class StudiesCog(commands.Cog, name="Studies"):
         step = self.page_size if direction == "n" else -self.page_size
         new_offset = max(0, offset + step)
         if owns_message(interaction):
-            await update(interaction, lambda: self.related_reply(study, sort, new_offset))
+            await update(interaction, lambda: self.related_reply(study, sort, new_offset,
+                                                                 interaction.guild_id))
         else:
-            await answer(interaction, lambda: self.related_reply(study, sort, new_offset),
+            await answer(interaction, lambda: self.related_reply(study, sort, new_offset,
+                                                                 interaction.guild_id),
                          ephemeral=True)
 
     async def open_study(self, interaction: discord.Interaction[Any], study_id: str) -> None:
         study = await self.library.resolve(study_id)
-        await answer(interaction, lambda: self.study_reply(study), ephemeral=True)
+        await answer(interaction, lambda: self.study_reply(study, interaction.guild_id),
+                     ephemeral=True)
         await self.community.record_command("study", study.id)
 
     async def show_related(self, interaction: discord.Interaction[Any], study_id: str) -> None:
         study = await self.library.resolve(study_id)
-        await answer(interaction, lambda: self.related_reply(study, "relevance", 0),
+        await answer(interaction, lambda: self.related_reply(study, "relevance", 0,
+                                                             interaction.guild_id),
                      ephemeral=True)
 
     async def pick_topic(self, interaction: discord.Interaction[Any], slug: str) -> None:

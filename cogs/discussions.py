@@ -1,0 +1,102 @@
+"""Discussions: /discuss, the study card's Discuss button, and the thread events that keep
+the study -> thread mapping right. The work is in bot/discussions.py."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.client import StudyBot
+from bot.discussions import discussion_message
+from bot.errors import UserFacingError, report_error
+from bot.interactions import Reply, StudyTransformer, answer
+from bot.logs import interaction_id
+from bot.model import Study
+
+StudyArg = app_commands.Transform[Study, StudyTransformer]
+
+
+class DiscussionsCog(commands.Cog, name="Discussions"):
+    def __init__(self, bot: StudyBot) -> None:
+        self.bot = bot
+        self.library, self.community = bot.services()
+        assert bot.discussions is not None
+        self.service = bot.discussions
+
+    async def open_discussion(self, interaction: discord.Interaction[Any], study: Study, *,
+                              ephemeral: bool) -> None:
+        guild = interaction.guild
+        if guild is None:
+            raise UserFacingError("Discussions live in a server: use this there.")
+        await self.service.check(guild)  # settings, channel, permissions: fast, answered alone
+
+        async def build() -> Reply:
+            return Reply(content=discussion_message(study, await self.service.discuss(guild,
+                                                                                      study)))
+
+        if await self.service.has_thread(guild.id, study.id):
+            await answer(interaction, build, ephemeral=ephemeral)
+            return
+        # Creating a thread takes a few requests: acknowledge at once.
+        await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+        reply = await build()
+        await interaction.followup.send(ephemeral=ephemeral, **reply.kwargs())
+
+    @app_commands.command(name="discuss", description="The study's discussion thread on this "
+                          "server (created if needed).")
+    @app_commands.describe(study="The study: start typing its title, or paste a DOI, PMID, "
+                           "id or link.")
+    @app_commands.guild_only()
+    async def discuss(self, interaction: discord.Interaction[Any], study: StudyArg) -> None:
+        await self.open_discussion(interaction, study, ephemeral=False)
+        await self.community.record_command("discuss", study.id)
+
+    # --- keeping the mapping right --------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        await self.service.thread_deleted(payload.thread_id)
+
+    @commands.Cog.listener()
+    async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
+        self.service.thread_updated(payload.thread_id, dict(payload.data))
+
+    @commands.Cog.listener()
+    async def on_guild_channel_delete(self, channel: discord.abc.GuildChannel) -> None:
+        await self.service.channel_deleted(channel.guild.id, channel.id)
+
+
+class DiscussButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+                    template=render.STUDY_DISCUSS_RE):
+    """The study card's Discuss button: what /discuss does, answered to the presser alone."""
+
+    def __init__(self, study_id: str) -> None:
+        super().__init__(discord.ui.Button(
+            label="Discuss", custom_id=render.STUDY_DISCUSS.format(study_id=study_id)))
+        self.study_id = study_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]) -> DiscussButton:
+        return cls(match["study_id"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        interaction_id.set(str(interaction.id))
+        try:
+            cog = interaction.client.get_cog("Discussions")  # type: ignore[attr-defined]
+            assert isinstance(cog, DiscussionsCog)
+            study = await cog.library.resolve(self.study_id)
+            await cog.open_discussion(interaction, study, ephemeral=True)
+            await cog.community.record_command("discuss", study.id)
+        except Exception as error:  # reported to the member and logged, never swallowed
+            await report_error(interaction, error)
+
+
+async def setup(bot: StudyBot) -> None:
+    await bot.add_cog(DiscussionsCog(bot))
+    bot.add_dynamic_items(DiscussButton)
