@@ -389,3 +389,47 @@ def test_thread_names_are_cut_at_a_word_boundary():
     assert len(name) <= 100 and name.endswith("Word") and not name.endswith(" ")
     assert thread_name("x" * 150) == "x" * 100
     assert thread_name("Short title") == "Short title"
+
+
+# --- hooks the moderation commands call ------------------------------------------------------
+
+async def test_removed_study_thread_is_locked_and_archived_with_a_note(world):
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    await use_channel(world, forum.id)
+    _, message = await discuss(world)
+    thread_id = thread_id_in(world, message["content"])
+    reason = "Removed study hair-mesotherapy-2012 (by admin, 1)"
+    await world.bot.discussions.study_removed(MESO, "retracted by the journal", reason)
+    metadata = world.emu.channel(thread_id)["thread_metadata"]
+    assert metadata["locked"] is True and metadata["archived"] is True
+    note = world.emu.channel_messages(thread_id)[-1]["content"]
+    assert note.startswith("This study was removed from the database: retracted by the journal")
+    patches = [r for r in world.emu.requests
+               if r.method == "PATCH" and r.path.endswith(f"/channels/{thread_id}")]
+    assert patches and {r.audit_log_reason for r in patches} == {reason}
+    assert len(created_threads(world)) == 1
+
+
+async def test_merged_studies_keep_one_thread(world):
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    await use_channel(world, forum.id)
+    keep, duplicate = "mesotherapy-what-is-new-2012", "mesotherapy-myth-and-reality-2011"
+    keep_thread = thread_id_in(world, (await discuss(world, keep))[1]["content"])
+    dup_thread = thread_id_in(world, (await discuss(world, duplicate))[1]["content"])
+    service = world.bot.discussions
+    # Both have threads: the duplicate's points to the kept one and is archived.
+    await service.studies_merged(keep, duplicate, "Merged (by admin, 1)")
+    assert world.emu.channel(dup_thread)["thread_metadata"]["archived"] is True
+    note = world.emu.channel_messages(dup_thread)[-1]["content"]
+    assert f"https://discord.com/channels/{world.guild_id}/{keep_thread}" in note
+    assert await service.store.mapping(world.guild_id, duplicate) is None
+    _, again = await discuss(world, keep)
+    assert thread_id_in(world, again["content"]) == keep_thread
+    # Only the duplicate has one: the thread moves to the study that remains.
+    moved = thread_id_in(world, (await discuss(world, "mesococktails-mesoproducts-aesthetic-"
+                                                      "dermatology-2020"))[1]["content"])
+    await service.studies_merged(MESO, "mesococktails-mesoproducts-aesthetic-dermatology-2020")
+    _, linked = await discuss(world, MESO)
+    assert linked["content"].startswith("Discussion of")
+    assert thread_id_in(world, linked["content"]) == moved
+    assert len(created_threads(world)) == 3
