@@ -182,6 +182,21 @@ async def test_an_abandoned_claim_is_taken_over(world):
     assert len(created_threads(world)) == 1
 
 
+async def test_a_thread_made_by_an_interrupted_creation_is_adopted(world):
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    await use_channel(world, forum.id)
+    _, first = await discuss(world)
+    made = thread_id_in(world, first["content"])
+    # As if the process died after Discord made the thread but before it was recorded.
+    store = world.bot.discussions.store
+    await store.delete_mapping(world.guild_id, MESO)
+    old = iso(datetime.now(UTC) - timedelta(minutes=2))
+    assert await store.claim(world.guild_id, MESO, forum.id, old, old)
+    _, second = await discuss(world)
+    assert thread_id_in(world, second["content"]) == made
+    assert len(created_threads(world)) == 1
+
+
 async def test_archived_thread_is_reopened(world):
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     await use_channel(world, forum.id)
