@@ -257,14 +257,17 @@ class StudyLibrary:
             return []
         rows = await self.db.studies_by_pks([c[0] for c in candidates])
         best = max(-score for _, score in candidates)
-        scored = []
+        profiles = []
         for candidate_pk, bm25 in candidates:
             other = rows.get(candidate_pk)
             if other is None:
                 continue
             theirs = related.profile(other.title, None, None, other.keywords, other.topics,
                                      other.study_type, other.journal)
-            scored.append((related.rerank_score(-bm25, best, mine, theirs), other))
+            profiles.append((-bm25, theirs, other))
+        weights = related.keyword_weights(mine, (p for _, p, _ in profiles))
+        scored = [(related.rerank_score(text, best, mine, theirs, weights), other)
+                  for text, theirs, other in profiles]
         scored.sort(key=lambda item: -item[0])
         return [(s, score) for score, s in scored[:limit]]
 

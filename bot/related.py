@@ -20,11 +20,11 @@ TITLE_WEIGHT = 3.0
 TLDR_WEIGHT = 2.0
 SUMMARY_WEIGHT = 1.0
 KEYWORD_WEIGHT = 2.0
-QUERY_TERMS = 16
-CANDIDATES = 150
+QUERY_TERMS = 24
+CANDIDATES = 300
 # Reranking weights (tuned on the Cohen_2006 reviews; see bench/RESULTS.md).
 W_TEXT = 1.0
-W_KEYWORDS = 0.8
+W_KEYWORDS = 1.0  # times the idf-weighted share of the study's keywords (MeSH) they share
 W_TOPICS = 0.3
 W_TYPE = 0.05
 W_JOURNAL = 0.05
@@ -117,10 +117,28 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def rerank_score(text_score: float, best_text_score: float, mine: Profile, theirs: Profile
-                 ) -> float:
+def keyword_weights(mine: Profile, candidates: Iterable[Profile]) -> dict[str, float]:
+    """An idf for each of the study's keywords over its candidates: a MeSH term most
+    candidates share ('Double-Blind Method') says less than a rare one."""
+    pool = list(candidates)
+    counts = Counter(k for p in pool for k in p.keywords & mine.keywords)
+    return {k: math.log((len(pool) + 1) / (counts[k] + 0.5)) for k in mine.keywords}
+
+
+def weighted_overlap(mine: Profile, theirs: Profile, weights: dict[str, float]) -> float:
+    total = sum(weights.values())
+    if total <= 0 or not theirs.keywords:
+        return 0.0
+    return sum(weights[k] for k in mine.keywords & theirs.keywords) / total
+
+
+def rerank_score(text_score: float, best_text_score: float, mine: Profile, theirs: Profile,
+                 weights: dict[str, float] | None = None) -> float:
     score = W_TEXT * (text_score / best_text_score if best_text_score > 0 else 0.0)
-    score += W_KEYWORDS * jaccard(mine.keywords, theirs.keywords)
+    if weights is None:
+        score += W_KEYWORDS * jaccard(mine.keywords, theirs.keywords)
+    else:
+        score += W_KEYWORDS * weighted_overlap(mine, theirs, weights)
     score += W_TOPICS * jaccard(mine.topics, theirs.topics)
     if mine.study_type and mine.study_type == theirs.study_type:
         score += W_TYPE

@@ -99,7 +99,9 @@ class TopicVocabulary:
                 continue
             text_words = _WORDS.findall(fold(text))
             joined: str | None = None
-            for word in set(text_words).intersection(self._phrases):
+            # In order of first mention: set order would vary between processes (hash seed).
+            hits = set(text_words).intersection(self._phrases)
+            for word in sorted(hits, key=text_words.index) if len(hits) > 1 else hits:
                 for phrase, slug in self._phrases[word]:
                     if slug in found:
                         continue
@@ -111,7 +113,9 @@ class TopicVocabulary:
                     if phrase in joined:
                         found.append(slug)
             if self._abbreviations:
-                for word in set(_WORDS.findall(text)).intersection(self._abbreviations):
+                raw_words = _WORDS.findall(text)
+                abbreviations = set(raw_words).intersection(self._abbreviations)
+                for word in sorted(abbreviations, key=raw_words.index):
                     slug = self._abbreviations[word]
                     if slug not in found:
                         found.append(slug)

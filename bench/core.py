@@ -1,0 +1,152 @@
+"""Core benchmark: build databases through the real import path, then time open, search,
+suggest and related research over the fixed queries in bench/queries.json.
+
+    python bench/core.py                      # 10k, 100k and 1M studies
+    python bench/core.py --sizes 10000 100000 --reuse
+
+Each database is built in a fresh subprocess (so its peak RSS is its own); the corpus files
+come from bench/build_corpus.py and everything lands in bench/out/ (gitignored). Prints a
+markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bot.database import Database  # noqa: E402
+from bot.library import SearchRequest, StudyLibrary  # noqa: E402
+from bot.topics import TopicVocabulary  # noqa: E402
+
+OUT = REPO / "bench" / "out"
+QUERIES = REPO / "bench" / "queries.json"
+TOPICS = REPO / "data" / "topics.yaml"
+TARGETS = {"import": 20_000, "suggest_p99": 10, "search_p99": 30, "related_p99": 50,
+           "open": 0.2, "rss": 200}
+
+
+def remove_db(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+async def build(corpus: Path, db_path: Path) -> dict:
+    """Runs in the subprocess: import the corpus into a new database."""
+    remove_db(db_path)
+    db = await Database.open(db_path)
+    library = StudyLibrary(db, TopicVocabulary.load(TOPICS))
+    started = time.perf_counter()
+    report = await library.import_paths([corpus], skip_invalid=True)
+    elapsed = time.perf_counter() - started
+    await db.close()
+    # Checkpoint the WAL so the size is the database's own.
+    import sqlite3
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return {
+        "seconds": elapsed, "records": report.total, "new": report.new,
+        "updated": report.updated, "invalid": len(report.invalid),
+        "rate": report.total / elapsed,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "workers_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def measure(db_path: Path) -> dict:
+    opens = []
+    for _ in range(7):
+        started = time.perf_counter()
+        db = await Database.open(db_path, create=False)
+        opens.append(time.perf_counter() - started)
+        await db.close()
+    queries = json.loads(QUERIES.read_text())
+    db = await Database.open(db_path, create=False)
+    library = StudyLibrary(db, TopicVocabulary.load(TOPICS))
+    timings: dict[str, list[float]] = {"search": [], "suggest": [], "related": []}
+    # One pass, first time each query is seen (no warm caches of our own).
+    for text in queries["search"]:
+        started = time.perf_counter()
+        await library.search(SearchRequest(text=text))
+        timings["search"].append(time.perf_counter() - started)
+    for text in queries["suggest"]:
+        started = time.perf_counter()
+        await library.suggest(text)
+        timings["suggest"].append(time.perf_counter() - started)
+    for study_id in queries["related"]:
+        study = await library.lookup(study_id)
+        assert study is not None, study_id
+        started = time.perf_counter()
+        await library.related(study, limit=10)
+        timings["related"].append(time.perf_counter() - started)
+    await db.close()
+    out: dict = {"open": statistics.median(opens),
+                 "size_mb": Path(db_path).stat().st_size / 1e6}
+    for name, values in timings.items():
+        out[f"{name}_p50"] = percentile(values, 50) * 1000
+        out[f"{name}_p99"] = percentile(values, 99) * 1000
+    return out
+
+
+def row(size: int, b: dict, m: dict) -> str:
+    return (f"| {size:,} | {b['rate']:,.0f} | {m['size_mb']:,.0f} | {m['open'] * 1000:.1f} | "
+            f"{b['rss_mb']:.0f} (+{b['workers_rss_mb']:.0f}) | "
+            f"{m['search_p50']:.1f} / {m['search_p99']:.1f} | "
+            f"{m['suggest_p50']:.1f} / {m['suggest_p99']:.1f} | "
+            f"{m['related_p50']:.1f} / {m['related_p99']:.1f} |")
+
+
+HEADER = ("| studies | import (studies/s) | DB size (MB) | open (ms, median) | peak RSS MB "
+          "(+parse workers) | search p50 / p99 (ms) | suggest p50 / p99 (ms) | "
+          "related p50 / p99 (ms) |\n|---|---|---|---|---|---|---|---|")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    parser.add_argument("--reuse", action="store_true",
+                        help="measure existing databases (their build figures from the log)")
+    parser.add_argument("--build", nargs=2, metavar=("CORPUS", "DB"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build:
+        print(json.dumps(asyncio.run(build(Path(args.build[0]), Path(args.build[1])))))
+        return
+    OUT.mkdir(parents=True, exist_ok=True)
+    lines = [HEADER]
+    for size in args.sizes:
+        corpus = OUT / f"studies-{size}.jsonl"
+        db_path = OUT / f"studies-{size}.db"
+        build_log = OUT / f"build-{size}.json"
+        if not corpus.exists():
+            subprocess.run([sys.executable, str(REPO / "bench" / "build_corpus.py"), str(size),
+                            str(corpus)], check=True)
+        if not (args.reuse and db_path.exists() and build_log.exists()):
+            result = subprocess.run(
+                [sys.executable, __file__, "--build", str(corpus), str(db_path)],
+                check=True, capture_output=True, text=True, env={**os.environ})
+            build_log.write_text(result.stdout.strip().splitlines()[-1])
+        built = json.loads(build_log.read_text())
+        measured = asyncio.run(measure(db_path))
+        (OUT / f"measure-{size}.json").write_text(json.dumps(measured))
+        lines.append(row(size, built, measured))
+        print(lines[-1], file=sys.stderr, flush=True)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Related-research quality: precision@10 of StudyLibrary.related() on systematic reviews.
+
+For each paper included in a review (relevance.jsonl), the fraction of its top-10 related
+studies that are included papers of the same review; averaged over papers. The Cohen_2006
+reviews are the tuning set; the others are reported as a held-out check.
+
+    python bench/related_quality.py            # builds bench/out/related-eval.db once
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bot.database import Database  # noqa: E402
+from bot.library import StudyLibrary  # noqa: E402
+from bot.text import sanitise_id  # noqa: E402
+from bot.topics import TopicVocabulary  # noqa: E402
+
+SHARED = Path("/work/shared/corpus")
+OUT = REPO / "bench" / "out"
+K = 10
+
+
+def included_by_review() -> dict[str, list[str]]:
+    reviews: dict[str, list[str]] = defaultdict(list)
+    with open(SHARED / "relevance.jsonl", encoding="utf-8") as handle:
+        for line in handle.read().split("\n"):
+            if line.strip():
+                label = json.loads(line)
+                if label.get("review") and label.get("included") == 1:
+                    reviews[label["review"]].append(label["id"])
+    return dict(reviews)
+
+
+async def evaluate(db_path: Path, rebuild: bool) -> None:
+    topics = TopicVocabulary.load(REPO / "data" / "topics.yaml")
+    if rebuild:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    fresh = not db_path.exists()
+    db = await Database.open(db_path)
+    library = StudyLibrary(db, topics)
+    if fresh:
+        report = await library.import_paths([SHARED / "corpus.jsonl.gz"], skip_invalid=True)
+        print(f"built {db_path.name}: {report.summary_line()}", file=sys.stderr)
+    try:
+        reviews = included_by_review()
+        # Records merged into another study (same PMID) count as that study.
+        study_of: dict[str, str] = {}
+        for ids in reviews.values():
+            for record_id in ids:
+                study = await library.lookup(sanitise_id(record_id) or record_id)
+                if study is not None:
+                    study_of[record_id] = study.id
+        started = time.perf_counter()
+        results: dict[str, tuple[float, int]] = {}
+        for review, ids in sorted(reviews.items()):
+            members = {study_of[i] for i in ids if i in study_of}
+            precisions = []
+            for study_id in sorted(members):
+                study = await library.lookup(study_id)
+                assert study is not None
+                entries = await library.related(study, limit=K)
+                hits = sum(1 for e in entries[:K] if e.study and e.study.id in members)
+                precisions.append(hits / K)
+            results[review] = (sum(precisions) / max(1, len(precisions)), len(precisions))
+        elapsed = time.perf_counter() - started
+    finally:
+        await db.close()
+
+    print("| review | included papers | precision@10 |\n|---|---|---|")
+    for review, (precision, n) in results.items():
+        print(f"| {review} | {n} | {precision:.3f} |")
+    for name, chosen in (("Cohen_2006 (tuning set)", True), ("other reviews (held out)", False)):
+        picked = [(p, n) for r, (p, n) in results.items() if r.startswith("Cohen_2006") == chosen]
+        papers = sum(n for _, n in picked)
+        micro = sum(p * n for p, n in picked) / max(1, papers)
+        macro = sum(p for p, _ in picked) / max(1, len(picked))
+        print(f"| **{name}: mean over papers** | {papers} | **{micro:.3f}** "
+              f"(mean over reviews {macro:.3f}) |")
+    queries = sum(n for _, n in results.values())
+    print(f"\n{queries} related() calls in {elapsed:.1f} s", file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, default=OUT / "related-eval.db")
+    parser.add_argument("--rebuild", action="store_true")
+    args = parser.parse_args()
+    args.db.parent.mkdir(parents=True, exist_ok=True)
+    asyncio.run(evaluate(args.db, args.rebuild))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The bulk import path (full-text indexing deferred to the end, parsing in worker processes)
+gives the same database as the row-by-row path."""
+
+import json
+import sqlite3
+
+import pytest
+
+from bot import importing
+from bot.database import connect_sync
+from bot.importing import ImportAborted, prepared_items, run_import
+from bot.model import InvalidRecord
+from tests.paths import DATA, shared_path
+
+TERMS = ("minoxidil", "hair", "alopecia", "cortisol", "renamed", "zebrafish", "trial")
+
+
+def records(tmp_path, name, items):
+    path = tmp_path / name
+    path.write_text("\n".join(json.dumps(i) for i in items) + "\n")
+    return path
+
+
+def snapshot(conn):
+    studies = conn.execute(
+        "SELECT pk, id, title, title_key, doi, pmid, topics, keywords, summary, content_hash "
+        "FROM studies ORDER BY pk").fetchall()
+    topics = conn.execute("SELECT topic, study_pk FROM study_topics ORDER BY 1, 2").fetchall()
+    hits = {t: conn.execute("SELECT rowid FROM studies_fts WHERE studies_fts MATCH ? "
+                            "ORDER BY rowid", (t,)).fetchall() for t in TERMS}
+    vocab = conn.execute("SELECT term, doc, cnt FROM studies_vocab ORDER BY term").fetchall()
+    conn.execute("INSERT INTO studies_fts (studies_fts, rank) VALUES ('integrity-check', 1)")
+    assert conn.execute("SELECT count(*) FROM meta WHERE key = 'fts_deferred'").fetchone() == (0,)
+    return studies, topics, hits, vocab
+
+
+def import_file(conn, path, topics, **options):
+    return run_import(conn, importing.iter_sources([path]), topics, skip_invalid=True,
+                      **options)
+
+
+@pytest.fixture
+def batches(tmp_path):
+    """A first file, then one that repeats, updates and renames some of its studies."""
+    first = records(tmp_path, "first.jsonl", [
+        {"id": "a", "title": "Minoxidil for hair loss", "doi": "10.1000/a", "year": 2020},
+        {"id": "b", "title": "Cortisol in hair", "pmid": "11", "year": 2019},
+        {"title": "Alopecia areata in zebrafish", "year": 2018},
+        {"id": "a", "title": "Minoxidil for hair loss", "doi": "10.1000/a", "year": 2020,
+         "summary": "A trial, updated within the same import."},
+    ])
+    second = records(tmp_path, "second.jsonl", [
+        {"title": "Renamed cortisol study", "pmid": "11", "year": 2019},  # matches b by PMID
+        {"doi": "10.1000/a", "title": "Minoxidil for hair loss", "summary": "Renamed trial."},
+        {"title": "Alopecia areata in zebrafish", "year": 2018, "keywords": ["Zebrafish"]},
+        {"id": "c", "title": "New study of minoxidil", "doi": "10.1000/c"},
+        {"title": "New study of minoxidil", "doi": "10.1000/c", "summary": "Updated again."},
+        {"id": "b", "title": "Stolen DOI", "doi": "10.1000/a"},  # invalid: a holds it
+    ])
+    return first, second
+
+
+@pytest.mark.parametrize("bulk_after", [1, 2])
+def test_bulk_and_row_by_row_imports_give_the_same_database(tmp_path, topics, batches,
+                                                             bulk_after):
+    first, second = batches
+    results = {}
+    for mode in ("rows", "bulk"):
+        conn = connect_sync(tmp_path / f"{mode}-{bulk_after}.db")
+        option = None if mode == "rows" else bulk_after
+        reports = [import_file(conn, path, topics, bulk_after=option)
+                   for path in (first, second)]
+        results[mode] = ([(r.new, r.updated, r.unchanged, len(r.invalid)) for r in reports],
+                         snapshot(conn))
+        conn.close()
+    assert results["bulk"] == results["rows"]
+    counts, (studies, _, hits, _) = results["bulk"]
+    assert counts == [(3, 1, 0, 0), (1, 4, 0, 1)]
+    assert len(studies) == 4
+    assert hits["renamed"] == [(1,), (2,)]
+
+
+def test_bulk_import_into_an_empty_database_matches_the_corpus_sample(tmp_path, topics):
+    sample = shared_path("corpus", "sample_1000.jsonl")
+    snapshots = []
+    for option in (None, 1000):  # an empty database takes the bulk path at once
+        conn = connect_sync(tmp_path / f"{option}.db")
+        import_file(conn, DATA / "studies.yaml", topics, bulk_after=option)
+        import_file(conn, sample, topics, bulk_after=option)
+        snapshots.append(snapshot(conn))
+        conn.close()
+    assert snapshots[0] == snapshots[1]
+
+
+def test_invalid_record_rolls_back_a_bulk_import_and_triggers_work_after(tmp_path, topics):
+    conn = connect_sync(tmp_path / "s.db")
+    path = records(tmp_path, "bad.jsonl", [{"id": "a", "title": "Minoxidil"},
+                                           {"id": "b", "title": 5}])
+    with pytest.raises(ImportAborted):
+        run_import(conn, importing.iter_sources([path]), topics, bulk_after=1)
+    assert conn.execute("SELECT count(*) FROM studies").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM meta").fetchone() == (0,)
+    # A later small import (row by row, the database is no longer empty) is indexed.
+    import_file(conn, records(tmp_path, "one.jsonl", [{"id": "a", "title": "Minoxidil"}]),
+                topics)
+    import_file(conn, records(tmp_path, "two.jsonl", [{"id": "z", "title": "Hair trial"}]),
+                topics, bulk_after=5)
+    assert snapshot(conn)[2]["minoxidil"] == [(1,)]
+    assert snapshot(conn)[2]["hair"] == [(2,)]
+    conn.close()
+
+
+def test_dry_run_of_a_bulk_import_writes_nothing(tmp_path, topics):
+    conn = connect_sync(tmp_path / "s.db")
+    path = records(tmp_path, "a.jsonl", [{"id": "a", "title": "Minoxidil"}])
+    report = import_file(conn, path, topics, dry_run=True)
+    assert report.new == 1 and not report.committed
+    assert conn.execute("SELECT count(*) FROM studies").fetchone() == (0,)
+    assert conn.execute("SELECT count(*) FROM meta").fetchone() == (0,)
+    conn.close()
+
+
+def test_parallel_parsing_yields_the_same_items_in_order(tmp_path, topics, monkeypatch):
+    lines = shared_path("corpus", "sample_1000.jsonl").read_text(encoding="utf-8").split("\n")
+    lines.insert(5, "{not json")
+    path = tmp_path / "s.jsonl"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    sequential = list(prepared_items([path], topics, workers=1))
+    monkeypatch.setattr(importing, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(importing, "CHUNK_LINES", 97)
+    parallel = list(prepared_items([path], topics, workers=2))
+    assert parallel == sequential
+    assert isinstance(parallel[5], InvalidRecord) and parallel[5].source == "s.jsonl:6"
+    assert len(parallel) == 1001
+
+
+def test_the_corpus_schema_survives_a_row_level_check(tmp_path, topics):
+    """A bulk-built database answers the same FTS queries as one built row by row."""
+    conn = connect_sync(tmp_path / "s.db")
+    import_file(conn, shared_path("corpus", "derm_hair_subset.jsonl"), topics)
+    conn.close()
+    check = sqlite3.connect(tmp_path / "s.db")
+    assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    check.close()
