@@ -13,60 +13,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import random
-import signal
 import sqlite3
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from harness import QUERIES, BotUnderTest, sample_studies
 
-from bot.testing import DiscordEmulator  # noqa: E402
-
-PING_BOT = '''
-import sys
-from discord import app_commands
-import bot.client as client
-
-class PingBot(client.StudyBot):
-    async def setup_hook(self):
-        @app_commands.command(name="ping", description="Answers pong (benchmark floor).")
-        async def ping(interaction):
-            await interaction.response.send_message("pong")
-        self.tree.add_command(ping)
-        await super().setup_hook()
-
-client.StudyBot = PingBot
-from bot.cli import main
-sys.exit(main(sys.argv[1:]))
-'''
+from bot.testing import DiscordEmulator
 
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
-
-
-def sample_ids(db: Path, n: int) -> tuple[list[str], list[str]]:
-    conn = sqlite3.connect(db)
-    try:
-        total = conn.execute("SELECT max(pk) FROM studies").fetchone()[0] or 0
-        rng = random.Random(7)
-        ids, titles = [], []
-        for pk in rng.sample(range(1, total + 1), min(n, total)):
-            row = conn.execute("SELECT id, title FROM studies WHERE pk = ?", (pk,)).fetchone()
-            if row:
-                ids.append(row[0])
-                titles.append(row[1])
-        return ids, titles
-    finally:
-        conn.close()
 
 
 async def measure(emu: DiscordEmulator, guild_id: int, channel_id: int, user_id: int,
@@ -115,47 +75,14 @@ async def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="studybot-bench-"))
-    db = args.db
-    if db is None:
-        db = work / "studies.db"
-        import subprocess
-
-        subprocess.run([sys.executable, "-m", "bot", "import", "--db", str(db), "--skip-invalid",
-                        str(REPO / "data" / "studies.yaml"),
-                        str(REPO.parent / "shared" / "corpus" / "sample_1000.jsonl")],
-                       check=True, cwd=REPO, capture_output=True)
-    ids, titles = sample_ids(db, 500)
-    queries = ["mesotherapy", "minoxidil", "finasteride", "hair loss", "alopecia areata",
-               "platelet rich plasma", "randomized trial", "mesoterapy", "vitamin d",
-               "blood pressure", "hypertension treatment", "children asthma", "cancer",
-               "ace inhibitors", "opioid", "estrogen", "triptan migraine", "insulin"]
-
-    # Schema validation costs the emulator ~25 ms per rich message: the tests do it; here it
-    # would make the emulator, not the bot, the bottleneck. The limit checks stay on.
-    emu = DiscordEmulator(spec_path=None)
-    await emu.start()
-    guild = emu.add_guild(name="Bench")
-    member = emu.add_member(guild.id, "member")
-    config = work / "config.yaml"
-    config.write_text(
-        f"discord:\n  api_base_url: {emu.api_base_url}\n  dev_guild_ids: [{guild.id}]\n"
-        f"database:\n  path: {db}\nstudies:\n  sources: []\n"
-        f"  topics: {REPO / 'data' / 'topics.yaml'}\nlogging:\n  level: WARNING\n")
-    script = work / "pingbot.py"
-    script.write_text(PING_BOT)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), "run", "--config", str(config), cwd=REPO,
-        env={**os.environ, "DISCORD_TOKEN": emu.token, "PYTHONPATH": str(REPO)},
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    try:
-        await emu.wait_until_ready(120)
-        await emu.wait_for(lambda: bool(emu.commands(guild.id)), 120, what="commands")
-        g, c, u = guild.id, guild.default_channel_id, member
+    async with BotUnderTest(args.db) as bench:
+        db = bench.db
+        ids, titles = sample_studies(db, 500)
+        emu, g, c, u = bench.emu, bench.guild_id, bench.channel_id, bench.member_id
         kinds = [
             ("ping (floor)", lambda i: ("ping", {}, None)),
             ("/study", lambda i: ("study", {"study": ids[i % len(ids)]}, None)),
-            ("/search", lambda i: ("search", {"query": queries[i % len(queries)]}, None)),
+            ("/search", lambda i: ("search", {"query": QUERIES[i % len(QUERIES)]}, None)),
             ("autocomplete", lambda i: ("study", {"study": titles[i % len(titles)][:3 + i % 8]},
                                         "study")),
         ]
@@ -164,10 +91,6 @@ async def main() -> None:
             await measure(emu, g, c, u, "warm-up", make, 20, 1)
         results = [await measure(emu, g, c, u, kind, make, args.rate, args.seconds)
                    for kind, make in kinds]
-    finally:
-        process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 60)
-        await emu.close()
     floor = results[0]["p99"]
     studies = sqlite3.connect(db).execute("SELECT count(*) FROM studies").fetchone()[0]
     print(f"database: {db} ({studies:,} studies); rate {args.rate:.0f}/s for "

@@ -111,7 +111,8 @@ async def _open(config: Config, args: argparse.Namespace, create: bool = True
         topics = TopicVocabulary.load(config.resolve(config.studies.topics))
     except TopicsError as exc:
         raise UserError(str(exc)) from None
-    db = await Database.open(path, config.database.busy_timeout_ms, create=create)
+    db = await Database.open(path, config.database.busy_timeout_ms, create=create,
+                             max_size_mb=config.database.max_size_mb)
     return db, StudyLibrary(db, topics)
 
 

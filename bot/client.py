@@ -25,6 +25,7 @@ from bot.discussions import DiscussionService
 from bot.errors import StudyTree
 from bot.importing import ImportAborted
 from bot.library import StudyLibrary
+from bot.ratelimits import RetryAfterGate
 from bot.topics import TopicVocabulary
 
 log = logging.getLogger("studybot")
@@ -44,6 +45,8 @@ class StudyBot(commands.Bot):
                  **options: Any) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # channels, threads and roles; nothing privileged
+        self.rate_gate = RetryAfterGate()
+        options.setdefault("http_trace", self.rate_gate.trace_config())
         super().__init__(
             command_prefix=commands.when_mentioned,  # unused: slash commands only
             intents=intents,
@@ -75,7 +78,8 @@ class StudyBot(commands.Bot):
             log.info("using the API at %s and the gateway at %s",
                      self.config.discord.api_base_url, url)
         self.topics = TopicVocabulary.load(self.config.resolve(self.config.studies.topics))
-        self.db = await Database.open(self.db_path, self.config.database.busy_timeout_ms)
+        self.db = await Database.open(self.db_path, self.config.database.busy_timeout_ms,
+                                      max_size_mb=self.config.database.max_size_mb)
         self.library = StudyLibrary(self.db, self.topics)
         self.community = CommunityStore(self.db)
         self.discussions = DiscussionService(self, self.db, GuildSettingsStore(self.db),

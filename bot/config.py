@@ -35,6 +35,7 @@ class DiscordConfig:
 class DatabaseConfig:
     path: str = "data/studies.db"
     busy_timeout_ms: int = 5000
+    max_size_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,8 @@ _CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "studies.page_size": lambda v: None if 5 <= v <= 10 else "expected a number from 5 to 10",
     "database.busy_timeout_ms": lambda v: None if 0 <= v <= 600_000
     else "expected milliseconds from 0 to 600000",
+    "database.max_size_mb": lambda v: None if 1 <= v <= 10_000_000
+    else "expected megabytes from 1 to 10000000, or null",
     "database.path": lambda v: None if v.strip() else "expected a non-empty string",
 }
 

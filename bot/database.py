@@ -134,6 +134,12 @@ def connect_sync(path: str | Path, busy_timeout_ms: int = 5000, *, create: bool 
     return conn
 
 
+def _max_pages(max_size_mb: int, page_size: int = 4096) -> int:
+    """The page limit that keeps the database file within max_size_mb (database.max_size_mb:
+    a size limit makes 'disk full' a clear error before the disk is really full)."""
+    return max(16, max_size_mb * 1024 * 1024 // page_size)
+
+
 def _apply_pragmas(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
     conn.execute("PRAGMA journal_mode = WAL")
@@ -368,16 +374,18 @@ class DatabaseStats:
 class Database:
     """The async data-access object the bot and the CLI share."""
 
-    def __init__(self, path: Path, conn: aiosqlite.Connection, busy_timeout_ms: int) -> None:
+    def __init__(self, path: Path, conn: aiosqlite.Connection, busy_timeout_ms: int,
+                 max_size_mb: int | None = None) -> None:
         self.path = path
         self._conn = conn
         self.busy_timeout_ms = busy_timeout_ms
+        self.max_size_mb = max_size_mb
         # Serialises this process's writers; other processes wait on SQLite's busy timeout.
         self.write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str | Path, busy_timeout_ms: int = 5000, *, create: bool = True
-                   ) -> Database:
+    async def open(cls, path: str | Path, busy_timeout_ms: int = 5000, *, create: bool = True,
+                   max_size_mb: int | None = None) -> Database:
         path = Path(path)
         # Migrate on a short-lived sync connection, then hand over to aiosqlite.
         sync = await asyncio.to_thread(connect_sync, path, busy_timeout_ms, create=create)
@@ -385,19 +393,27 @@ class Database:
         try:
             conn = await aiosqlite.connect(path, isolation_level=None,
                                            timeout=busy_timeout_ms / 1000)
-            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            await conn.execute("PRAGMA foreign_keys = ON")
-            await conn.execute("PRAGMA synchronous = NORMAL")
+            pragmas = [f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
+                       "PRAGMA foreign_keys = ON", "PRAGMA synchronous = NORMAL"]
+            if max_size_mb:
+                pragmas.append(f"PRAGMA max_page_count = {_max_pages(max_size_mb)}")
+            for pragma in pragmas:
+                # Closed at once: a pragma's unread result row would hold a read snapshot.
+                async with conn.execute(pragma):
+                    pass
         except sqlite3.Error as exc:
             raise DatabaseError(f"{path}: {describe_sqlite_error(exc)}") from None
-        return cls(path, conn, busy_timeout_ms)
+        return cls(path, conn, busy_timeout_ms, max_size_mb)
 
     async def close(self) -> None:
         await self._conn.close()
 
     def connect_writer(self) -> sqlite3.Connection:
         """A sync connection for an import running in a worker thread."""
-        return connect_sync(self.path, self.busy_timeout_ms)
+        conn = connect_sync(self.path, self.busy_timeout_ms)
+        if self.max_size_mb:
+            conn.execute(f"PRAGMA max_page_count = {_max_pages(self.max_size_mb)}")
+        return conn
 
     async def _fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
                         ) -> list[Any]:
@@ -964,3 +980,135 @@ class DiscussionStore:
 
 
 # --- moderation: audit log, study edits (cogs/admin.py) -------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One moderator action: who did what to which study (or setting), and when."""
+
+    id: int
+    guild_id: int | None
+    moderator_id: int | None
+    moderator_name: str | None
+    action: str
+    study_id: str | None
+    details: str  # JSON: before/after, counts, settings (see bot/moderation.py)
+    created_at: str
+    reverted_by: int | None = None
+
+
+_AUDIT_COLUMNS = ("id, guild_id, moderator_id, moderator_name, action, study_id, details, "
+                  "created_at, reverted_by")
+
+
+class ModerationWriter(ImportWriter):
+    """Moderators' changes to studies, each written with its audit entry in one transaction
+    (sync, on its own connection, like imports)."""
+
+    def add_audit(self, guild_id: int | None, moderator_id: int | None,
+                  moderator_name: str | None, action: str, study_id: str | None,
+                  details: str, timestamp: str) -> int:
+        cursor = self.conn.execute(
+            "INSERT INTO audit_log (guild_id, moderator_id, moderator_name, action, study_id, "
+            "details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (guild_id, moderator_id, moderator_name, action, study_id, details, timestamp))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def audit_entry(self, entry_id: int) -> AuditEntry | None:
+        row = self.conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE id = ?",
+                                (entry_id,)).fetchone()
+        return AuditEntry(*row) if row else None
+
+    def mark_reverted(self, entry_id: int, by_entry_id: int) -> None:
+        self.conn.execute("UPDATE audit_log SET reverted_by = ? WHERE id = ?",
+                          (by_entry_id, entry_id))
+
+    def delete_study(self, pk: int) -> None:
+        self.conn.execute("DELETE FROM studies WHERE pk = ?", (pk,))
+
+    def studies_mentioning(self, needles: Sequence[str]) -> list[int]:
+        """Studies whose similar list contains any of these strings (a cheap pre-filter;
+        the caller parses the JSON to be sure)."""
+        found: set[int] = set()
+        for needle in needles:
+            rows = self.conn.execute(
+                "SELECT pk FROM studies WHERE similar IS NOT NULL AND instr(similar, ?) > 0",
+                (needle,)).fetchall()
+            found.update(r[0] for r in rows)
+        return sorted(found)
+
+    def move_views(self, from_id: str, to_id: str) -> None:
+        """Fold a merged study's look-up counter into the study that remains."""
+        self.conn.execute(
+            "INSERT INTO study_views (study_id, views, last_viewed_at) "
+            "SELECT ?, views, last_viewed_at FROM study_views WHERE study_id = ? "
+            "ON CONFLICT (study_id) DO UPDATE SET views = views + excluded.views, "
+            "last_viewed_at = max(last_viewed_at, excluded.last_viewed_at)", (to_id, from_id))
+        self.drop_views(from_id)
+
+    def drop_views(self, study_id: str) -> None:
+        self.conn.execute("DELETE FROM study_views WHERE study_id = ?", (study_id,))
+
+
+class ModerationStore:
+    """The audit log and moderation counters, read (and settings entries written) on the
+    bot's connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def add_audit(self, guild_id: int | None, moderator_id: int | None,
+                        moderator_name: str | None, action: str, study_id: str | None,
+                        details: str) -> AuditEntry:
+        timestamp = now_iso()
+        async with self.db.write_lock:
+            try:
+                cursor = await self.db._conn.execute(
+                    "INSERT INTO audit_log (guild_id, moderator_id, moderator_name, action, "
+                    "study_id, details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (guild_id, moderator_id, moderator_name, action, study_id, details,
+                     timestamp))
+            except sqlite3.OperationalError as exc:
+                raise DatabaseError(describe_sqlite_error(exc)) from None
+        assert cursor.lastrowid is not None
+        return AuditEntry(cursor.lastrowid, guild_id, moderator_id, moderator_name, action,
+                          study_id, details, timestamp)
+
+    async def entry(self, entry_id: int) -> AuditEntry | None:
+        row = await self.db._fetchone(f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE id = ?",
+                                      (entry_id,))
+        return AuditEntry(*row) if row else None
+
+    async def entries(self, guild_id: int, *, study_id: str | None = None,
+                      moderator_id: int | None = None, actions: Sequence[str] = (),
+                      unreverted: bool = False, limit: int = 10, offset: int = 0
+                      ) -> tuple[list[AuditEntry], int]:
+        """A server's entries, newest first, with the total matching."""
+        where, params = ["guild_id = ?"], [guild_id]
+        if study_id is not None:
+            where.append("study_id = ?")
+            params.append(study_id)
+        if moderator_id is not None:
+            where.append("moderator_id = ?")
+            params.append(moderator_id)
+        if actions:
+            where.append(f"action IN ({', '.join('?' * len(actions))})")
+            params.extend(actions)
+        if unreverted:
+            where.append("reverted_by IS NULL")
+        clause = " AND ".join(where)
+        rows = await self.db._fetchall(
+            f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {clause} ORDER BY id DESC "
+            "LIMIT ? OFFSET ?", [*params, limit, offset])
+        total = (await self.db._fetchone(f"SELECT count(*) FROM audit_log WHERE {clause}",
+                                         params))[0]
+        return [AuditEntry(*r) for r in rows], total
+
+    async def thread_counts(self, guild_id: int) -> tuple[int, int]:
+        """(discussion threads, automatic threads waiting in the outbox) of a server."""
+        threads = (await self.db._fetchone(
+            "SELECT count(*) FROM threads WHERE guild_id = ? AND state = 'active'",
+            (guild_id,)))[0]
+        queued = (await self.db._fetchone(
+            "SELECT count(*) FROM thread_outbox WHERE guild_id = ?", (guild_id,)))[0]
+        return threads, queued

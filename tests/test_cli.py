@@ -73,7 +73,7 @@ def test_user_errors_exit_1_with_one_line_and_usage_errors_exit_2(tmp_path):
     typo = run("db", "stats", "--config", config)
     assert typo.returncode == 1
     assert typo.stderr.strip() == "studybot: database.pth: unknown key (expected one of: " \
-        "busy_timeout_ms, path)"
+        "busy_timeout_ms, max_size_mb, path)"
 
     assert run("search", "--db", db, "--since", "nope").returncode == 2
     assert run("frobnicate").returncode == 2

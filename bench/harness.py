@@ -1,0 +1,134 @@
+"""Shared by the interaction benchmarks: the real bot in a subprocess (`studybot run`, plus a
+"ping" floor command) against the local Discord in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bot.testing import DiscordEmulator  # noqa: E402
+
+PING_BOT = '''
+import sys
+from discord import app_commands
+import bot.client as client
+
+class PingBot(client.StudyBot):
+    async def setup_hook(self):
+        @app_commands.command(name="ping", description="Answers pong (benchmark floor).")
+        async def ping(interaction):
+            await interaction.response.send_message("pong")
+        self.tree.add_command(ping)
+        await super().setup_hook()
+
+client.StudyBot = PingBot
+from bot.cli import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+QUERIES = ["mesotherapy", "minoxidil", "finasteride", "hair loss", "alopecia areata",
+           "platelet rich plasma", "randomized trial", "mesoterapy", "vitamin d",
+           "blood pressure", "hypertension treatment", "children asthma", "cancer",
+           "ace inhibitors", "opioid", "estrogen", "triptan migraine", "insulin"]
+
+
+def small_database(work: Path) -> Path:
+    """The seed studies and the 1,000-record corpus sample."""
+    db = work / "studies.db"
+    subprocess.run([sys.executable, "-m", "bot", "import", "--db", str(db), "--skip-invalid",
+                    str(REPO / "data" / "studies.yaml"),
+                    str(REPO.parent / "shared" / "corpus" / "sample_1000.jsonl")],
+                   check=True, cwd=REPO, capture_output=True)
+    return db
+
+
+def sample_studies(db: Path, n: int, seed: int = 7) -> tuple[list[str], list[str]]:
+    """Ids and titles of n random studies."""
+    conn = sqlite3.connect(db)
+    try:
+        total = conn.execute("SELECT max(pk) FROM studies").fetchone()[0] or 0
+        rng = random.Random(seed)
+        ids, titles = [], []
+        for pk in rng.sample(range(1, total + 1), min(n, total)):
+            row = conn.execute("SELECT id, title FROM studies WHERE pk = ?", (pk,)).fetchone()
+            if row:
+                ids.append(row[0])
+                titles.append(row[1])
+        return ids, titles
+    finally:
+        conn.close()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Bench:
+    emu: DiscordEmulator
+    process: asyncio.subprocess.Process
+    guild_id: int
+    channel_id: int
+    member_id: int
+    db: Path
+
+
+class BotUnderTest:
+    """async with BotUnderTest(db) as bench: ... (the bot runs until the block ends)."""
+
+    def __init__(self, db: Path | None, *, log_level: str = "WARNING",
+                 extra_config: str = "") -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="studybot-bench-"))
+        self.db = db or small_database(self.work)
+        self.log_level = log_level
+        self.extra_config = extra_config
+        self.log_path = self.work / "bot.log"
+
+    async def __aenter__(self) -> Bench:
+        # Schema validation costs the emulator ~25 ms per rich message: the tests do it;
+        # here it would make the emulator, not the bot, the bottleneck. Limit checks stay on.
+        emu = DiscordEmulator(spec_path=None)
+        await emu.start()
+        guild = emu.add_guild(name="Bench")
+        forum = emu.add_forum_channel(guild.id, "studies")
+        member = emu.add_member(guild.id, "member")
+        config = self.work / "config.yaml"
+        config.write_text(
+            f"discord:\n  api_base_url: {emu.api_base_url}\n  dev_guild_ids: [{guild.id}]\n"
+            f"database:\n  path: {self.db}\nstudies:\n  sources: []\n"
+            f"  topics: {REPO / 'data' / 'topics.yaml'}\n"
+            f"logging:\n  level: {self.log_level}\n"
+            f"discussions:\n  channel_id: {forum.id}\n" + self.extra_config)
+        script = self.work / "pingbot.py"
+        script.write_text(PING_BOT)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in __aexit__)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), "run", "--config", str(config), cwd=REPO,
+            env={**os.environ, "DISCORD_TOKEN": emu.token, "PYTHONPATH": str(REPO)},
+            stdout=self._log, stderr=asyncio.subprocess.STDOUT)
+        self.bench = Bench(emu, process, guild.id, guild.default_channel_id, member, self.db)
+        await emu.wait_until_ready(300)
+        await emu.wait_for(lambda: bool(emu.commands(guild.id)), 300, what="commands")
+        return self.bench
+
+    async def __aexit__(self, *exc: object) -> None:
+        process = self.bench.process
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 60)
+        await self.bench.emu.close()
+        self._log.close()

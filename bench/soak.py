@@ -1,0 +1,140 @@
+"""Soak: many mixed interactions over minutes, with gateway drops and 429s injected.
+
+The real bot runs as a subprocess (`studybot run`) against the local Discord in this process.
+Interactions (search, autocomplete, study, related, discuss) are sent open-loop at a fixed
+rate; the gateway is dropped every `--drop-every` seconds (alternately resumable and not) and
+a 429 is injected on interaction callbacks and thread creation every `--429-every` seconds.
+Reports answered, failed, p50/p99 latency, the bot's RSS at start and end, and the database's
+integrity afterwards. Target: every interaction answered, RSS growth under 20 MB.
+
+    python bench/soak.py --count 50000 --seconds 600          # the issue's soak
+    python bench/soak.py --count 3000 --seconds 60            # a quick one
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sqlite3
+import statistics
+import time
+from pathlib import Path
+
+from harness import QUERIES, BotUnderTest, rss_mb, sample_studies
+from interactions import percentile
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--db", type=Path, help="study database (default: a small one)")
+    parser.add_argument("--count", type=int, default=50_000)
+    parser.add_argument("--seconds", type=float, default=600.0)
+    parser.add_argument("--drop-every", type=float, default=60.0)
+    parser.add_argument("--429-every", dest="every_429", type=float, default=15.0)
+    args = parser.parse_args()
+
+    async with BotUnderTest(args.db) as bench:
+        emu, g, c, u = bench.emu, bench.guild_id, bench.channel_id, bench.member_id
+        # Under this load, requests already on the wire when a 429 is answered are common;
+        # only those sent after the bot could have read the 429 are violations.
+        emu.in_flight_grace = 0.05
+        ids, titles = sample_studies(bench.db, 2000, seed=11)
+        rng = random.Random(5)
+        mix = (["search"] * 30 + ["autocomplete"] * 30 + ["study"] * 25 + ["related"] * 10
+               + ["discuss"] * 5)
+        has_discuss = any(cmd["name"] == "discuss" for cmd in emu.commands(g))
+        latencies: dict[str, list[float]] = {k: [] for k in set(mix)}
+        failures: dict[str, int] = {k: 0 for k in set(mix)}
+        errors: list[str] = []
+
+        async def one(kind: str, i: int) -> None:
+            # A member cannot reach a bot whose gateway is down: Discord tells them at once.
+            # Send when the bot is connected, as a member trying again would.
+            await emu.wait_until_ready(120)
+            started = time.perf_counter()
+            try:
+                if kind == "autocomplete":
+                    title = titles[i % len(titles)]
+                    await emu.autocomplete(g, c, u, "study", {"study": title[:3 + i % 10]},
+                                           focused="study")
+                else:
+                    options = {"query": QUERIES[i % len(QUERIES)]} if kind == "search" \
+                        else {"study": ids[i % len(ids)]}
+                    handle = await emu.run_command(g, c, u, kind, options)
+                    message = await handle.final_message(timeout=60)
+                    if message is None:
+                        raise RuntimeError("no message")
+                latencies[kind].append((time.perf_counter() - started) * 1000)
+            except Exception as exc:
+                failures[kind] += 1
+                if len(errors) < 20:
+                    errors.append(f"{kind}: {exc!r}")
+
+        async def faults() -> None:
+            next_drop = time.perf_counter() + args.drop_every
+            next_429 = time.perf_counter() + args.every_429
+            resumable = True
+            while True:
+                await asyncio.sleep(1)
+                now = time.perf_counter()
+                if now >= next_429:
+                    emu.fail_next("POST", r"/interactions/\d+/[^/]+/callback", status=429,
+                                  retry_after=0.5, count=3)
+                    emu.fail_next("POST", r"/channels/\d+/threads", status=429,
+                                  retry_after=1.0, count=2)
+                    next_429 = now + args.every_429
+                if now >= next_drop:
+                    await emu.drop_gateway(resumable=resumable)
+                    resumable = not resumable
+                    next_drop = now + args.drop_every
+
+        await asyncio.sleep(2)  # let start-up allocations settle before the first reading
+        rss_start = rss_mb(bench.process.pid)
+        fault_task = asyncio.create_task(faults())
+        tasks = []
+        start = time.perf_counter()
+        rate = args.count / args.seconds
+        for i in range(args.count):
+            kind = rng.choice(mix)
+            if kind == "discuss" and not has_discuss:
+                kind = "study"
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(kind, i)))
+            if len(emu.requests) > 5000:
+                emu.requests.clear()
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+        fault_task.cancel()
+        rss_end = rss_mb(bench.process.pid)
+        reconnects = f"{emu.gateway.resumes} resumed, {emu.gateway.identifies - 1} re-identified"
+        violations = list(emu.violations)
+    conn = sqlite3.connect(bench.db)
+    integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    conn.close()
+
+    answered = sum(len(v) for v in latencies.values())
+    failed = sum(failures.values())
+    everything = [x for v in latencies.values() for x in v]
+    print(f"{args.count} interactions in {elapsed:.0f} s ({answered / elapsed:.1f}/s); gateway "
+          f"drops: {reconnects}")
+    print("| kind | answered | failed | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|")
+    for kind in sorted(latencies):
+        values = latencies[kind]
+        if values:
+            print(f"| {kind} | {len(values)} | {failures[kind]} | "
+                  f"{statistics.median(values):.1f} | {percentile(values, 99):.1f} |")
+    print(f"| all | {answered} | {failed} | {statistics.median(everything):.1f} | "
+          f"{percentile(everything, 99):.1f} |")
+    print(f"bot RSS: {rss_start:.1f} MB at start, {rss_end:.1f} MB at end "
+          f"({rss_end - rss_start:+.1f} MB); database integrity: {integrity}; "
+          f"emulator violations: {len(violations)}")
+    for line in errors[:10] + violations[:10]:
+        print("  ", line)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
