@@ -70,13 +70,8 @@ class StudyBot(commands.Bot):
         assert self.library is not None and self.community is not None
         return self.library, self.community
 
-    async def setup_hook(self) -> None:
-        if self.config.discord.api_base_url != DEFAULT_API_BASE_URL:
-            # A plain commands.Bot never asks /gateway/bot: take the gateway from there.
-            _shards, url, _limits = await self.http.get_bot_gateway()
-            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
-            log.info("using the API at %s and the gateway at %s",
-                     self.config.discord.api_base_url, url)
+    async def open_services(self) -> None:
+        """Build the core's services once (no network): the cogs are handed these."""
         self.topics = TopicVocabulary.load(self.config.resolve(self.config.studies.topics))
         self.db = await Database.open(self.db_path, self.config.database.busy_timeout_ms,
                                       max_size_mb=self.config.database.max_size_mb)
@@ -84,6 +79,15 @@ class StudyBot(commands.Bot):
         self.community = CommunityStore(self.db)
         self.discussions = DiscussionService(self, self.db, GuildSettingsStore(self.db),
                                              self.library, self.config)
+
+    async def setup_hook(self) -> None:
+        if self.config.discord.api_base_url != DEFAULT_API_BASE_URL:
+            # A plain commands.Bot never asks /gateway/bot: take the gateway from there.
+            _shards, url, _limits = await self.http.get_bot_gateway()
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+            log.info("using the API at %s and the gateway at %s",
+                     self.config.discord.api_base_url, url)
+        await self.open_services()
         await self.discussions.resolve_default_guild()
         if self.import_sources:
             await self.import_configured_sources()

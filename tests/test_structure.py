@@ -1,0 +1,111 @@
+"""Structural rules: every command and option described, the admin group guild-only with its
+permission hint, no SQL under cogs/, the core never imports cogs, data files valid."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+from discord import app_commands
+
+from bot.client import EXTENSIONS, StudyBot
+from bot.config import Config
+from bot.importing import run_import
+from bot.topics import TopicVocabulary
+from tests.paths import DATA, REPO
+
+SQL = re.compile(r"\b(SELECT\s.+\sFROM|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
+                 r"CREATE\s+TABLE)\b", re.I | re.S)
+
+
+def python_files(folder: str) -> list[Path]:
+    return sorted((REPO / folder).rglob("*.py"))
+
+
+def test_no_sql_under_cogs():
+    for path in python_files("cogs"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not SQL.search(node.value), f"SQL in {path.name}: {node.value[:60]!r}"
+
+
+def test_the_core_never_imports_cogs():
+    for path in python_files("bot"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n == "cogs" or n.startswith("cogs.") for n in names), path
+
+
+def test_sql_lives_in_the_database_module_only():
+    allowed = {"database.py"}
+    for path in python_files("bot"):
+        if path.name in allowed or "testing" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert not SQL.search(node.value), f"SQL in {path}: {node.value[:60]!r}"
+
+
+@pytest.fixture
+async def loaded_bot(tmp_path):
+    """The bot with every extension loaded (a smoke start, without connecting)."""
+    bot = StudyBot(Config(base_dir=REPO), db_path=tmp_path / "s.db")
+    await bot.open_services()  # setup_hook minus the network
+    for name in EXTENSIONS:
+        await bot.load_extension(name)
+    yield bot
+    await bot.db.close()
+
+
+def walk(command):
+    yield command
+    if isinstance(command, app_commands.Group):
+        for child in command.commands:
+            yield from walk(child)
+
+
+async def test_every_command_and_option_is_described(loaded_bot):
+    commands = loaded_bot.tree.get_commands()
+    names = {c.name for c in commands}
+    assert {"study", "search", "related", "topics", "help", "discuss"} <= names
+    for top in commands:
+        for command in walk(top):
+            assert command.description and command.description != "…", command.qualified_name
+            if isinstance(command, app_commands.Command):
+                for parameter in command.parameters:
+                    assert parameter.description and parameter.description != "…", \
+                        f"{command.qualified_name} {parameter.name}"
+    payload = [c.to_dict(loaded_bot.tree) for c in commands]
+    assert len(payload) <= 100
+
+
+async def test_admin_group_is_guild_only_with_a_permission_hint(loaded_bot):
+    admin = loaded_bot.tree.get_command("studyadmin")
+    if admin is None:
+        pytest.skip("the admin extension is not loaded")
+    assert admin.guild_only
+    assert admin.default_permissions is not None and admin.default_permissions.manage_guild
+
+
+def test_data_files_are_valid(tmp_path):
+    import sqlite3
+
+    from bot import importers
+    from bot.database import connect_sync
+
+    topics = TopicVocabulary.load(DATA / "topics.yaml")
+    assert len(topics.topics) >= 20
+    conn = connect_sync(tmp_path / "d.db")
+    report = run_import(conn, importers.iter_path(DATA / "studies.yaml"), topics)
+    conn.close()
+    assert (report.new, len(report.invalid), report.warning_count) == (5, 0, 0)
+    with sqlite3.connect(tmp_path / "d.db") as check:
+        unknown = [t for (t,) in check.execute("SELECT DISTINCT topic FROM study_topics")
+                   if t not in topics.topics]
+    assert unknown == []
