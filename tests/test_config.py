@@ -54,7 +54,7 @@ def test_token_is_refused_in_yaml():
 def test_invalid_yaml_and_missing_file(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("discord: [\n")
-    with pytest.raises(ConfigError, match="c.yaml"):
+    with pytest.raises(ConfigError, match=r"c\.yaml"):
         load_config(bad)
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.yaml")

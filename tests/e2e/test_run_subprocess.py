@@ -62,7 +62,7 @@ async def test_run_without_a_token_is_a_clear_error(tmp_path):
         sys.executable, "-m", "bot", "run", "--db", str(tmp_path / "x.db"), cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**env, "PYTHONPATH": str(REPO)})
-    out, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    _out, err = await asyncio.wait_for(process.communicate(), TIMEOUT)
     assert process.returncode == 1
     assert err.decode().strip() == \
         "studybot: set the bot token in the DISCORD_TOKEN environment variable"

@@ -25,7 +25,6 @@ from bot.importers import (
     esummary,
     iter_bytes,
     medline,
-    native,
     pubmed_xml,
     ris,
 )
@@ -128,7 +127,7 @@ SETTINGS = settings(max_examples=200, deadline=None,
 def _parse_all(data: bytes, name: str) -> None:
     try:
         text = decode_bytes(data)
-        module = detect_format(name, text[:8192])
+        detect_format(name, text[:8192])
     except ImportFormatError:
         return
     try:
