@@ -35,10 +35,16 @@ def quote(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
 
+# Shorter last words match as whole words only: the prefix "a"* expands to every term
+# starting with a (seconds at 1M studies without an FTS prefix index).
+MIN_PREFIX = 3
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz"
+
+
 def match_all(terms: Sequence[str], prefix_last: bool = False, column: str | None = None) -> str:
     """Every term must occur (FTS5 implicit AND)."""
     parts = [quote(t) for t in terms]
-    if prefix_last and parts:
+    if prefix_last and parts and len(terms[-1]) >= MIN_PREFIX:
         parts[-1] += "*"
     expr = " ".join(parts)
     return f"{column} : ({expr})" if column and expr else expr
@@ -68,6 +74,17 @@ def edit_distance(a: str, b: str, limit: int) -> int:
             return limit + 1
         prev2, prev = prev, current
     return prev[-1]
+
+
+def one_edit_away(term: str) -> set[str]:
+    """Every string one deletion, transposition, substitution or insertion from `term`."""
+    splits = [(term[:i], term[i:]) for i in range(len(term) + 1)]
+    out = {a + b[1:] for a, b in splits if b}
+    out |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    out |= {a + c + b[1:] for a, b in splits if b for c in _ALPHABET}
+    out |= {a + c + b for a, b in splits for c in _ALPHABET}
+    out.discard(term)
+    return out
 
 
 def allowed_edits(term: str) -> int:
