@@ -31,7 +31,7 @@ from bot.topics import TopicVocabulary
 log = logging.getLogger("studybot")
 
 # Extensions, loaded in this order. Each is a module in cogs/.
-EXTENSIONS: tuple[str, ...] = ("cogs.studies", "cogs.discussions")
+EXTENSIONS: tuple[str, ...] = ("cogs.studies", "cogs.discussions", "cogs.admin")
 
 
 def configure_api(api_base_url: str) -> None:

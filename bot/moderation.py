@@ -614,3 +614,69 @@ def _repoint(row: StudyRow, dup: StudyRow, keep_id: str) -> tuple[str | None, in
                               month=ref.month, citations=ref.citations, tldr=ref.tldr))
         has_keep = True
     return (_similar_json(out), moved) if moved else (row.similar, 0)
+
+
+# --- describing audit entries ----------------------------------------------------------------
+
+SETTING_NAMES = {
+    "discussion_channel_id": "discussion channel", "auto_threads": "automatic threads",
+    "log_channel_id": "log channel", "moderator_roles": "moderator roles",
+}
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    if value is None or value == "" or value == []:
+        return "(empty)"
+    if isinstance(value, list):
+        value = "; ".join(map(str, value))
+    text = " ".join(str(value).split())
+    return f"“{text[:limit - 1] + '…' if len(text) > limit else text}”"
+
+
+def _setting_value(name: str, value: Any) -> str:
+    if value is None:
+        return "(default)"
+    if name.endswith("channel_id"):
+        return f"<#{value}>"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def describe(entry: AuditEntry, *, full: bool = False) -> str:
+    """One line (or a few, with `full`) saying what an audit entry recorded."""
+    d = details_of(entry)
+    study = f"`{entry.study_id}`" if entry.study_id else ""
+    action = entry.action
+    if action in ("edit", "revert"):
+        fields = list((d.get("after") or {}).keys())
+        head = f"edited {study}: {', '.join(fields)}" if action == "edit" else \
+            f"reverted change #{d.get('change')} on {study}: {', '.join(fields)}"
+        if entry.reverted_by:
+            head += f" (reverted by #{entry.reverted_by})"
+        if full:
+            before, after = d.get("before") or {}, d.get("after") or {}
+            head += "".join(f"\n  {name}: {_shown(before.get(name))} → {_shown(after.get(name))}"
+                            for name in fields)
+        return head
+    if action == "add":
+        return f"added {study}"
+    if action == "remove":
+        return f"removed {study} ({_shown(d.get('reason'), 120)})"
+    if action == "merge":
+        return (f"merged `{d.get('duplicate')}` into {study} ({d.get('links_moved', 0)} similar "
+                f"link(s) moved; filled: {', '.join(d.get('filled') or []) or 'nothing'})")
+    if action == "import":
+        return (f"imported {_shown(d.get('file'))}: {d.get('new', 0)} new, "
+                f"{d.get('updated', 0)} updated, {d.get('unchanged', 0)} unchanged, "
+                f"{d.get('invalid', 0)} invalid left out")
+    if action == "settings":
+        name = d.get("setting", "?")
+        return (f"set the {SETTING_NAMES.get(name, name)}: "
+                f"{_setting_value(name, d.get('before'))} → {_setting_value(name, d.get('after'))}")
+    if action == "modroles":
+        verb = "added" if d.get("change") == "add" else "removed"
+        return f"{verb} the moderator role <@&{d.get('role_id')}>"
+    if action == "sync":
+        return f"resynced the application commands ({', '.join(d.get('scopes') or []) or 'none'})"
+    return action

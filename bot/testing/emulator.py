@@ -74,7 +74,8 @@ edited); ``await wait_followups(count, timeout=10)``; ``original``, ``followups`
 ``ephemeral``, ``modal``, ``payload``.
 
 Inspection: ``commands(guild_id=None)``, ``channel_messages(channel_id)``, ``message(id)``,
-``channel(id)``, ``threads(guild_id)``, ``attachment_data(id)``, ``requests`` (a list of
+``channel(id)``, ``threads(guild_id)``, ``attachment_data(id)``, ``attachment_downloads``
+(ids of attachments fetched from the CDN, in order), ``requests`` (a list of
 :class:`RecordedRequest`: method, path, route template, json, headers, time, files,
 audit_log_reason, during_retry_after, status, response), ``violations`` (readable strings),
 ``assert_no_violations()``, ``gateway`` (``sessions``, ``connections``, ``identifies``,

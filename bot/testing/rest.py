@@ -451,7 +451,9 @@ class RestServer(EmulatorState):
         return _json_response({"message": "404: Not Found", "code": 0}, 404)
 
     async def _serve_attachment(self, request: web.Request) -> web.StreamResponse:
-        found = self._attachments.get(parse_snowflake(request.match_info["attachment_id"]) or 0)
+        attachment_id = parse_snowflake(request.match_info["attachment_id"]) or 0
+        self.attachment_downloads.append(attachment_id)
+        found = self._attachments.get(attachment_id)
         if found is None:
             return web.Response(status=404, text="Not Found")
         data, content_type = found

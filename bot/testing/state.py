@@ -263,6 +263,8 @@ class EmulatorState:
         self._channel_messages: dict[int, list[int]] = {}
         self._messages: dict[int, StoredMessage] = {}
         self._attachments: dict[int, tuple[bytes, str]] = {}
+        # Ids of the attachments someone downloaded (the bot reading an uploaded file).
+        self.attachment_downloads: list[int] = []
         self._commands: dict[int | None, dict[int, dict[str, Any]]] = {None: {}}
         self._interactions: dict[int, InteractionRecord] = {}
         self._interactions_by_token: dict[str, InteractionRecord] = {}

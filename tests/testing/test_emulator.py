@@ -358,6 +358,9 @@ async def test_attachment_option_is_resolved_and_downloadable(world: World) -> N
     )
     final = await handle.final_message(TIMEOUT)
     assert final is not None and final["content"] == "studies.json: 15 bytes"
+    # The download is recorded (tests can tell a file was refused before being fetched).
+    attachment_id = int(next(iter(handle.payload["data"]["resolved"]["attachments"])))
+    assert world.emu.attachment_downloads == [attachment_id]
 
 
 async def test_file_response_is_sent_as_multipart(world: World) -> None:

@@ -1,0 +1,872 @@
+"""Moderator commands: /studyadmin. The work is in bot/moderation.py.
+
+Every command and component checks at run time that the member moderates this server
+(Manage Server, or a moderator role): Discord's default permission only hides the group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.client import StudyBot
+from bot.database import GuildSettingsStore, ModerationStore
+from bot.discussions import REQUIRED_PERMISSIONS
+from bot.errors import NotAllowed, UserFacingError, report_error
+from bot.importing import ImportAborted, ImportReport
+from bot.interactions import Reply, StudyTransformer, answer
+from bot.model import Study
+from bot.moderation import (
+    Actor,
+    Moderation,
+    PendingImport,
+    describe,
+    published_text,
+)
+from bot.moderation import form_values as parse_form
+from bot.permissions import audit_reason, is_moderator
+from bot.render import NO_PINGS, safe
+from bot.text import truncate
+
+log = logging.getLogger("studybot.admin")
+
+StudyArg = app_commands.Transform[Study, StudyTransformer]
+ExportFormat = Literal["yaml", "jsonl", "csv"]
+AUDIT_PAGE = 8
+SHOWN_PER_KIND = 5
+PROGRESS_EVERY_SECONDS = 1.0
+
+IMPORT_ID = "sa:imp:{key}:{action}"
+IMPORT_RE = r"sa:imp:(?P<key>[0-9a-f]{16}):(?P<action>[yn])"
+REMOVE_ID = "sa:rm:{key}:{action}"
+REMOVE_RE = r"sa:rm:(?P<key>[0-9a-f]{12}):(?P<action>[yn])"
+AUDIT_ID = "sa:audit:{key}:{offset}:{direction}"
+AUDIT_RE = r"sa:audit:(?P<key>[0-9a-f]{12}):(?P<offset>\d{1,6}):(?P<direction>[pn])"
+
+# Modal limits (Discord: title and labels <= 45 characters, <= 5 inputs, values <= 4000).
+FIELD_MAX = {"title": 1000, "authors": 4000, "published": 300, "tldr": 1000, "summary": 4000}
+
+
+class ChannelOf(app_commands.Transformer):
+    """A channel option limited to some channel types (Discord filters the picker)."""
+
+    def __init__(self, *types: discord.ChannelType) -> None:
+        self.types = list(types)
+
+    @property
+    def type(self) -> discord.AppCommandOptionType:
+        return discord.AppCommandOptionType.channel
+
+    @property
+    def channel_types(self) -> list[discord.ChannelType]:
+        return self.types
+
+    async def transform(self, interaction: discord.Interaction[Any], value: Any) -> Any:
+        found = interaction.guild.get_channel(value.id) if interaction.guild else None
+        if found is None or found.type not in self.types:
+            raise UserFacingError("Pick a " + " or ".join(t.name for t in self.types)
+                                  + " channel of this server that I can see.")
+        return found
+
+
+DiscussionChannel = app_commands.Transform[discord.abc.GuildChannel, ChannelOf(
+    discord.ChannelType.text, discord.ChannelType.forum)]
+TextChannelArg = app_commands.Transform[discord.abc.GuildChannel, ChannelOf(
+    discord.ChannelType.text)]
+
+
+def actor_of(interaction: discord.Interaction[Any]) -> Actor:
+    return Actor(interaction.guild_id, interaction.user.id, str(interaction.user))
+
+
+def size_text(size: int) -> str:
+    if size >= 1 << 20:
+        return f"{size / (1 << 20):.1f} MB"
+    if size >= 1 << 10:
+        return f"{size / (1 << 10):.0f} KB"
+    return f"{size} bytes"
+
+
+class Progress:
+    """Edits the reply with a record count while an import runs in its worker thread."""
+
+    def __init__(self, interaction: discord.Interaction[Any], label: str) -> None:
+        self.interaction = interaction
+        self.label = label
+        self.count = 0
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    def __call__(self, count: int) -> None:  # called from the import's thread
+        self.count = count
+        self._loop.call_soon_threadsafe(self._changed.set)
+
+    async def _run(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self.interaction.edit_original_response(
+                    content=f"{self.label} {self.count:,} records read…")
+            except discord.HTTPException as exc:
+                log.warning("could not show import progress: %s", exc)
+            await asyncio.sleep(PROGRESS_EVERY_SECONDS)  # at most one edit a second
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+# --- rendering -----------------------------------------------------------------------------
+
+def report_embed(title: str, report: ImportReport, *, note: str = "") -> discord.Embed:
+    embed = discord.Embed(title=truncate(title, render.TITLE_LIMIT), colour=render.COLOUR)
+    counts = (f"**{report.new:,}** new · **{report.updated:,}** updated · "
+              f"**{report.unchanged:,}** unchanged · **{len(report.invalid):,}** invalid")
+    if report.skipped:
+        counts += f" · {len(report.skipped):,} skipped"
+    embed.description = truncate("\n\n".join(p for p in (counts, note) if p),
+                                 render.DESCRIPTION_LIMIT)
+    for name, ids in (("New", report.new_ids), ("Updated", report.updated_ids),
+                      ("Unchanged", report.unchanged_ids)):
+        if ids:
+            shown = ", ".join(f"`{i}`" for i in ids[:SHOWN_PER_KIND])
+            more = len(ids) > SHOWN_PER_KIND or (name == "New" and report.new > len(ids))
+            embed.add_field(name=name, value=truncate(shown + (" …" if more else ""),
+                                                      render.FIELD_LIMIT), inline=False)
+    if report.invalid:
+        lines = [f"• {safe(str(p))}" for p in report.invalid[:SHOWN_PER_KIND]]
+        if len(report.invalid) > SHOWN_PER_KIND:
+            lines.append(f"… and {len(report.invalid) - SHOWN_PER_KIND:,} more")
+        embed.add_field(name="Invalid (left out)", value=truncate("\n".join(lines),
+                                                                 render.FIELD_LIMIT),
+                        inline=False)
+    if report.skipped:
+        lines = [f"• {safe(str(p))}" for p in report.skipped[:3]]
+        embed.add_field(name="Skipped (no study in them)",
+                        value=truncate("\n".join(lines), render.FIELD_LIMIT), inline=False)
+    if report.warning_count:
+        lines = [f"• {safe(w)}" for w in report.warnings[:3]]
+        embed.add_field(name=f"Warnings ({report.warning_count:,})",
+                        value=truncate("\n".join(lines), render.FIELD_LIMIT), inline=False)
+    return embed
+
+
+def confirm_view(yes_id: str, no_id: str, yes_label: str, *, danger: bool = False
+                 ) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.Button(
+        label=yes_label, custom_id=yes_id,
+        style=discord.ButtonStyle.danger if danger else discord.ButtonStyle.success))
+    view.add_item(discord.ui.Button(label="Cancel", custom_id=no_id,
+                                    style=discord.ButtonStyle.secondary))
+    return view
+
+
+def audit_line(entry: Any, *, full: bool = False) -> str:
+    when = entry.created_at.replace("T", " ").replace("Z", "")[:16]
+    who = safe(entry.moderator_name or "?")
+    return f"**#{entry.id}** · {when} · {who}: {describe(entry, full=full)}"
+
+
+# --- the cog -------------------------------------------------------------------------------
+
+@app_commands.guild_only()
+@app_commands.default_permissions(manage_guild=True)
+class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
+               group_description="Moderator tools: studies, imports, settings, audit log."):
+    modroles = app_commands.Group(name="modroles", description="The roles whose members may "
+                                  "use /studyadmin (besides Manage Server).")
+
+    def __init__(self, bot: StudyBot, moderation: Moderation, settings: GuildSettingsStore
+                 ) -> None:
+        super().__init__()
+        self.bot = bot
+        self.moderation = moderation
+        self.settings = settings
+        self.library, self.community = bot.services()
+        self.config = bot.config
+
+    # --- the run-time check on every command and component --------------------------------
+
+    async def ensure_moderator(self, interaction: discord.Interaction[Any]) -> None:
+        guild = interaction.guild
+        if guild is None:
+            raise app_commands.NoPrivateMessage()
+        settings = await self.settings.get(guild.id)
+        if not is_moderator(interaction.user, settings, self.config):
+            what = interaction.command.qualified_name if interaction.command else \
+                (interaction.data or {}).get("custom_id", "?")
+            log.warning("refused %s to non-moderator %s (%s) in guild %s", what,
+                        interaction.user, interaction.user.id, guild.id)
+            raise NotAllowed("Only this server's moderators (Manage Server, or a moderator "
+                             "role) can use this.")
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
+        await self.ensure_moderator(interaction)
+        return True
+
+    async def post_audit(self, guild: discord.Guild | None, entry: Any) -> None:
+        """Also show an audit entry in the server's log channel, if it has one (no pings)."""
+        if guild is None:
+            return
+        channel_id = (await self.settings.get(guild.id)).log_channel_id
+        channel = guild.get_channel(channel_id) if channel_id else None
+        if not isinstance(channel, discord.TextChannel):
+            return
+        try:
+            await channel.send(truncate(audit_line(entry, full=True), 2000),
+                               allowed_mentions=NO_PINGS)
+        except discord.HTTPException as exc:
+            log.warning("guild %s: could not post audit entry #%s in the log channel %s: %s",
+                        guild.id, entry.id, channel.id, exc)
+
+    async def _hook(self, what: str, call: Any) -> str:
+        """Run a discussions hook; a failure is logged and mentioned, the change stands."""
+        try:
+            await call
+        except Exception:
+            log.exception("the discussions hook %s failed", what)
+            return "\nThe discussion threads could not be updated (the log says why)."
+        return ""
+
+    # --- import ------------------------------------------------------------------------------
+
+    @app_commands.command(name="import", description="Import studies from a file, with a "
+                          "preview to confirm.")
+    @app_commands.describe(file="YAML/JSON/JSON Lines, CSV, RIS, BibTeX, PubMed XML, "
+                           "MEDLINE/.nbib, CSL-JSON or EndNote XML.",
+                           dry_run="Only show what would change (no Confirm button).")
+    async def import_(self, interaction: discord.Interaction[Any], file: discord.Attachment,
+                      dry_run: bool = False) -> None:
+        limit = self.config.imports.max_file_bytes
+        name = file.filename
+        if file.size > limit:  # refused before downloading anything
+            raise UserFacingError(
+                f"**{safe(name)}** is {size_text(file.size)}; files up to "
+                f"{size_text(limit)} can be imported here. Split it, or import it on the "
+                "server with `studybot import`.")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        data = await file.read()
+        if len(data) > limit:
+            raise UserFacingError(f"**{safe(name)}** is larger than {size_text(limit)}.")
+        progress = Progress(interaction, f"Reading **{safe(name)}**:")
+        try:
+            report = await self.moderation.preview_import(data, name, progress)
+        except ImportAborted as exc:
+            raise UserFacingError(f"I can't import **{safe(name)}**: {safe(exc.reason)}") \
+                from None
+        finally:
+            await progress.stop()
+        if dry_run or not report.changed:
+            note = "Dry run: nothing was written." if dry_run else \
+                "Nothing to import: the database already has all of it."
+            await interaction.edit_original_response(
+                content=None, embed=report_embed(f"Preview: {name}", report, note=note))
+            return
+        pending = self.moderation.stage_import(data, name, interaction.guild_id or 0,
+                                               interaction.user.id)
+        note = "Confirm to import the new and updated studies in one go."
+        if report.invalid:
+            note += f" The {len(report.invalid):,} invalid record(s) will be left out."
+        view = confirm_view(IMPORT_ID.format(key=pending.key, action="y"),
+                            IMPORT_ID.format(key=pending.key, action="n"), "Confirm import")
+        await interaction.edit_original_response(
+            content=None, embed=report_embed(f"Preview: {name}", report, note=note), view=view)
+
+    async def confirm_import(self, interaction: discord.Interaction[Any], key: str,
+                             confirmed: bool) -> None:
+        await self.ensure_moderator(interaction)
+        pending, data = self.moderation.claim_pending(key, interaction.guild_id or 0)
+        if not confirmed:
+            await interaction.response.edit_message(
+                content=f"Import of **{safe(pending.filename)}** cancelled; nothing was "
+                "written.", embed=None, view=None)
+            return
+        await interaction.response.edit_message(
+            content=f"Importing **{safe(pending.filename)}**…", embed=None, view=None)
+        await self.apply_import(interaction, pending, data)
+
+    async def apply_import(self, interaction: discord.Interaction[Any], pending: PendingImport,
+                           data: bytes) -> None:
+        discussions = getattr(self.bot, "discussions", None)
+        progress = Progress(interaction, f"Importing **{safe(pending.filename)}**:")
+        try:
+            report, entry = await self.moderation.apply_import(
+                actor_of(interaction), pending, data, progress,
+                after_write=discussions.after_import if discussions else None)
+        except ImportAborted as exc:
+            await progress.stop()
+            await interaction.edit_original_response(
+                content=f"Nothing was imported from **{safe(pending.filename)}**: "
+                f"{safe(exc.reason)}", embed=None, view=None)
+            return
+        await progress.stop()
+        await interaction.edit_original_response(
+            content=None, view=None,
+            embed=report_embed(f"Imported: {pending.filename}", report,
+                               note=f"Recorded as change #{entry.id}."))
+        await self.post_audit(interaction.guild, entry)
+
+    # --- add, edit, remove, merge -------------------------------------------------------------
+
+    @app_commands.command(name="add", description="Add a study through a form.")
+    @app_commands.describe(doi="Its DOI, if it has one.", pmid="Its PubMed id, if it has one.")
+    async def add(self, interaction: discord.Interaction[Any],
+                  doi: app_commands.Range[str, 1, 300] | None = None,
+                  pmid: app_commands.Range[str, 1, 100] | None = None) -> None:
+        await interaction.response.send_modal(StudyModal(self, None, doi=doi, pmid=pmid))
+
+    @app_commands.command(name="edit", description="Correct a study through a form "
+                          "(pre-filled).")
+    @app_commands.describe(study="The study: start typing its title, or paste a DOI, PMID, "
+                           "id or link.", doi="A new DOI (leave out to keep it).",
+                           pmid="A new PubMed id (leave out to keep it).")
+    async def edit(self, interaction: discord.Interaction[Any], study: StudyArg,
+                   doi: app_commands.Range[str, 1, 300] | None = None,
+                   pmid: app_commands.Range[str, 1, 100] | None = None) -> None:
+        await interaction.response.send_modal(StudyModal(self, study, doi=doi, pmid=pmid))
+
+    async def submit_form(self, interaction: discord.Interaction[Any], modal: StudyModal
+                          ) -> None:
+        await self.ensure_moderator(interaction)
+        values = modal.values()
+        actor = actor_of(interaction)
+        if modal.study is None:
+            study, entry = await self.moderation.add_study(actor, values)
+            note = ""
+            discussions = getattr(self.bot, "discussions", None)
+            if discussions is not None:
+                note = await self._hook("queue_new_studies",
+                                        discussions.queue_new_studies([study.id]))
+            await interaction.response.send_message(
+                f"Added `{study.id}` (change #{entry.id}).{note}", ephemeral=True,
+                embed=render.study_embed(study, self.library.topics), allowed_mentions=NO_PINGS)
+        else:
+            entry = await self.moderation.edit_study(actor, modal.study.id, values)
+            if entry is None:
+                await interaction.response.send_message("Nothing changed.", ephemeral=True)
+                return
+            study = await self.library.resolve(modal.study.id)
+            await interaction.response.send_message(
+                truncate(f"Saved change #{entry.id}: {describe(entry, full=True)}", 2000),
+                embed=render.study_embed(study, self.library.topics), ephemeral=True,
+                allowed_mentions=NO_PINGS)
+        await self.post_audit(interaction.guild, entry)
+
+    @app_commands.command(name="remove", description="Remove a study (asks to confirm).")
+    @app_commands.describe(study="The study: start typing its title, or paste a DOI, PMID, "
+                           "id or link.", reason="Why: shown in its discussion threads "
+                           "and the audit log.")
+    async def remove(self, interaction: discord.Interaction[Any], study: StudyArg,
+                     reason: app_commands.Range[str, 1, 300] = "removed by a moderator"
+                     ) -> None:
+        state = json.dumps({"study_id": study.id, "reason": reason}, sort_keys=True)
+        key = hashlib.sha256(state.encode()).hexdigest()[:12]
+        await self.community.save_view(key, "remove", state)
+        await interaction.response.send_message(
+            truncate(f"Remove **{safe(study.title)}** (`{study.id}`)? Its discussion threads "
+                     f"will be locked and archived with the note: {safe(reason)}", 2000),
+            view=confirm_view(REMOVE_ID.format(key=key, action="y"),
+                              REMOVE_ID.format(key=key, action="n"), "Remove", danger=True),
+            ephemeral=True, allowed_mentions=NO_PINGS)
+
+    async def confirm_remove(self, interaction: discord.Interaction[Any], key: str,
+                             confirmed: bool) -> None:
+        await self.ensure_moderator(interaction)
+        saved = await self.community.load_view(key)
+        if saved is None or saved[0] != "remove":
+            raise UserFacingError("This confirmation has expired; run `/studyadmin remove` "
+                                  "again.")
+        state = json.loads(saved[1])
+        if not confirmed:
+            await interaction.response.edit_message(content="Kept; nothing was removed.",
+                                                    view=None)
+            return
+        await interaction.response.defer()
+        study_id, reason = state["study_id"], state["reason"]
+        entry = await self.moderation.remove_study(actor_of(interaction), study_id, reason)
+        note = ""
+        discussions = getattr(self.bot, "discussions", None)
+        if discussions is not None:
+            note = await self._hook("study_removed", discussions.study_removed(
+                study_id, reason, audit_reason(interaction, f"Study {study_id} removed: "
+                                               f"{reason}")))
+        await interaction.edit_original_response(
+            content=f"Removed `{study_id}` (change #{entry.id}).{note}", view=None)
+        await self.post_audit(interaction.guild, entry)
+
+    @app_commands.command(name="merge", description="Merge a duplicate into the study to "
+                          "keep.")
+    @app_commands.describe(keep="The study that remains.", duplicate="The duplicate: merged "
+                           "into it, then gone.")
+    async def merge(self, interaction: discord.Interaction[Any], keep: StudyArg,
+                    duplicate: StudyArg) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        entry = await self.moderation.merge(actor_of(interaction), keep.id, duplicate.id)
+        note = ""
+        discussions = getattr(self.bot, "discussions", None)
+        if discussions is not None:
+            note = await self._hook("studies_merged", discussions.studies_merged(
+                keep.id, duplicate.id, audit_reason(
+                    interaction, f"Study {duplicate.id} merged into {keep.id}")))
+        await interaction.followup.send(
+            truncate(f"Done (change #{entry.id}): {describe(entry)}.{note}", 2000),
+            ephemeral=True, allowed_mentions=NO_PINGS)
+        await self.post_audit(interaction.guild, entry)
+
+    # --- settings --------------------------------------------------------------------------
+
+    async def _set(self, interaction: discord.Interaction[Any], setting: str, value: Any
+                   ) -> Any:
+        guild_id = interaction.guild_id
+        assert guild_id is not None
+        before = getattr(await self.settings.get(guild_id), setting)
+        await self.settings.update(guild_id, **{setting: value})
+        return await self.moderation.record(actor_of(interaction), "settings", {
+            "setting": setting, "before": before, "after": value})
+
+    @staticmethod
+    def _bot_missing(channel: discord.abc.GuildChannel, needed: tuple[str, ...]) -> list[str]:
+        perms = channel.permissions_for(channel.guild.me)
+        return [p.replace("_", " ").title() for p in needed if not getattr(perms, p)]
+
+    @app_commands.command(name="channel", description="Set the discussion channel (a forum "
+                          "or text channel).")
+    @app_commands.describe(channel="Where discussion threads are made.")
+    async def channel(self, interaction: discord.Interaction[Any],
+                      channel: DiscussionChannel) -> None:
+        found = channel
+        kind = "forum" if isinstance(found, discord.ForumChannel) else "text"
+        missing = self._bot_missing(found, (*REQUIRED_PERMISSIONS[kind], "manage_threads"))
+        if missing:
+            raise UserFacingError(f"I need {', '.join(missing)} in {found.mention} to run "
+                                  "discussions there; fix my role or the channel's "
+                                  "permissions, then run this again.")
+        entry = await self._set(interaction, "discussion_channel_id", found.id)
+        await interaction.response.send_message(
+            f"Discussion threads will be made in {found.mention} ({kind} channel).",
+            ephemeral=True)
+        await self.post_audit(interaction.guild, entry)
+
+    @app_commands.command(name="autothreads", description="Turn automatic threads for new "
+                          "studies on or off.")
+    @app_commands.describe(enabled="Make a thread for every study added from now on.")
+    async def autothreads(self, interaction: discord.Interaction[Any], enabled: bool) -> None:
+        entry = await self._set(interaction, "auto_threads", enabled)
+        text = f"Automatic threads are now **{'on' if enabled else 'off'}**."
+        discussions = getattr(self.bot, "discussions", None)
+        if enabled and discussions is not None and interaction.guild_id is not None:
+            effective = await discussions.settings_for(interaction.guild_id)
+            if effective.channel_id is None:
+                text += " Set a discussion channel with `/studyadmin channel` for them."
+        await interaction.response.send_message(text, ephemeral=True)
+        await self.post_audit(interaction.guild, entry)
+
+    @app_commands.command(name="logchannel", description="Post every audit entry in this "
+                          "channel too.")
+    @app_commands.describe(channel="A text channel for the audit log.")
+    async def logchannel(self, interaction: discord.Interaction[Any],
+                         channel: TextChannelArg) -> None:
+        found = channel
+        missing = self._bot_missing(found, ("view_channel", "send_messages"))
+        if missing:
+            raise UserFacingError(f"I need {', '.join(missing)} in {found.mention} to post "
+                                  "the audit log there.")
+        entry = await self._set(interaction, "log_channel_id", found.id)
+        await interaction.response.send_message(f"Audit entries will also be posted in "
+                                                f"{found.mention}.", ephemeral=True)
+        await self.post_audit(interaction.guild, entry)
+
+    @modroles.command(name="add", description="Let members with this role use /studyadmin.")
+    @app_commands.describe(role="The moderator role.")
+    async def modroles_add(self, interaction: discord.Interaction[Any], role: discord.Role
+                           ) -> None:
+        if role.is_default() or role.managed:
+            raise UserFacingError("Pick a role people are given (not @everyone or a bot's "
+                                  "role).")
+        assert interaction.guild_id is not None
+        if not await self.settings.add_moderator_role(interaction.guild_id, role.id):
+            raise UserFacingError(f"{role.mention} is already a moderator role.")
+        entry = await self.moderation.record(actor_of(interaction), "modroles",
+                                             {"change": "add", "role_id": role.id})
+        await interaction.response.send_message(f"Members with {role.mention} can now use "
+                                                "/studyadmin.", ephemeral=True,
+                                                allowed_mentions=NO_PINGS)
+        await self.post_audit(interaction.guild, entry)
+
+    @modroles.command(name="remove", description="Stop a role from using /studyadmin.")
+    @app_commands.describe(role="The role to remove from the moderator roles.")
+    async def modroles_remove(self, interaction: discord.Interaction[Any], role: discord.Role
+                              ) -> None:
+        assert interaction.guild_id is not None
+        if not await self.settings.remove_moderator_role(interaction.guild_id, role.id):
+            raise UserFacingError(f"{role.mention} is not a moderator role.")
+        entry = await self.moderation.record(actor_of(interaction), "modroles",
+                                             {"change": "remove", "role_id": role.id})
+        await interaction.response.send_message(f"{role.mention} is no longer a moderator "
+                                                "role.", ephemeral=True,
+                                                allowed_mentions=NO_PINGS)
+        await self.post_audit(interaction.guild, entry)
+
+    @modroles.command(name="list", description="The moderator roles of this server.")
+    async def modroles_list(self, interaction: discord.Interaction[Any]) -> None:
+        assert interaction.guild_id is not None
+        own = (await self.settings.get(interaction.guild_id)).moderator_role_ids
+        lines = [f"<@&{r}>" for r in own]
+        lines += [f"<@&{r}> (from the config)" for r in self.config.moderation.role_ids
+                  if r not in own]
+        text = "Moderator roles: " + (", ".join(lines) if lines else "none") + \
+            ". Members with Manage Server are moderators too."
+        await interaction.response.send_message(text, ephemeral=True,
+                                                allowed_mentions=NO_PINGS)
+
+    @app_commands.command(name="settings", description="This server's studybot settings at "
+                          "a glance.")
+    async def settings_(self, interaction: discord.Interaction[Any]) -> None:
+        async def build() -> Reply:
+            assert interaction.guild_id is not None
+            own = await self.settings.get(interaction.guild_id)
+            embed = discord.Embed(title="studybot settings", colour=render.COLOUR)
+            discussions = getattr(self.bot, "discussions", None)
+            if discussions is not None:
+                effective = await discussions.settings_for(interaction.guild_id)
+                channel, auto = effective.channel_id, effective.auto_threads
+                archive = effective.archive_after_minutes
+            else:
+                defaults = self.config.discussions
+                channel = own.discussion_channel_id or defaults.channel_id
+                auto = own.auto_threads if own.auto_threads is not None else \
+                    defaults.auto_threads
+                archive = own.archive_after_minutes or defaults.archive_after_minutes
+            source = " (server setting)" if own.discussion_channel_id else " (config)"
+            embed.add_field(name="Discussion channel",
+                            value=f"<#{channel}>{source}" if channel else "not set",
+                            inline=False)
+            embed.add_field(name="Automatic threads", value=("on" if auto else "off") + (
+                "" if own.auto_threads is not None else " (config default)"))
+            embed.add_field(name="Threads archive after", value=f"{archive:,} minutes")
+            embed.add_field(name="Log channel", value=f"<#{own.log_channel_id}>"
+                            if own.log_channel_id else "not set", inline=False)
+            roles = [f"<@&{r}>" for r in own.moderator_role_ids] + \
+                [f"<@&{r}> (config)" for r in self.config.moderation.role_ids]
+            embed.add_field(name="Moderator roles", value=truncate(
+                ", ".join(roles) + (" · " if roles else "") + "and Manage Server",
+                render.FIELD_LIMIT), inline=False)
+            embed.add_field(name="Largest import", value=size_text(
+                self.config.imports.max_file_bytes))
+            return Reply(embed=embed)
+
+        await answer(interaction, build, ephemeral=True)
+
+    # --- export, audit, revert, stats, sync --------------------------------------------------
+
+    @app_commands.command(name="export", description="The whole database as a file that "
+                          "imports back.")
+    @app_commands.describe(format="yaml (default), jsonl or csv (no similar lists).")
+    async def export(self, interaction: discord.Interaction[Any],
+                     format: ExportFormat = "yaml") -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        data, count = await self.moderation.export(format)
+        name = f"studies-{datetime.now(UTC):%Y-%m-%d}.{format}"
+        limit = interaction.filesize_limit
+        if len(data) > limit:
+            data = await asyncio.to_thread(gzip.compress, data, 9, mtime=0)
+            name += ".gz"
+        if len(data) > limit:
+            raise UserFacingError(f"The export is {size_text(len(data))} even compressed, "
+                                  f"over Discord's {size_text(limit)}; use `studybot db "
+                                  "backup` on the server.")
+        await interaction.followup.send(
+            f"{count:,} studies as {format.upper()} ({size_text(len(data))}); "
+            "`/studyadmin import` reads it back.",
+            file=discord.File(fp=io.BytesIO(data), filename=name),
+            ephemeral=True)
+
+    @app_commands.command(name="audit", description="Who changed what and when, newest "
+                          "first.")
+    @app_commands.describe(study="Only changes to this study (its id; removed ones too).",
+                           moderator="Only changes by this moderator.")
+    async def audit(self, interaction: discord.Interaction[Any],
+                    study: app_commands.Range[str, 1, 200] | None = None,
+                    moderator: discord.User | None = None) -> None:
+        study_id = None
+        if study:
+            found = await self.library.lookup(study)
+            study_id = found.id if found else study.strip().lower()
+        state = json.dumps({"guild_id": interaction.guild_id, "study_id": study_id,
+                            "moderator_id": moderator.id if moderator else None},
+                           sort_keys=True)
+        key = hashlib.sha256(state.encode()).hexdigest()[:12]
+        await self.community.save_view(key, "audit", state)
+        await answer(interaction, lambda: self.audit_reply(key, json.loads(state), 0),
+                     ephemeral=True)
+
+    @audit.autocomplete("study")
+    async def audit_study_autocomplete(self, interaction: discord.Interaction[Any], value: str
+                                       ) -> list[app_commands.Choice[str]]:
+        suggestions = await self.library.suggest(value, limit=25)
+        return [app_commands.Choice(name=s.label, value=s.id) for s in suggestions]
+
+    async def audit_reply(self, key: str, state: dict[str, Any], offset: int) -> Reply:
+        entries, total = await self.moderation.store.entries(
+            state["guild_id"], study_id=state["study_id"], moderator_id=state["moderator_id"],
+            limit=AUDIT_PAGE, offset=offset)
+        if not entries:
+            if offset:
+                raise UserFacingError("There are no more entries.")
+            return Reply(content="No changes recorded yet" + (" for that filter." if
+                         state["study_id"] or state["moderator_id"] else "."))
+        embed = discord.Embed(title="Audit log", colour=render.COLOUR)
+        lines = [truncate(audit_line(e, full=True), 700) for e in entries]
+        embed.description = truncate("\n".join(lines), render.DESCRIPTION_LIMIT)
+        embed.set_footer(text=f"Entries {offset + 1}–{offset + len(entries)} of {total:,} · "
+                         "/studyadmin revert undoes an edit")
+        view = render.pager_view(
+            AUDIT_ID.format(key=key, offset=offset, direction="p"),
+            AUDIT_ID.format(key=key, offset=offset, direction="n"),
+            offset > 0, offset + len(entries) < total)
+        return Reply(embed=embed, view=view)
+
+    async def page_audit(self, interaction: discord.Interaction[Any], key: str, offset: int,
+                         direction: str) -> None:
+        await self.ensure_moderator(interaction)
+        saved = await self.community.load_view(key)
+        if saved is None or saved[0] != "audit":
+            raise UserFacingError("This list is no longer available; run `/studyadmin audit` "
+                                  "again.")
+        state = json.loads(saved[1])
+        if state["guild_id"] != interaction.guild_id:
+            raise NotAllowed("That audit log belongs to another server.")
+        new_offset = max(0, offset + (AUDIT_PAGE if direction == "n" else -AUDIT_PAGE))
+        reply = await self.audit_reply(key, state, new_offset)
+        await interaction.response.edit_message(**reply.kwargs())
+
+    @app_commands.command(name="revert", description="Undo an edit (its number is in "
+                          "/studyadmin audit).")
+    @app_commands.describe(change="The edit's number, e.g. 12.")
+    async def revert(self, interaction: discord.Interaction[Any],
+                     change: app_commands.Range[int, 1]) -> None:
+        entry = await self.moderation.revert(actor_of(interaction), change)
+        await interaction.response.send_message(
+            truncate(f"Reverted change #{change} (recorded as #{entry.id}): "
+                     f"{describe(entry, full=True)}", 2000), ephemeral=True,
+            allowed_mentions=NO_PINGS)
+        await self.post_audit(interaction.guild, entry)
+
+    @revert.autocomplete("change")
+    async def revert_autocomplete(self, interaction: discord.Interaction[Any], value: str
+                                  ) -> list[app_commands.Choice[int]]:
+        if interaction.guild_id is None:
+            return []
+        entries, _ = await self.moderation.store.entries(
+            interaction.guild_id, actions=("edit",), unreverted=True, limit=25)
+        return [app_commands.Choice(name=truncate(f"#{e.id} {describe(e)} by "
+                                                  f"{e.moderator_name}", 100), value=e.id)
+                for e in entries if not value or str(e.id).startswith(value.strip("# "))]
+
+    @app_commands.command(name="stats", description="Studies, threads, usage and the most "
+                          "looked-up studies.")
+    async def stats(self, interaction: discord.Interaction[Any]) -> None:
+        async def build() -> Reply:
+            assert interaction.guild_id is not None
+            stats = await self.library.stats()
+            threads, queued = await self.moderation.store.thread_counts(interaction.guild_id)
+            discussions = getattr(self.bot, "discussions", None)
+            if discussions is not None:
+                _total, by_guild = await discussions.outbox_status()
+                queued = by_guild.get(interaction.guild_id, 0)
+            today = datetime.now(UTC).date()
+            day = await self.community.commands_since(today.isoformat())
+            week = await self.community.commands_since((today - timedelta(days=6)).isoformat())
+            top = await self.community.most_viewed(5)
+            titles = await self.library.db.studies_by_ids([sid for sid, _ in top])
+            embed = discord.Embed(title="studybot statistics", colour=render.COLOUR)
+            embed.add_field(name="Studies", value=f"{stats.studies:,}")
+            embed.add_field(name="Topics", value=f"{stats.topics:,}")
+            embed.add_field(name="Database", value=size_text(stats.size_bytes))
+            embed.add_field(name="Discussion threads", value=f"{threads:,}")
+            embed.add_field(name="Automatic threads queued", value=f"{queued:,}")
+            embed.add_field(name="Commands served",
+                            value=f"{day:,} today · {week:,} in the last 7 days")
+            lines = [f"{i}. {safe(truncate(titles[sid].title, 80)) if sid in titles else sid}"
+                     f" (`{sid}`) · {views:,} look-ups" for i, (sid, views) in
+                     enumerate(top, start=1)]
+            embed.add_field(name="Most looked-up studies",
+                            value=truncate("\n".join(lines) or "none yet", render.FIELD_LIMIT),
+                            inline=False)
+            updated = stats.last_updated.replace("T", " ").replace("Z", " UTC") \
+                if stats.last_updated else "never"
+            embed.set_footer(text=f"Last updated {updated} · schema {stats.schema_version}")
+            return Reply(embed=embed)
+
+        await answer(interaction, build, ephemeral=True)
+
+    @app_commands.command(name="sync", description="Resync the application commands with "
+                          "Discord.")
+    async def sync(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        scopes = await self.bot.sync_commands(force=True)
+        entry = await self.moderation.record(actor_of(interaction), "sync", {"scopes": scopes})
+        await interaction.followup.send(f"Resynced the application commands "
+                                        f"({', '.join(scopes) or 'nothing to sync'}).",
+                                        ephemeral=True)
+        await self.post_audit(interaction.guild, entry)
+
+
+# --- the add/edit form --------------------------------------------------------------------
+
+class StudyModal(discord.ui.Modal):
+    """Title, authors, journal and date, TLDR, summary; pre-filled when editing. A field
+    too long to show (over Discord's 4,000 characters) is left empty and kept as it is."""
+
+    def __init__(self, cog: AdminCog, study: Study | None, *, doi: str | None,
+                 pmid: str | None) -> None:
+        super().__init__(title="Edit a study" if study else "Add a study", timeout=1800,
+                         custom_id=f"sa:form:{study.id}" if study else "sa:form:add")
+        self.cog, self.study, self.doi, self.pmid = cog, study, doi, pmid
+        current = {
+            "title": study.title if study else "",
+            "authors": "\n".join(study.authors) if study else "",
+            "published": published_text(study.journal, study.year, study.month, study.day)
+            if study else "",
+            "tldr": study.tldr or "" if study else "",
+            "summary": study.summary or "" if study else "",
+        }
+        self.kept: set[str] = {name for name, value in current.items()
+                               if len(value) > FIELD_MAX[name]}
+        labels = {"title": "Title", "authors": "Authors (one per line)",
+                  "published": "Journal | date (e.g. J Hair | 2012-05)",
+                  "tldr": "TLDR (one or two sentences)", "summary": "Summary"}
+        self.inputs: dict[str, discord.ui.TextInput[Any]] = {}
+        for name, label in labels.items():
+            long = name in self.kept
+            field: discord.ui.TextInput[Any] = discord.ui.TextInput(
+                label=label, custom_id=name, max_length=FIELD_MAX[name],
+                required=name == "title",
+                style=discord.TextStyle.short if name in ("title", "published")
+                else discord.TextStyle.paragraph,
+                default=None if long or not current[name] else current[name],
+                placeholder=f"Unchanged ({len(current[name]):,} characters: too long to show)"
+                if long else None)
+            self.inputs[name] = field
+            self.add_item(field)
+
+    def values(self) -> dict[str, Any]:
+        typed = {name: field.value for name, field in self.inputs.items()}
+        study = self.study
+        if study is not None:
+            for name in self.kept:
+                if not typed[name].strip():
+                    typed[name] = {"authors": "\n".join(study.authors),
+                                   "published": published_text(study.journal, study.year,
+                                                               study.month, study.day),
+                                   "tldr": study.tldr or "",
+                                   "summary": study.summary or "",
+                                   "title": study.title}[name]
+        return parse_form(title=typed["title"], authors=typed["authors"],
+                          published=typed["published"], tldr=typed["tldr"],
+                          summary=typed["summary"],
+                          doi=self.doi or (study.doi if study else None),
+                          pmid=self.pmid or (study.pmid if study else None))
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        await self.cog.submit_form(interaction, self)
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
+        await report_error(interaction, error)
+
+
+# --- DynamicItems: buttons that work after a restart ----------------------------------------
+
+def _cog(interaction: discord.Interaction[Any]) -> AdminCog:
+    cog = interaction.client.get_cog("Admin")  # type: ignore[attr-defined]
+    assert isinstance(cog, AdminCog)
+    return cog
+
+
+class _Button(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"__never__"):
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        raise NotImplementedError
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            await self.run(interaction)
+        except Exception as error:  # reported to the member and logged, never swallowed
+            await report_error(interaction, error)
+
+
+class ImportButton(_Button, template=IMPORT_RE):
+    def __init__(self, key: str, action: str) -> None:
+        super().__init__(discord.ui.Button(label="Import", custom_id=IMPORT_ID.format(
+            key=key, action=action)))
+        self.key, self.action = key, action
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]) -> ImportButton:
+        return cls(match["key"], match["action"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).confirm_import(interaction, self.key, self.action == "y")
+
+
+class RemoveButton(_Button, template=REMOVE_RE):
+    def __init__(self, key: str, action: str) -> None:
+        super().__init__(discord.ui.Button(label="Remove", custom_id=REMOVE_ID.format(
+            key=key, action=action)))
+        self.key, self.action = key, action
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]) -> RemoveButton:
+        return cls(match["key"], match["action"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).confirm_remove(interaction, self.key, self.action == "y")
+
+
+class AuditPageButton(_Button, template=AUDIT_RE):
+    def __init__(self, key: str, offset: int, direction: str) -> None:
+        super().__init__(discord.ui.Button(label="Page", custom_id=AUDIT_ID.format(
+            key=key, offset=offset, direction=direction)))
+        self.key, self.offset, self.direction = key, offset, direction
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> AuditPageButton:
+        return cls(match["key"], int(match["offset"]), match["direction"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).page_audit(interaction, self.key, self.offset, self.direction)
+
+
+DYNAMIC_ITEMS = (ImportButton, RemoveButton, AuditPageButton)
+
+
+async def setup(bot: StudyBot) -> None:
+    library, _community = bot.services()
+    assert bot.db is not None
+    discussions = getattr(bot, "discussions", None)
+    settings = discussions.settings if discussions is not None else GuildSettingsStore(bot.db)
+    moderation = Moderation(library, ModerationStore(bot.db),
+                            bot.db_path.parent / "pending-imports",
+                            bot.config.imports.max_file_bytes)
+    moderation.purge_pending()
+    await bot.add_cog(AdminCog(bot, moderation, settings))
+    bot.add_dynamic_items(*DYNAMIC_ITEMS)
