@@ -21,6 +21,9 @@ TLDR_WEIGHT = 2.0
 SUMMARY_WEIGHT = 1.0
 KEYWORD_WEIGHT = 2.0
 QUERY_TERMS = 24
+# Query terms must be in at most this share of the studies: the OR-query's cost grows with
+# the postings of its terms (a 1%-term has 10,000 at 1M studies).
+MAX_TERM_SHARE = 0.2
 CANDIDATES = 300
 # Reranking weights (tuned on the Cohen_2006 reviews; see bench/RESULTS.md).
 W_TEXT = 1.0
@@ -99,7 +102,7 @@ def distinctive_terms(prof: Profile, doc_counts: dict[str, int], total_docs: int
     scored = []
     for term, weight in prof.terms.items():
         df = doc_counts.get(term, 0)
-        if df <= 1 or df > total_docs * 0.2:
+        if df <= 1 or df > total_docs * MAX_TERM_SHARE:
             continue  # only this study has it, or nearly everyone does
         idf = math.log((total_docs + 1) / (df + 0.5))
         scored.append((term, (1 + math.log(weight)) * idf))
