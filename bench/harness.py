@@ -97,6 +97,7 @@ class BotUnderTest:
         self.log_level = log_level
         self.extra_config = extra_config
         self.log_path = self.work / "bot.log"
+        self.stopped_cleanly: bool | None = None
 
     async def __aenter__(self) -> Bench:
         # Schema validation costs the emulator ~25 ms per rich message: the tests do it;
@@ -129,6 +130,11 @@ class BotUnderTest:
         process = self.bench.process
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 60)
+        try:
+            self.stopped_cleanly = await asyncio.wait_for(process.wait(), 60) == 0
+        except TimeoutError:
+            self.stopped_cleanly = False
+            process.kill()
+            await process.wait()
         await self.bench.emu.close()
         self._log.close()

@@ -34,7 +34,8 @@ async def main() -> None:
     parser.add_argument("--429-every", dest="every_429", type=float, default=15.0)
     args = parser.parse_args()
 
-    async with BotUnderTest(args.db) as bench:
+    harness = BotUnderTest(args.db)
+    async with harness as bench:
         emu, g, c, u = bench.emu, bench.guild_id, bench.channel_id, bench.member_id
         # Under this load, requests already on the wire when a 429 is answered are common;
         # only those sent after the bot could have read the 429 are violations.
@@ -131,7 +132,8 @@ async def main() -> None:
           f"{percentile(everything, 99):.1f} |")
     print(f"bot RSS: {rss_start:.1f} MB at start, {rss_end:.1f} MB at end "
           f"({rss_end - rss_start:+.1f} MB); database integrity: {integrity}; "
-          f"emulator violations: {len(violations)}")
+          f"emulator violations: {len(violations)}; stopped cleanly on SIGTERM: "
+          f"{harness.stopped_cleanly}; bot log: {harness.log_path}")
     for line in errors[:10] + violations[:10]:
         print("  ", line)
 

@@ -10,6 +10,7 @@ import logging
 import secrets
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 
@@ -92,9 +93,10 @@ async def send_ephemeral(interaction: discord.Interaction[Any], message: str) ->
         else:
             await interaction.response.send_message(message, ephemeral=True,
                                                     allowed_mentions=NO_PINGS)
-    except discord.HTTPException:
-        log.warning("could not tell the member about an error in interaction %s",
-                    interaction.id, exc_info=True)
+    except (discord.HTTPException, aiohttp.ClientError, TimeoutError, OSError) as exc:
+        # Discord unreachable or the interaction expired: nothing more to tell the member.
+        log.warning("could not tell the member about an error in interaction %s: %r",
+                    interaction.id, exc)
 
 
 class StudyTree(app_commands.CommandTree[Any]):
