@@ -282,6 +282,12 @@ class StudyLibrary:
         pk = await self.db.pk_of(study.id)
         candidates = await self.db.related_candidates(related.neighbour_query(terms), pk or -1,
                                                       related.CANDIDATES)
+        keyword_match = related.keyword_query(mine) if related.KEYWORD_CANDIDATES else None
+        if keyword_match:
+            seen = {c[0] for c in candidates}
+            # Found by keywords only: no text score of their own (0 after normalising).
+            candidates += [(c_pk, 0.0) for c_pk, _ in await self.db.related_candidates(
+                keyword_match, pk or -1, related.KEYWORD_CANDIDATES) if c_pk not in seen]
         if not candidates:
             return []
         rows = await self.db.studies_by_pks([c[0] for c in candidates])

@@ -25,6 +25,9 @@ QUERY_TERMS = 24
 # the postings of its terms (a 1%-term has 10,000 at 1M studies).
 MAX_TERM_SHARE = 0.2
 CANDIDATES = 300
+# Extra candidates found by shared keywords (MeSH) alone, and how many descriptors to ask.
+KEYWORD_CANDIDATES = 100
+KEYWORD_PHRASES = 12
 # Reranking weights (tuned on the Cohen_2006 reviews; see bench/RESULTS.md).
 W_TEXT = 1.0
 W_KEYWORDS = 1.0  # times the idf-weighted share of the study's keywords (MeSH) they share
@@ -112,6 +115,15 @@ def distinctive_terms(prof: Profile, doc_counts: dict[str, int], total_docs: int
 
 def neighbour_query(terms: list[tuple[str, float]]) -> str:
     return " OR ".join(quote(term) for term, _ in terms)
+
+
+def keyword_query(prof: Profile) -> str | None:
+    """The study's keywords (MeSH descriptors) as phrases in the keywords column: studies
+    indexed under the same specific descriptors, even when their abstracts use other words."""
+    # Longer descriptors are the more specific ones ('Adrenergic beta-Antagonists').
+    phrases = sorted(prof.keywords, key=lambda k: (-len(k), k))[:KEYWORD_PHRASES]
+    quoted = [quote(" ".join(words)) for p in phrases if (words := tokens(p))]
+    return f"keywords : ({' OR '.join(quoted)})" if quoted else None
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:

@@ -15,25 +15,12 @@ from bot.config import ImportsConfig
 from bot.testing import FileUpload, Perm
 from tests.conftest import TIMEOUT
 from tests.importers.test_importer_fixture_counts import EXPECTED
-from tests.paths import shared_path
+from tests.paths import ENTITY_BOMB_DTD, shared_path
 
 MESO = "hair-mesotherapy-2012"
 COUNTS = re.compile(r"\*\*([\d,]+)\*\* new · \*\*([\d,]+)\*\* updated · \*\*([\d,]+)\*\* "
                     r"unchanged · \*\*([\d,]+)\*\* invalid(?: · ([\d,]+) skipped)?")
-BILLION_LAUGHS = """<?xml version="1.0"?>
-<!DOCTYPE lolz [
- <!ENTITY lol "lol">
- <!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
- <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
- <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
- <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
- <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
- <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
- <!ENTITY xxe SYSTEM "file:///etc/passwd">
-]>
-<PubmedArticleSet><PubmedArticle><MedlineCitation><Article>
+BILLION_LAUGHS = ENTITY_BOMB_DTD + """<PubmedArticleSet><PubmedArticle><MedlineCitation><Article>
 <ArticleTitle>&lol9; &xxe;</ArticleTitle></Article></MedlineCitation></PubmedArticle>
 </PubmedArticleSet>"""
 

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from bot.importers import bibtex, decode_bytes, iter_bytes, iter_path
+from bot.importers import bibtex, decode_bytes, iter_bytes
 from bot.importers.bibtex import latex_to_text
 from bot.model import InvalidRecord, StudyRecord
+from tests.paths import FIXTURES, fixture_records, needs_fixtures
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "formats"
-needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason=f"shared format fixtures not found at {FIXTURES}"
-)
-
-
-def records(name: str) -> list[StudyRecord | InvalidRecord]:
-    return list(iter_path(FIXTURES / name))
+records = fixture_records
 
 
 def by_source(items: list[StudyRecord | InvalidRecord]) -> dict[str, StudyRecord]:

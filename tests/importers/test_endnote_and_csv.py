@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from bot.importers import csv_table, iter_bytes
+from bot.model import InvalidRecord
+from tests.paths import fixture_records, needs_fixtures
 
-import pytest
-
-from bot.importers import csv_table, iter_bytes, iter_path
-from bot.model import InvalidRecord, StudyRecord
-
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "formats"
-needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason=f"shared format fixtures not found at {FIXTURES}"
-)
-
-
-def records(name: str) -> list[StudyRecord | InvalidRecord]:
-    return list(iter_path(FIXTURES / name))
+records = fixture_records
 
 
 @needs_fixtures

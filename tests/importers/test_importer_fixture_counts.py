@@ -13,8 +13,8 @@ import pytest
 
 from bot.importers import ImportFormatError, iter_path
 from bot.model import InvalidRecord, StudyRecord
+from tests.paths import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "formats"
 pytestmark = pytest.mark.skipif(
     not FIXTURES.is_dir(), reason=f"shared format fixtures not found at {FIXTURES}"
 )

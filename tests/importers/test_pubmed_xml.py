@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from bot.importers import ImportFormatError, iter_bytes, iter_path, pubmed_xml
+from bot.importers import ImportFormatError, iter_bytes, pubmed_xml
 from bot.model import InvalidRecord, StudyRecord
+from tests.paths import FIXTURES, fixture_records, needs_fixtures
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "formats"
-needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason=f"shared format fixtures not found at {FIXTURES}"
-)
-
-
-def records(name: str) -> list[StudyRecord | InvalidRecord]:
-    return list(iter_path(FIXTURES / name))
+records = fixture_records
 
 
 @pytest.fixture(scope="module")

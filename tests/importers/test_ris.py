@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
-from bot.importers import iter_bytes, iter_path, ris
+from bot.importers import iter_bytes, ris
 from bot.model import InvalidRecord, StudyRecord
+from tests.paths import fixture_records, needs_fixtures
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "formats"
-needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason=f"shared format fixtures not found at {FIXTURES}"
-)
-
-
-def records(name: str) -> list[StudyRecord | InvalidRecord]:
-    return list(iter_path(FIXTURES / name))
+records = fixture_records
 
 
 @needs_fixtures
