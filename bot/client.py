@@ -155,6 +155,8 @@ class StudyBot(commands.Bot):
         if self.discussions is not None:
             await self.discussions.stop()  # before the HTTP session closes
         await super().close()
+        if self.community is not None:
+            await self.community.flush_usage()
         if self.db is not None:
             await self.db.close()
             self.db = None

@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import sqlite3
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +25,8 @@ from typing import Any
 import aiosqlite
 
 from bot.model import SimilarRef, Study
+
+log = logging.getLogger("studybot.database")
 
 STUDY_COLUMNS = (
     "id, title, authors, journal, year, month, day, citations, tldr, summary, url, doi, pmid, "
@@ -658,10 +663,13 @@ class Database:
 # --- what the Discord side keeps ------------------------------------------------------------
 
 class CommunityStore:
-    """View state, usage counters and (later) per-server settings, on the bot's connection."""
+    """View state and usage counters, on the bot's connection."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._commands: Counter[tuple[str, str]] = Counter()
+        self._views: Counter[str] = Counter()
+        self._flushed_at = time.monotonic()
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self.db.write_lock:
@@ -681,24 +689,54 @@ class CommunityStore:
                                       (key,))
         return (row[0], row[1]) if row else None
 
+    # Usage counters are kept in memory and written in one transaction every few seconds:
+    # two commits per interaction would queue behind (and delay) the reads of the next ones.
+    FLUSH_SECONDS = 5.0
+    FLUSH_ENTRIES = 500
+
     async def record_command(self, command: str, study_id: str | None = None) -> None:
-        day = now_iso()[:10]
+        self._commands[(now_iso()[:10], command)] += 1
+        if study_id:
+            self._views[study_id] += 1
+        if time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS or \
+                len(self._commands) + len(self._views) >= self.FLUSH_ENTRIES:
+            await self.flush_usage()
+
+    async def flush_usage(self) -> None:
+        """Write the counted usage (also before usage is read, and at shutdown)."""
+        self._flushed_at = time.monotonic()
+        if not self._commands and not self._views:
+            return
+        commands, self._commands = self._commands, Counter()
+        views, self._views = self._views, Counter()
+        stamp = now_iso()
         async with self.db.write_lock:
-            await self.db._conn.execute(
-                "INSERT INTO command_usage (day, command, count) VALUES (?, ?, 1) "
-                "ON CONFLICT (day, command) DO UPDATE SET count = count + 1", (day, command))
-            if study_id:
-                await self.db._conn.execute(
-                    "INSERT INTO study_views (study_id, views, last_viewed_at) VALUES (?, 1, ?) "
-                    "ON CONFLICT (study_id) DO UPDATE SET views = views + 1, "
-                    "last_viewed_at = excluded.last_viewed_at", (study_id, now_iso()))
+            conn = self.db._conn
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                await conn.executemany(
+                    "INSERT INTO command_usage (day, command, count) VALUES (?, ?, ?) "
+                    "ON CONFLICT (day, command) DO UPDATE SET count = count + excluded.count",
+                    [(day, command, n) for (day, command), n in commands.items()])
+                await conn.executemany(
+                    "INSERT INTO study_views (study_id, views, last_viewed_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (study_id) DO UPDATE SET views = views + excluded.views, "
+                    "last_viewed_at = excluded.last_viewed_at",
+                    [(study_id, n, stamp) for study_id, n in views.items()])
+                await conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                log.warning("usage counters not saved: %s", describe_sqlite_error(exc))
 
     async def commands_since(self, day: str) -> int:
+        await self.flush_usage()
         row = await self.db._fetchone(
             "SELECT coalesce(sum(count), 0) FROM command_usage WHERE day >= ?", (day,))
         return int(row[0])
 
     async def most_viewed(self, limit: int = 5) -> list[tuple[str, int]]:
+        await self.flush_usage()
         return [tuple(r) for r in await self.db._fetchall(
             "SELECT study_id, views FROM study_views ORDER BY views DESC, study_id LIMIT ?",
             (limit,))]

@@ -48,3 +48,20 @@ async def test_not_a_database(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(Exception, match="not a studybot database"):
         await Database.open(path)
+
+
+async def test_usage_counters_are_batched_and_nothing_is_lost(db):
+    from bot.database import CommunityStore
+
+    store = CommunityStore(db)
+    for _ in range(3):
+        await store.record_command("study", "a")
+    await store.record_command("search")
+    # Reading flushes what is pending; the counts are exact.
+    assert await store.most_viewed() == [("a", 3)]
+    assert await store.commands_since("2000-01-01") == 4
+    await store.record_command("study", "b")
+    await store.flush_usage()
+    other = CommunityStore(db)  # another reader sees the flushed counts
+    assert await other.commands_since("2000-01-01") == 5
+    assert dict(await other.most_viewed()) == {"a": 3, "b": 1}
