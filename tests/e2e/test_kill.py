@@ -70,3 +70,63 @@ async def test_sigkill_mid_outbox_then_restart(tmp_path):
         assert len(names) == 5 and len(set(names)) == 5
     finally:
         await emu.close()
+
+
+def edit_state(db) -> tuple[str | None, int]:
+    """The seed study's TLDR and the number of edit entries about it in the audit log."""
+    conn = sqlite3.connect(db)
+    try:
+        tldr = conn.execute("SELECT tldr FROM studies WHERE id = 'hair-mesotherapy-2012'"
+                            ).fetchone()[0]
+        edits = conn.execute("SELECT count(*) FROM audit_log WHERE action = 'edit' AND "
+                             "study_id = 'hair-mesotherapy-2012'").fetchone()[0]
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return tldr, edits
+    finally:
+        conn.close()
+
+
+async def test_sigkill_during_a_moderators_edit_leaves_before_or_after(tmp_path):
+    emu = DiscordEmulator()
+    await emu.start()
+    try:
+        guild = emu.add_guild(name="Hair Research")
+        admin = emu.add_admin(guild.id)
+        db = tmp_path / "studies.db"
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"discord:\n  api_base_url: {emu.api_base_url}\n  dev_guild_ids: [{guild.id}]\n"
+            f"database:\n  path: {db}\n"
+            f"studies:\n  sources: [{DATA / 'studies.yaml'}]\n  topics: {DATA / 'topics.yaml'}\n")
+        before = None
+        # Round 1 kills the bot as soon as the form is submitted; round 2 once it answered.
+        for round_, wait_for_answer in enumerate((False, True), start=1):
+            with open(tmp_path / f"round{round_}.log", "wb") as log:
+                process = await start(config, emu, log)
+                try:
+                    await emu.wait_until_ready(TIMEOUT)
+                    await emu.wait_for(lambda: bool(emu.commands(guild.id)), TIMEOUT,
+                                       what="commands synced")
+                    if before is None:
+                        before = edit_state(db)
+                    handle = await emu.run_command(guild.id, guild.default_channel_id, admin,
+                                                   "studyadmin edit",
+                                                   {"study": "hair-mesotherapy-2012"})
+                    modal = (await handle.response(TIMEOUT))["data"]
+                    new_tldr = f"Edited in round {round_}."
+                    submitted = await emu.submit_modal(modal["custom_id"], {"tldr": new_tldr},
+                                                       user_id=admin)
+                    if wait_for_answer:
+                        await submitted.response(TIMEOUT)
+                finally:
+                    process.send_signal(signal.SIGKILL)
+                    await process.wait()
+            tldr, edits = edit_state(db)
+            # Exactly the before or the after state: the TLDR and its audit entry together.
+            assert (tldr, edits) in ((before[0], before[1]), (new_tldr, before[1] + 1)), \
+                (round_, tldr, edits)
+            if wait_for_answer:
+                assert (tldr, edits) == (new_tldr, before[1] + 1)
+            before = (tldr, edits)
+    finally:
+        await emu.close()
