@@ -159,18 +159,27 @@ async def cmd_search(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+async def studies_for(library: StudyLibrary, identifiers: Sequence[str]
+                      ) -> tuple[list[tuple[str, Study]], list[str]]:
+    """The study for each identifier as given, and a line for each unknown one (with 'did you
+    mean' suggestions)."""
+    found, missing = [], []
+    for identifier in identifiers:
+        study = await library.lookup(identifier)
+        if study is not None:
+            found.append((identifier, study))
+            continue
+        suggestions = await library.suggest(identifier, limit=5)
+        hint = f" (did you mean: {', '.join(s.id for s in suggestions)})" if suggestions else ""
+        missing.append(f"{identifier}: no such study{hint}")
+    return found, missing
+
+
 async def cmd_show(config: Config, args: argparse.Namespace) -> int:
     db, library = await _open(config, args)
-    missing = []
     try:
-        for identifier in args.ids:
-            study = await library.lookup(identifier)
-            if study is None:
-                suggestions = await library.suggest(identifier, limit=5)
-                hint = f" (did you mean: {', '.join(s.id for s in suggestions)})" \
-                    if suggestions else ""
-                missing.append(f"{identifier}: no such study{hint}")
-                continue
+        found, missing = await studies_for(library, args.ids)
+        for identifier, study in found:
             if args.json:
                 print(study_json(study, **{"for": identifier, "summary": study.summary}))
             else:
@@ -185,13 +194,9 @@ async def cmd_show(config: Config, args: argparse.Namespace) -> int:
 
 async def cmd_related(config: Config, args: argparse.Namespace) -> int:
     db, library = await _open(config, args)
-    missing = []
     try:
-        for identifier in args.ids:
-            study = await library.lookup(identifier)
-            if study is None:
-                missing.append(f"{identifier}: no such study")
-                continue
+        found, missing = await studies_for(library, args.ids)
+        for identifier, study in found:
             entries = await library.related(study, sort=args.sort, limit=args.limit)
             if not args.json:
                 print(f"Related to {study.id}: {study.title}")

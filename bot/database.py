@@ -619,7 +619,7 @@ class Database:
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     async def stats(self) -> DatabaseStats:
-        studies = (await self._fetchone("SELECT max(pk) IS NULL, count(*) FROM studies"))[1]
+        studies = (await self._fetchone("SELECT count(*) FROM studies"))[0]
         topics = (await self._fetchone("SELECT count(DISTINCT topic) FROM study_topics"))[0]
         page_count = (await self._fetchone("PRAGMA page_count"))[0]
         page_size = (await self._fetchone("PRAGMA page_size"))[0]

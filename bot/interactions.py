@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
+from bot.errors import UserFacingError, report_error
 from bot.library import StudyLibrary, StudyNotFound
+from bot.logs import interaction_id
 from bot.model import Study
 from bot.render import NO_PINGS
 from bot.text import truncate
@@ -108,3 +110,35 @@ class StudyTransformer(app_commands.Transformer):
                            ) -> list[app_commands.Choice[str]]:
         suggestions = await library_of(interaction).suggest(value, limit=25)
         return [app_commands.Choice(name=s.label, value=s.id) for s in suggestions]
+
+
+class ReportingButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):
+    """Base of the restart-proof buttons (state in the custom id): the log lines carry the
+    interaction's id and errors go through the same path as commands."""
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        raise NotImplementedError
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        interaction_id.set(str(interaction.id))
+        try:
+            await self.run(interaction)
+        except Exception as error:  # reported to the member and logged, never swallowed
+            await report_error(interaction, error)
+
+
+class ReportingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"(?!)"):
+    """Base of the restart-proof select menus: `run` gets the chosen value."""
+
+    async def run(self, interaction: discord.Interaction[Any], value: str) -> None:
+        raise NotImplementedError
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        interaction_id.set(str(interaction.id))
+        try:
+            values = (interaction.data or {}).get("values") or []
+            if not values:
+                raise UserFacingError("Nothing was chosen.")
+            await self.run(interaction, str(values[0]))
+        except Exception as error:
+            await report_error(interaction, error)

@@ -160,7 +160,3 @@ def rerank_score(text_score: float, best_text_score: float, mine: Profile, their
     if mine.journal and mine.journal == theirs.journal:
         score += W_JOURNAL
     return score
-
-
-__all__ = ["Profile", "distinctive_terms", "neighbour_query", "profile", "rerank_score",
-           "tokens"]

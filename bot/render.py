@@ -90,10 +90,6 @@ class ThreadLink:
         return f"https://discord.com/channels/{self.guild_id}/{self.thread_id}"
 
 
-def embed_size(embed: discord.Embed) -> int:
-    return len(embed)
-
-
 def study_embed(study: Study, topics: TopicVocabulary, thread: ThreadLink | None = None
                 ) -> discord.Embed:
     embed = discord.Embed(title=truncate(study.title, TITLE_LIMIT), url=study.source_url,
@@ -126,7 +122,7 @@ def study_embed(study: Study, topics: TopicVocabulary, thread: ThreadLink | None
     embed.set_footer(text=truncate(f"id: {study.id}", FOOTER_LIMIT))
     # The TLDR set apart, then the summary, in whatever room is left.
     head = f"**TLDR** {safe(study.tldr)}" if study.tldr else ""
-    room = min(DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - embed_size(embed) - 10)
+    room = min(DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - len(embed) - 10)
     summary = safe(study.summary) if study.summary else ""
     parts = [p for p in (head, summary) if p]
     description = "\n\n".join(parts) if parts else "*No summary yet.*"

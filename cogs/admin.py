@@ -26,7 +26,7 @@ from bot.database import GuildSettingsStore, ModerationStore
 from bot.discussions import REQUIRED_PERMISSIONS
 from bot.errors import NotAllowed, UserFacingError, report_error
 from bot.importing import ImportAborted, ImportReport
-from bot.interactions import Reply, StudyTransformer, answer
+from bot.interactions import Reply, ReportingButton, StudyTransformer, answer
 from bot.model import Study
 from bot.moderation import (
     Actor,
@@ -799,18 +799,7 @@ def _cog(interaction: discord.Interaction[Any]) -> AdminCog:
     return cog
 
 
-class _Button(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"__never__"):
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        raise NotImplementedError
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        try:
-            await self.run(interaction)
-        except Exception as error:  # reported to the member and logged, never swallowed
-            await report_error(interaction, error)
-
-
-class ImportButton(_Button, template=IMPORT_RE):
+class ImportButton(ReportingButton, template=IMPORT_RE):
     def __init__(self, key: str, action: str) -> None:
         super().__init__(discord.ui.Button(label="Import", custom_id=IMPORT_ID.format(
             key=key, action=action)))
@@ -825,7 +814,7 @@ class ImportButton(_Button, template=IMPORT_RE):
         await _cog(interaction).confirm_import(interaction, self.key, self.action == "y")
 
 
-class RemoveButton(_Button, template=REMOVE_RE):
+class RemoveButton(ReportingButton, template=REMOVE_RE):
     def __init__(self, key: str, action: str) -> None:
         super().__init__(discord.ui.Button(label="Remove", custom_id=REMOVE_ID.format(
             key=key, action=action)))
@@ -840,7 +829,7 @@ class RemoveButton(_Button, template=REMOVE_RE):
         await _cog(interaction).confirm_remove(interaction, self.key, self.action == "y")
 
 
-class AuditPageButton(_Button, template=AUDIT_RE):
+class AuditPageButton(ReportingButton, template=AUDIT_RE):
     def __init__(self, key: str, offset: int, direction: str) -> None:
         super().__init__(discord.ui.Button(label="Page", custom_id=AUDIT_ID.format(
             key=key, offset=offset, direction=direction)))

@@ -13,9 +13,8 @@ from discord.ext import commands
 from bot import render
 from bot.client import StudyBot
 from bot.discussions import discussion_message
-from bot.errors import UserFacingError, report_error
-from bot.interactions import Reply, StudyTransformer, answer
-from bot.logs import interaction_id
+from bot.errors import UserFacingError
+from bot.interactions import Reply, ReportingButton, StudyTransformer, answer
 from bot.model import Study
 
 StudyArg = app_commands.Transform[Study, StudyTransformer]
@@ -71,8 +70,7 @@ class DiscussionsCog(commands.Cog, name="Discussions"):
         await self.service.channel_deleted(channel.guild.id, channel.id)
 
 
-class DiscussButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
-                    template=render.STUDY_DISCUSS_RE):
+class DiscussButton(ReportingButton, template=render.STUDY_DISCUSS_RE):
     """The study card's Discuss button: what /discuss does, answered to the presser alone."""
 
     def __init__(self, study_id: str) -> None:
@@ -85,16 +83,12 @@ class DiscussButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
                              item: discord.ui.Item[Any], match: re.Match[str]) -> DiscussButton:
         return cls(match["study_id"])
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        interaction_id.set(str(interaction.id))
-        try:
-            cog = interaction.client.get_cog("Discussions")  # type: ignore[attr-defined]
-            assert isinstance(cog, DiscussionsCog)
-            study = await cog.library.resolve(self.study_id)
-            await cog.open_discussion(interaction, study, ephemeral=True)
-            await cog.community.record_command("discuss", study.id)
-        except Exception as error:  # reported to the member and logged, never swallowed
-            await report_error(interaction, error)
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        cog = interaction.client.get_cog("Discussions")  # type: ignore[attr-defined]
+        assert isinstance(cog, DiscussionsCog)
+        study = await cog.library.resolve(self.study_id)
+        await cog.open_discussion(interaction, study, ephemeral=True)
+        await cog.community.record_command("discuss", study.id)
 
 
 async def setup(bot: StudyBot) -> None:

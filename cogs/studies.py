@@ -13,10 +13,17 @@ from discord.ext import commands
 
 from bot import render
 from bot.client import StudyBot
-from bot.errors import UserFacingError, report_error
-from bot.interactions import Reply, StudyTransformer, answer, owns_message, update
+from bot.errors import UserFacingError
+from bot.interactions import (
+    Reply,
+    ReportingButton,
+    ReportingSelect,
+    StudyTransformer,
+    answer,
+    owns_message,
+    update,
+)
 from bot.library import SearchRequest
-from bot.logs import interaction_id
 from bot.model import STUDY_TYPE_LABELS, STUDY_TYPES, Study
 
 Sort = Literal["relevance", "citations", "newest"]
@@ -242,21 +249,7 @@ def _cog(interaction: discord.Interaction[Any]) -> StudiesCog:
     return cog
 
 
-class _Item(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"__never__"):
-    """Base: errors in component callbacks go through the same error path as commands."""
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        raise NotImplementedError
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        interaction_id.set(str(interaction.id))
-        try:
-            await self.run(interaction)
-        except Exception as error:  # reported to the member and logged, never swallowed
-            await report_error(interaction, error)
-
-
-class RelatedButton(_Item, template=render.STUDY_RELATED_RE):
+class RelatedButton(ReportingButton, template=render.STUDY_RELATED_RE):
     def __init__(self, study_id: str) -> None:
         super().__init__(discord.ui.Button(
             label="Related research", custom_id=render.STUDY_RELATED.format(study_id=study_id)))
@@ -271,7 +264,7 @@ class RelatedButton(_Item, template=render.STUDY_RELATED_RE):
         await _cog(interaction).show_related(interaction, self.study_id)
 
 
-class SearchPageButton(_Item, template=render.SEARCH_PAGE_RE):
+class SearchPageButton(ReportingButton, template=render.SEARCH_PAGE_RE):
     def __init__(self, key: str, offset: int, direction: str) -> None:
         super().__init__(discord.ui.Button(label="Page", custom_id=render.SEARCH_PAGE.format(
             key=key, offset=offset, direction=direction)))
@@ -287,7 +280,7 @@ class SearchPageButton(_Item, template=render.SEARCH_PAGE_RE):
         await _cog(interaction).page_search(interaction, self.key, self.offset, self.direction)
 
 
-class RelatedPageButton(_Item, template=render.RELATED_PAGE_RE):
+class RelatedPageButton(ReportingButton, template=render.RELATED_PAGE_RE):
     def __init__(self, sort: str, offset: int, direction: str, study_id: str) -> None:
         super().__init__(discord.ui.Button(label="Page", custom_id=render.RELATED_PAGE.format(
             sort=sort, offset=offset, direction=direction, study_id=study_id)))
@@ -305,22 +298,7 @@ class RelatedPageButton(_Item, template=render.RELATED_PAGE_RE):
                                              self.direction)
 
 
-class _SelectItem(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"__never__"):
-    async def run(self, interaction: discord.Interaction[Any], value: str) -> None:
-        raise NotImplementedError
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        interaction_id.set(str(interaction.id))
-        try:
-            values = (interaction.data or {}).get("values") or []
-            if not values:
-                raise UserFacingError("Nothing was chosen.")
-            await self.run(interaction, str(values[0]))
-        except Exception as error:
-            await report_error(interaction, error)
-
-
-class StudyPickSelect(_SelectItem, template=render.SEARCH_PICK_RE):
+class StudyPickSelect(ReportingSelect, template=render.SEARCH_PICK_RE):
     def __init__(self, key: str, offset: int) -> None:
         super().__init__(discord.ui.Select(custom_id=render.SEARCH_PICK.format(
             key=key, offset=offset), options=[discord.SelectOption(label="-")]))
@@ -335,7 +313,7 @@ class StudyPickSelect(_SelectItem, template=render.SEARCH_PICK_RE):
         await _cog(interaction).open_study(interaction, value)
 
 
-class TopicPickSelect(_SelectItem, template=re.escape(render.TOPIC_PICK)):
+class TopicPickSelect(ReportingSelect, template=re.escape(render.TOPIC_PICK)):
     def __init__(self) -> None:
         super().__init__(discord.ui.Select(custom_id=render.TOPIC_PICK,
                                            options=[discord.SelectOption(label="-")]))

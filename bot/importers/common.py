@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
+from bot.importers import ImportFormatError
 from bot.model import InvalidRecord, SimilarRef, StudyRecord, normalise_study_type
 from bot.text import clean_paragraphs, clean_text, normalise_doi, normalise_pmid, sanitise_id
 
@@ -246,3 +248,17 @@ def similar_from_mapping(entry: object, source: str) -> SimilarRef | InvalidReco
     if not (ref.id or ref.doi or ref.pmid or ref.title):
         return InvalidRecord(source, "similar", "an entry needs an id, doi, pmid or title")
     return ref
+
+
+def load_json(text: str, source: str) -> object:
+    """A whole JSON document, or ImportFormatError saying where it is broken."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImportFormatError(
+            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
+        ) from None
+    except RecursionError:
+        raise ImportFormatError(f"{source}: JSON nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
+        raise ImportFormatError(f"{source}: invalid JSON ({exc})") from None

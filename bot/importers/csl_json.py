@@ -13,13 +13,12 @@ Records are numbered in document order: "file.json[2]"."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
 
-from bot.importers import ImportFormatError, _fields
-from bot.importers.common import build_record, parse_date
+from bot.importers import _fields
+from bot.importers.common import build_record, load_json, parse_date
 from bot.model import InvalidRecord, StudyRecord
 
 FORMAT = "csl_json"
@@ -45,16 +44,7 @@ def sniff(head: str) -> bool:
 
 
 def parse(text: str, source: str) -> Iterator[StudyRecord | InvalidRecord]:
-    try:
-        document = json.loads(text.lstrip("\ufeff"))
-    except json.JSONDecodeError as exc:
-        raise ImportFormatError(
-            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
-        ) from None
-    except RecursionError:
-        raise ImportFormatError(f"{source}: JSON nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
-        raise ImportFormatError(f"{source}: invalid JSON ({exc})") from None
+    document = load_json(text.lstrip("\ufeff"), source)
     for index, item in enumerate(_items(document)):
         where = f"{source}[{index}]"
         if not isinstance(item, dict):

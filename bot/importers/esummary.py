@@ -9,14 +9,13 @@ document order: "file.xml[1]" is the second summary."""
 from __future__ import annotations
 
 import itertools
-import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
 
 from bot.importers import ImportFormatError, _fields, _xml, native
-from bot.importers.common import build_record, parse_date, study_type_from
+from bot.importers.common import build_record, load_json, parse_date, study_type_from
 from bot.model import InvalidRecord, StudyRecord
 
 FORMAT = "esummary"
@@ -103,16 +102,7 @@ def _document_summary(element: ET.Element, where: str) -> StudyRecord | InvalidR
 
 
 def _parse_json(text: str, source: str) -> Iterator[StudyRecord | InvalidRecord]:
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ImportFormatError(
-            f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno} ({exc.msg})"
-        ) from None
-    except RecursionError:
-        raise ImportFormatError(f"{source}: JSON nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer longer than Python's 4300-digit limit
-        raise ImportFormatError(f"{source}: invalid JSON ({exc})") from None
+    document = load_json(text, source)
     result = document.get("result") if isinstance(document, dict) else None
     if not isinstance(result, dict):
         raise ImportFormatError(f"{source}: not an esummary response (no 'result' object)")

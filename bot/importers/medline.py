@@ -90,14 +90,19 @@ def _parse_medline(lines: list[str], source: str) -> Iterator[StudyRecord | Inva
         yield _medline_record(fields, f"{source}:{start}")
 
 
+def _first(values: dict[str, list[str]], *tags: str) -> str | None:
+    """The first value of the first of these tags the record has."""
+    for tag in tags:
+        if values.get(tag):
+            return values[tag][0]
+    return None
+
+
 def _medline_record(fields: Fields, where: str) -> StudyRecord | InvalidRecord:
     values = _joined(fields)
 
     def one(*tags: str) -> str | None:
-        for tag in tags:
-            if values.get(tag):
-                return values[tag][0]
-        return None
+        return _first(values, *tags)
 
     title = " ".join(values.get("TI", [])) or one("BTI", "TT", "VTI")
     authors = values.get("FAU") or values.get("AU") or []
@@ -184,10 +189,7 @@ def _isi_record(fields: Fields, where: str) -> StudyRecord | InvalidRecord:
     values = _joined(fields)
 
     def one(*tags: str) -> str | None:
-        for tag in tags:
-            if values.get(tag):
-                return values[tag][0]
-        return None
+        return _first(values, *tags)
 
     def split(tag: str) -> list[str]:
         return [part.strip() for value in values.get(tag, []) for part in value.split(";")]
