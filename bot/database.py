@@ -42,7 +42,7 @@ SORTS = {
 COUNT_CAP = 1000
 # Relevance over a very large match set is ranked among its newest RANK_WINDOW matches only:
 # bm25 over hundreds of thousands of rows costs seconds at 1M studies.
-RANK_WINDOW = 2000
+RANK_WINDOW = 300
 
 
 class DatabaseError(Exception):
@@ -513,33 +513,39 @@ class Database:
             source = "studies s"
             order = SORTS["citations"] if sort == "relevance" else SORTS[sort]
         clause = (" WHERE " + " AND ".join(where)) if where else ""
-        cap = max(COUNT_CAP, RANK_WINDOW) if match and sort == "relevance" else COUNT_CAP
-        count = (await self._fetchone(
-            f"SELECT count(*) FROM (SELECT 1 FROM {source}{clause} LIMIT {cap + 1})",
-            params))[0]
-        if match and sort == "relevance" and count > RANK_WINDOW \
-                and offset + limit <= RANK_WINDOW:
-            # Rank the newest RANK_WINDOW matches (FTS5 walks rowids backwards cheaply).
-            floor = await self._fetchone(
-                f"SELECT f.rowid FROM {source}{clause} ORDER BY f.rowid DESC LIMIT 1 OFFSET ?",
-                [*params, RANK_WINDOW - 1])
-            clause += " AND f.rowid >= ?"
-            params.append(floor[0])
-            if not rank:
-                order = "f.rowid DESC"
-        # Keys first, then the rows: the sorter would otherwise carry every matching
-        # study's full text.
-        keys = [r[0] for r in await self._fetchall(
-            f"SELECT {key} FROM {source}{clause} ORDER BY {order} LIMIT ? OFFSET ?",
-            [*params, limit, offset])]
+        if match and sort == "relevance":
+            # One walk down the newest matches gives both the capped total and, when there
+            # are more than RANK_WINDOW, the oldest match of the window to rank.
+            newest = [r[0] for r in await self._fetchall(
+                f"SELECT f.rowid FROM {source}{clause} ORDER BY f.rowid DESC LIMIT ?",
+                [*params, max(COUNT_CAP, RANK_WINDOW) + 1])]
+            count = len(newest)
+            if count > RANK_WINDOW and offset + limit <= RANK_WINDOW:
+                clause += " AND f.rowid >= ?"
+                params.append(newest[RANK_WINDOW - 1])
+                if not rank:
+                    order = "f.rowid DESC"
+        else:
+            count = (await self._fetchone(
+                f"SELECT count(*) FROM (SELECT 1 FROM {source}{clause} LIMIT {COUNT_CAP + 1})",
+                params))[0]
+        if order == "f.rowid DESC":
+            keys = newest[offset:offset + limit]
+        else:
+            # Keys first, then the rows: the sorter would otherwise carry every matching
+            # study's full text.
+            keys = [r[0] for r in await self._fetchall(
+                f"SELECT {key} FROM {source}{clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*params, limit, offset])]
         found = await self.studies_by_pks(keys)
         return [found[k] for k in keys if k in found], min(count, COUNT_CAP + 1)
 
-    async def term_shares(self, terms: Sequence[str], window: int = 20_000
-                          ) -> dict[str, float]:
-        """The share of the newest `window` studies that contain each (folded) term: a cheap
-        estimate of document frequency (exact counts from studies_vocab read the term's whole
-        doclist, ~80 ms for a word in most of 1M studies)."""
+    async def term_shares(self, terms: Sequence[str], window: int = 20_000,
+                          cap: float = 0.2) -> dict[str, float]:
+        """The share of the newest `window` studies that contain each (folded) term, counted
+        up to `cap` (a share above it reads as `cap`): a cheap estimate of document frequency
+        (exact counts from studies_vocab read the term's whole doclist, ~80 ms for a word in
+        most of 1M studies)."""
         if not terms:
             return {}
         top = (await self._fetchone("SELECT max(pk) FROM studies"))[0] or 0
@@ -547,12 +553,13 @@ class Database:
         size = top - low  # pks of removed studies count too: an estimate
         if not size:
             return {term: 0.0 for term in terms}
+        bound = int(size * cap) + 1
         parts = " UNION ALL ".join(
-            "SELECT ?, (SELECT count(*) FROM studies_fts WHERE studies_fts MATCH ? "
-            "AND rowid > ?)" for _ in terms)
+            "SELECT ?, (SELECT count(*) FROM (SELECT 1 FROM studies_fts WHERE studies_fts "
+            "MATCH ? AND rowid > ? LIMIT ?))" for _ in terms)
         params: list[Any] = []
         for term in terms:
-            params += [term, '"' + term.replace('"', '""') + '"', low]
+            params += [term, '"' + term.replace('"', '""') + '"', low, bound]
         return {term: n / size for term, n in await self._fetchall(parts, params)}
 
     async def term_doc_counts(self, terms: Sequence[str]) -> dict[str, int]:
@@ -564,11 +571,34 @@ class Database:
             f"SELECT term, doc FROM studies_vocab WHERE term IN ({marks})", list(terms))
         return {term: doc for term, doc in rows}
 
-    async def terms_between(self, low: str, high: str, limit: int = 50_000
-                            ) -> list[tuple[str, int]]:
-        """Vocabulary terms in [low, high) with their document counts (spelling correction)."""
+    async def terms_present(self, terms: Sequence[str], titles_only: bool = False) -> set[str]:
+        """Which (folded) terms occur in any study (or any title), one seek each."""
+        if not terms:
+            return set()
+        table = "titles_fts" if titles_only else "studies_fts"
+        parts = " UNION ALL ".join(
+            f"SELECT ? WHERE EXISTS (SELECT 1 FROM {table} WHERE {table} MATCH ?)"
+            for _ in terms)
+        params: list[Any] = []
+        for term in terms:
+            params += [term, '"' + term.replace('"', '""') + '"']
+        return {r[0] for r in await self._fetchall(parts, params)}
+
+    async def title_term_counts(self, terms: Sequence[str]) -> dict[str, int]:
+        """How many titles contain each (folded) term: from the small title index, whose
+        doclists are a fraction of the full index's (spelling correction)."""
+        if not terms:
+            return {}
+        marks = ", ".join("?" * len(terms))
+        rows = await self._fetchall(
+            f"SELECT term, doc FROM titles_vocab WHERE term IN ({marks})", list(terms))
+        return {term: doc for term, doc in rows}
+
+    async def title_terms_between(self, low: str, high: str, limit: int = 50_000
+                                  ) -> list[tuple[str, int]]:
+        """Title vocabulary terms in [low, high) with their title counts (spelling)."""
         return [tuple(r) for r in await self._fetchall(
-            "SELECT term, doc FROM studies_vocab WHERE term >= ? AND term < ? LIMIT ?",
+            "SELECT term, doc FROM titles_vocab WHERE term >= ? AND term < ? LIMIT ?",
             (low, high, limit))]
 
     async def suggest_by_title_prefix(self, prefix_key: str, limit: int) -> list[tuple[str, str]]:
@@ -577,9 +607,19 @@ class Database:
             "ORDER BY title_key LIMIT ?", (prefix_key, prefix_key + "\uffff", limit))]
 
     async def suggest_by_match(self, match: str, limit: int) -> list[tuple[str, str]]:
+        """Studies matching an FTS5 expression anywhere (title, TLDR, summary...)."""
         return [tuple(r) for r in await self._fetchall(
             "SELECT s.id, s.title FROM studies_fts f JOIN studies s ON s.pk = f.rowid "
             "WHERE studies_fts MATCH ? LIMIT ?", (match, limit))]
+
+    async def suggest_by_title_words(self, match: str, limit: int) -> list[tuple[str, str]]:
+        """Studies whose title matches an FTS5 expression (prefixes use the title index's
+        prefix indexes), in the order they were added."""
+        rows = await self._fetchall(
+            "SELECT s.pk, s.id, s.title FROM (SELECT rowid AS pk FROM titles_fts "
+            "WHERE titles_fts MATCH ? ORDER BY rowid LIMIT ?) t "
+            "JOIN studies s ON s.pk = t.pk", (match, limit))
+        return [(study_id, title) for _, study_id, title in sorted(rows)]
 
     async def suggest_by_id_prefix(self, prefix: str, limit: int) -> list[tuple[str, str]]:
         return [tuple(r) for r in await self._fetchall(
@@ -627,6 +667,10 @@ class Database:
         return DatabaseStats(studies=studies, topics=topics,
                              last_updated=await self.get_meta("last_updated"),
                              size_bytes=page_count * page_size, schema_version=version)
+
+    async def max_study_pk(self) -> int:
+        """An upper bound of the study count, read in one seek."""
+        return (await self._fetchone("SELECT coalesce(max(pk), 0) FROM studies"))[0]
 
     async def count_studies(self) -> int:
         return (await self._fetchone("SELECT count(*) FROM studies"))[0]

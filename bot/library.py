@@ -17,6 +17,7 @@ from bot.database import Database, DatabaseStats, ImportWriter
 from bot.importing import ImportReport, Item, Progress, prepared_items, run_import
 from bot.model import STUDY_TYPES, RelatedEntry, SearchPage, SimilarRef, Study, Suggestion
 from bot.search import (
+    STOPWORDS,
     allowed_edits,
     best_correction,
     match_all,
@@ -134,15 +135,19 @@ class StudyLibrary:
         if len(found) < limit and sanitise_id(text) == text.lower():
             add(await self.db.suggest_by_id_prefix(text.lower(), limit - len(found)))
         words = tokens(text)
-        if words and len(found) < limit:
-            add(await self.db.suggest_by_match(match_all(words, prefix_last=True,
-                                                          column="title"), limit * 2))
-        if words and len(found) < limit:
-            add(await self.db.suggest_by_match(match_all(words, prefix_last=True), limit * 2))
-        if words and len(found) < limit:
-            corrected = await self._correct(words)
-            if corrected != words:
-                add(await self.db.suggest_by_match(match_all(corrected), limit * 2))
+        # Words like "the" or "of" narrow nothing and make every FTS step slow at scale.
+        kept = [w for w in words if w not in STOPWORDS] or words
+        prefix_last = bool(words) and kept[-1] == words[-1]
+        if kept and len(found) < limit:
+            add(await self.db.suggest_by_title_words(
+                match_all(kept, prefix_last=prefix_last), limit))
+        # No title has these words: studies mentioning them anywhere, then a spelling fix.
+        if kept and not found:
+            add(await self.db.suggest_by_match(match_all(kept), limit))
+        if kept and not found:
+            corrected = await self._correct(kept)
+            if corrected != kept:
+                add(await self.db.suggest_by_title_words(match_all(corrected), limit))
         return self._suggestions(found)
 
     @staticmethod
@@ -186,10 +191,13 @@ class StudyLibrary:
         return SearchPage(tuple(studies), total, request.offset, corrected_text)
 
     async def _correct(self, words: list[str]) -> list[str]:
-        counts = await self.db.term_doc_counts(words)
+        """Each word the titles never use replaced by the closest title word, if any (title
+        words are what people look for, and the title index's vocabulary is cheap to read)."""
+        present = await self.db.terms_present(words, titles_only=True)
+        present |= await self.db.terms_present([w for w in words if w not in present])
         out = []
         for word in words:
-            if counts.get(word):
+            if word in present:
                 out.append(word)
                 continue
             if word not in self._corrections:
@@ -200,17 +208,20 @@ class StudyLibrary:
         return out
 
     async def _closest_term(self, word: str) -> str | None:
-        if allowed_edits(word) == 0:
+        limit = allowed_edits(word)
+        if limit == 0:
             return None
-        # One edit away: look the few hundred variants up (an index seek each).
-        known = await self.db.term_doc_counts(sorted(one_edit_away(word)))
-        best = best_correction(word, list(known.items()))
-        if best or len(word) <= 3:
-            return best
-        # Two edits: the vocabulary sharing the first three letters, bounded.
+        # Most typos keep the first three letters: the title words sharing them are one cheap
+        # range of the title vocabulary.
         prefix = word[:3]
-        return best_correction(word, await self.db.terms_between(
+        best = best_correction(word, await self.db.title_terms_between(
             prefix, prefix + "\uffff", limit=CORRECTION_CANDIDATES))
+        if best:
+            return best
+        # A slip in the first three letters: look its one-edit variants up (a seek each).
+        variants = sorted(v for v in one_edit_away(word, head=3) if not v.startswith(prefix))
+        known = await self.db.title_term_counts(variants)
+        return best_correction(word, list(known.items()))
 
     async def _common_words(self, words: list[str]) -> set[str]:
         """Words of a multi-study-sized share of the library (estimated, cached)."""
@@ -308,7 +319,9 @@ class StudyLibrary:
 
     async def _document_count(self) -> int:
         if self._total_docs is None:
-            self._total_docs = max(1, await self.db.count_studies())
+            # The largest pk: an exact count reads a whole index (~50 ms at 1M studies),
+            # and this only scales document shares.
+            self._total_docs = max(1, await self.db.max_study_pk())
         return self._total_docs
 
     # Import --------------------------------------------------------------------------------------

@@ -31,6 +31,15 @@ def tokens(text: str) -> list[str]:
     return out
 
 
+# English function words: in most titles, so they narrow nothing and only slow the index
+# walk (autocomplete leaves them out unless the text has nothing else).
+STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "into", "is", "it",
+    "its", "of", "on", "or", "that", "the", "their", "this", "to", "was", "were", "with",
+    "without",
+})
+
+
 def quote(term: str) -> str:
     return '"' + term.replace('"', '""') + '"'
 
@@ -76,9 +85,11 @@ def edit_distance(a: str, b: str, limit: int) -> int:
     return prev[-1]
 
 
-def one_edit_away(term: str) -> set[str]:
-    """Every string one deletion, transposition, substitution or insertion from `term`."""
-    splits = [(term[:i], term[i:]) for i in range(len(term) + 1)]
+def one_edit_away(term: str, head: int | None = None) -> set[str]:
+    """Every string one deletion, transposition, substitution or insertion from `term`
+    (with `head`, only edits within its first `head` letters)."""
+    end = len(term) + 1 if head is None else min(head, len(term)) + 1
+    splits = [(term[:i], term[i:]) for i in range(end)]
     out = {a + b[1:] for a, b in splits if b}
     out |= {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
     out |= {a + c + b[1:] for a, b in splits if b for c in _ALPHABET}

@@ -1,5 +1,8 @@
 """The bounds that keep search cheap at 1M studies (see bench/RESULTS.md)."""
 
+from bot.database import RANK_WINDOW, ModerationStore
+from bot.library import SearchRequest
+from bot.moderation import Actor, Moderation, form_values
 from bot.search import match_all, one_edit_away
 
 
@@ -15,3 +18,58 @@ def test_one_edit_variants_cover_every_kind_of_typo():
     assert "alzheimer" in one_edit_away("alzhiemer")  # transposition
     assert "migraine" in one_edit_away("migrane")
     assert "mesoterapy" not in variants
+
+
+def test_one_edit_variants_can_be_limited_to_the_first_letters():
+    variants = one_edit_away("mseotherapy", head=3)
+    assert "mesotherapy" in variants  # transposition in the first letters
+    # Edits start within the first three letters: the rest of the word is untouched.
+    assert all(v.endswith("herapy") for v in variants)
+    assert "mseotherap" not in variants
+    assert len(variants) < len(one_edit_away("mseotherapy")) / 2
+
+
+async def test_suggest_leaves_out_words_that_narrow_nothing(seeded):
+    # "the", "of" and "and" are in most titles; the study is found by its real words.
+    found = await seeded.suggest("the calculation and efficacy of mesotherapy")
+    assert found == []
+    found = await seeded.suggest("the myth and the reality of meso")
+    assert [s.id for s in found] == ["mesotherapy-myth-and-reality-2011"]
+
+
+async def test_suggest_corrects_a_slip_in_the_first_letters(seeded):
+    found = await seeded.suggest("mseotherapy")
+    assert found and all("esotherapy" in s.label.lower() for s in found)
+    assert (await seeded.search(SearchRequest("mseotherapy"))).corrected_query == "mesotherapy"
+
+
+async def test_title_index_follows_edits_and_removals(seeded, tmp_path):
+    moderation = Moderation(seeded, ModerationStore(seeded.db), tmp_path / "pending", 1 << 20)
+    actor = Actor(guild_id=1, user_id=42, name="mod")
+    study, _ = await moderation.add_study(actor, form_values(
+        title="Zebrafish fin regrowth after injury", authors="Doe, Jane", published="2020",
+        tldr="Fins regrow.", summary="A study of fins."))
+    assert [s.id for s in await seeded.suggest("regrowth after inj")] == [study.id]
+    await moderation.edit_study(actor, study.id, form_values(
+        title="Quokka fur density", authors="Doe, Jane", published="2020",
+        tldr="Fins regrow.", summary="A study of fins."))
+    assert study.id not in [s.id for s in await seeded.suggest("regrowth after inj")]
+    assert [s.id for s in await seeded.suggest("fur dens")] == [study.id]
+    await moderation.remove_study(actor, study.id, "test")
+    assert await seeded.suggest("fur dens") == []
+
+
+async def test_relevance_over_many_matches_ranks_the_newest_window(seeded, tmp_path):
+    # More matches than RANK_WINDOW: the total is capped, the page comes from the newest
+    # window ranked by bm25 (a title match first), and the count is still reported.
+    lines = [f'{{"id": "bulk-{i}", "title": "Study {i} of scalp care", '
+             f'"summary": "Scalp care number {i}."}}' for i in range(RANK_WINDOW + 50)]
+    lines.append('{"id": "scalp-best", "title": "Scalp scalp scalp", "summary": "Scalp."}')
+    path = tmp_path / "many.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    before = (await seeded.search(SearchRequest("scalp"))).total
+    await seeded.import_paths([path])
+    page = await seeded.search(SearchRequest("scalp", limit=5))
+    assert page.total == before + RANK_WINDOW + 51
+    assert page.studies[0].id == "scalp-best"
+    assert len(page.studies) == 5
