@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from bot import importers, related
 from bot.database import Database, DatabaseStats, ImportWriter
@@ -35,6 +36,10 @@ MAX_SUGGESTIONS = 25
 # and its bm25 alone costs a scan of ~900k postings at 1M studies.
 COMMON_SHARE = 0.1
 COMMON_DOCS = 20_000
+# Above this many index entries for the query words' idf (estimated), relevance is ranked by
+# the title index instead of bm25 over the full text (bm25 reads every entry: 5-30 ms per
+# 100k).
+BM25_POSTINGS = 10_000
 # Spelling correction beyond one edit looks at most this many vocabulary terms.
 CORRECTION_CANDIDATES = 5_000
 _STUDY_URL = re.compile(r"^https?://[^\s/]+/(?:[^\s?#]*/)?([A-Za-z0-9_-]+)/?(?:[?#]\S*)?$")
@@ -174,21 +179,29 @@ class StudyLibrary:
         filters = dict(topic=topic, since=request.since, until=request.until,
                        study_type=request.study_type, sort=request.sort,
                        limit=request.limit, offset=request.offset)
-        common = await self._common_words(words)
-        kept = [w for w in words if w not in common] or words
-        studies, total = await self.db.search(match_all(kept) if kept else None,
-                                              rank=kept != words or not common, **filters)
+        studies, total = await self._find(words, filters)
         corrected_text = None
         if words and total == 0:
             corrected = await self._correct(words)
             if corrected != words:
-                studies, total = await self.db.search(match_all(corrected), **filters)
+                studies, total = await self._find(corrected, filters)
                 corrected_text = " ".join(corrected)
             if total == 0 and len(corrected) > 1:
-                studies, total = await self.db.search(match_any(corrected), **filters)
+                studies, total = await self._find(corrected, filters, any_word=True)
                 if total and corrected != words:
                     corrected_text = " ".join(corrected)
         return SearchPage(tuple(studies), total, request.offset, corrected_text)
+
+    async def _find(self, words: list[str], filters: dict[str, Any], any_word: bool = False
+                    ) -> tuple[list[Study], int]:
+        """One database search: words in most studies left out when rarer ones remain, and
+        ranked by the title index when bm25 would read too much."""
+        common = await self._common_words(words)
+        kept = [w for w in words if w not in common] or words
+        match = (match_any(kept) if any_word else match_all(kept)) if kept else None
+        return await self.db.search(
+            match, rank=kept != words or not common,
+            title_rank=await self._postings(kept) > BM25_POSTINGS, **filters)
 
     async def _correct(self, words: list[str]) -> list[str]:
         """Each word the titles never use replaced by the closest title word, if any (title
@@ -211,17 +224,25 @@ class StudyLibrary:
         limit = allowed_edits(word)
         if limit == 0:
             return None
-        # Most typos keep the first three letters: the title words sharing them are one cheap
-        # range of the title vocabulary.
-        prefix = word[:3]
+        # Most typos keep the first letters: the title words sharing them are one cheap range
+        # of the title vocabulary (four letters for long words: "hyp" spans ~400 terms).
+        prefix = word[:4] if len(word) >= 7 else word[:3]
         best = best_correction(word, await self.db.title_terms_between(
             prefix, prefix + "\uffff", limit=CORRECTION_CANDIDATES))
         if best:
             return best
-        # A slip in the first three letters: look its one-edit variants up (a seek each).
-        variants = sorted(v for v in one_edit_away(word, head=3) if not v.startswith(prefix))
+        # A slip in the first letters: look its one-edit variants up (a seek each).
+        variants = sorted(v for v in one_edit_away(word, head=len(prefix))
+                          if not v.startswith(prefix))
         known = await self.db.title_term_counts(variants)
         return best_correction(word, list(known.items()))
+
+    async def _postings(self, words: list[str]) -> float:
+        """Roughly how many index entries bm25 would read for these words' idf."""
+        if not words:
+            return 0.0
+        total = await self._document_count()
+        return sum(self._shares.get(w, 0.0) for w in words) * total
 
     async def _common_words(self, words: list[str]) -> set[str]:
         """Words of a multi-study-sized share of the library (estimated, cached)."""
