@@ -1,6 +1,7 @@
 """Related research latency alone: StudyLibrary.related() for the 50 fixed study ids in
 bench/queries.json on an existing database, first time each is asked (a new library, so no
-warm caches of our own), then again (warm).
+warm caches of our own), then again (warm). Wall-clock times, and the CPU time of the process
+(its threads, the database's included), which a loaded machine inflates less.
 
     python bench/related_latency.py --db bench/out/studies-1000000.db
 """
@@ -42,15 +43,17 @@ async def measure(db_path: Path, passes: int, limit: int) -> None:
             assert study is not None, study_id
             studies.append(study)
         for number in range(1, passes + 1):
-            timings = []
+            timings, cpu = [], []
             for study in studies:
-                started = time.perf_counter()
+                started, started_cpu = time.perf_counter(), time.process_time()
                 await library.related(study, limit=limit)
                 timings.append((time.perf_counter() - started) * 1000)
+                cpu.append((time.process_time() - started_cpu) * 1000)
             print(f"pass {number} ({'cold caches' if number == 1 else 'warm'}): "
                   f"{len(timings)} related() calls, p50 {statistics.median(timings):.1f} ms, "
                   f"p90 {percentile(timings, 90):.1f} ms, p99 {percentile(timings, 99):.1f} ms, "
-                  f"max {max(timings):.1f} ms")
+                  f"max {max(timings):.1f} ms; CPU p50 {statistics.median(cpu):.1f} ms, "
+                  f"p99 {percentile(cpu, 99):.1f} ms")
     finally:
         await db.close()
 

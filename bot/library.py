@@ -277,24 +277,40 @@ class StudyLibrary:
     async def neighbours(self, study: Study, limit: int) -> list[tuple[Study, float]]:
         mine = related.profile(study.title, study.tldr, study.summary, study.keywords,
                                study.topics, study.study_type, study.journal)
-        term_matches = {term: related.term_match(term) for term in mine.terms}
+        if self._newest_pk is None:
+            self._newest_pk = await self.db.max_pk()
+        term_matches = {term: related.term_match(term) for term in related.lookup_terms(mine)}
         keyword_matches = {k: m for k in mine.keywords if (m := related.keyword_match(k))}
-        # One pass over every term and keyword the study has (their newest matches, which
-        # give their document counts too), then the lists of the chosen ones not yet read.
-        found = await self._newest_matches([*term_matches.values(), *keyword_matches.values()],
+        single = [m for k, m in keyword_matches.items() if len(related.keyword_words(k)) == 1]
+        # The newest matches of the study's terms and one-word keywords (which give their
+        # document counts too), then those of the chosen terms and keywords not yet read.
+        found = await self._newest_matches([*term_matches.values(), *single],
                                            known_counts=False)
-        total = await self._document_count()
+        total = self._newest_pk or 1
         terms = related.distinctive_terms(
             mine, {t: self._counts.get(m, 0) for t, m in term_matches.items()}, total)
-        keyword_weights = related.keyword_idfs(
-            mine, {m: self._counts.get(m, 0) for m in keyword_matches.values()}, total)
-        keywords = sorted(keyword_weights, key=lambda k: (-keyword_weights[k], k)
-                          )[:related.KEYWORD_PHRASES]
+        # A phrase look-up scans the studies with the phrase's rarest word: only affordable
+        # phrases are read, the others are weighted by the count of that word.
+        keyword_counts: dict[str, int] = {}
+        keywords = []
+        for keyword, match in keyword_matches.items():
+            if match in self._counts or match in single:
+                keyword_counts[keyword] = self._counts.get(match, 0)
+                keywords.append(keyword)
+                continue
+            word_counts = [self._counts[m] for w in related.keyword_words(keyword)
+                           if (m := related.term_match(w)) in self._counts]
+            if word_counts and min(word_counts) <= related.KEYWORD_SCAN:
+                keywords.append(keyword)
+            elif word_counts:
+                keyword_counts[keyword] = min(word_counts)
         if not terms and not keywords:
             return []
         found.update(await self._newest_matches(
             [term_matches[t] for t, _ in terms] + [keyword_matches[k] for k in keywords],
             skip=found))
+        keyword_counts.update({k: self._counts.get(keyword_matches[k], 0) for k in keywords})
+        keyword_weights = related.keyword_idfs(keyword_counts, total)
         pk = await self.db.pk_of(study.id)
         text = related.shared_scores({t: found[term_matches[t]] for t, _ in terms}, dict(terms))
         shared = related.shared_scores({k: found[keyword_matches[k]] for k in keywords},
@@ -330,11 +346,9 @@ class StudyLibrary:
         found = await self.db.newest_matches({m: related.MATCH_LIST for m in wanted})
         if len(self._counts) > 50_000:
             self._counts.clear()
-        if self._newest_pk is None:
-            self._newest_pk = await self.db.max_pk()
         for match, pks in found.items():
             self._counts[match] = related.estimate_count(
-                len(pks), pks[-1] if pks else None, self._newest_pk, related.MATCH_LIST)
+                len(pks), pks[-1] if pks else None, self._newest_pk or 0, related.MATCH_LIST)
         return found
 
     async def _document_count(self) -> int:

@@ -27,19 +27,24 @@ TLDR_WEIGHT = 2.0
 SUMMARY_WEIGHT = 1.0
 KEYWORD_WEIGHT = 2.0
 QUERY_TERMS = 24
+# The study's terms whose document counts are looked up (each costs an FTS5 look-up, ~0.3 ms
+# at 1M studies): the heaviest by field weight, longer words first among equals.
+PROFILE_TERMS = 40
 # Query terms must be in at most this share of the studies: the OR-query's cost grows with
 # the postings of its terms (a 1%-term has 10,000 at 1M studies).
 MAX_TERM_SHARE = 0.2
 # Newest studies read per term and per keyword (descriptor); their document counts are exact
 # up to this and estimated above it (see estimate_count).
-MATCH_LIST = 150
-KEYWORD_PHRASES = 16
+MATCH_LIST = 100
+# A keyword of several words is looked up (a phrase) only when its rarest word is in at most
+# this many studies: FTS5 checks the positions in every study that has all its words.
+KEYWORD_SCAN = 1000
 # Candidates kept for the final scoring (their keywords, topics, type and journal are read).
 RERANK = 200
 # Reciprocal rank fusion: 1 / (RRF_K + rank) per ranking, times its weight.
 RRF_K = 20
 W_TEXT = 1.0
-W_TITLE = 1.0  # extra weight of a query term in the candidate's title
+W_TITLE = 3.0  # extra weight of a query term in the candidate's title
 W_KEYWORDS = 1.0
 W_TOPICS = 0.3
 W_TYPE = 0.05
@@ -124,6 +129,10 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[^\W_]+", fold(text))
 
 
+def lookup_terms(prof: Profile) -> list[str]:
+    return sorted(prof.terms, key=lambda t: (-prof.terms[t], -len(t), t))[:PROFILE_TERMS]
+
+
 def distinctive_terms(prof: Profile, doc_counts: dict[str, int], total_docs: int
                       ) -> list[tuple[str, float]]:
     scored = []
@@ -155,22 +164,20 @@ def term_match(term: str) -> str:
     return quote(term)
 
 
+def keyword_words(keyword: str) -> list[str]:
+    return _words(keyword)
+
+
 def keyword_match(keyword: str) -> str | None:
     """A keyword (descriptor) as a phrase in the keywords column."""
     words = _words(keyword)
     return f"keywords : {quote(' '.join(words))}" if words else None
 
 
-def keyword_idfs(prof: Profile, doc_counts: dict[str, int], total: int) -> dict[str, float]:
+def keyword_idfs(doc_counts: dict[str, int], total: int) -> dict[str, float]:
     """An idf for each of the study's keywords found in at least one other study: a keyword
     most studies carry ('Double-Blind Method') says less than a rare one."""
-    out = {}
-    for keyword in prof.keywords:
-        match = keyword_match(keyword)
-        df = doc_counts.get(match, 0) if match else 0
-        if df > 1:
-            out[keyword] = max(0.0, idf(df, total))
-    return out
+    return {k: max(0.0, idf(df, total)) for k, df in doc_counts.items() if df > 1}
 
 
 def shared_scores(found: dict[str, list[int]], weights: dict[str, float]) -> dict[int, float]:
