@@ -2,9 +2,12 @@
 
 For each paper included in a review (relevance.jsonl), the fraction of its top-10 related
 studies that are included papers of the same review; averaged over papers. The Cohen_2006
-reviews are the tuning set; the others are reported as a held-out check.
+reviews are the tuning set; the others are reported as a held-out check. A labelled record
+that the import merged into another study with the same PMID counts as that study (with
+--own-ids-only it is left out, as in the figures before 2026-11-26 06:30).
 
     python bench/related_quality.py            # builds bench/out/related-eval.db once
+    python bench/related_quality.py --only Cohen_2006
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ Neighbours are found without ranking the whole index (bm25 reads every query ter
 doclist): for each of the study's most distinctive terms (tf-idf over title, TLDR, summary and
 keywords) and each of its keywords (MeSH descriptors), the newest studies that contain it, a
 bounded list. Two rankings come from those lists, one by the idf of the shared terms and one
-by the idf of the shared keywords, and are fused by reciprocal rank; shared topics, study type
-and journal add a little. Document counts are exact up to a cap and estimated above it from
-how far back the newest `MATCH_LIST` matches reach."""
+by the idf of the shared keywords; the best of both are scored again with their titles (query
+terms in a title count extra) and keywords, the two rankings fused by reciprocal rank; shared
+topics, study type and journal add a little. Document counts are exact up to a cap and
+estimated above it from how far back the newest `MATCH_LIST` matches reach."""
 
 from __future__ import annotations
 
@@ -30,8 +31,7 @@ QUERY_TERMS = 24
 # The study's terms whose document counts are looked up (each costs an FTS5 look-up, ~0.3 ms
 # at 1M studies): the heaviest by field weight, longer words first among equals.
 PROFILE_TERMS = 40
-# Query terms must be in at most this share of the studies: the OR-query's cost grows with
-# the postings of its terms (a 1%-term has 10,000 at 1M studies).
+# Query terms must be in at most this share of the studies (more common words say little).
 MAX_TERM_SHARE = 0.2
 # Newest studies read per term and per keyword (descriptor); their document counts are exact
 # up to this and estimated above it (see estimate_count).
