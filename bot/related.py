@@ -30,7 +30,7 @@ KEYWORD_WEIGHT = 2.0
 QUERY_TERMS = 24
 # The study's terms whose document counts are looked up (each costs an FTS5 look-up, ~0.3 ms
 # at 1M studies): the heaviest by field weight, longer words first among equals.
-PROFILE_TERMS = 40
+PROFILE_TERMS = 30
 # Query terms must be in at most this share of the studies (more common words say little).
 MAX_TERM_SHARE = 0.2
 # Newest studies read per term and per keyword (descriptor); their document counts are exact
