@@ -324,7 +324,9 @@ class StudyLibrary:
         profiles = {c: related.facts_profile(f.title, f.keywords, f.topics, f.study_type,
                                              f.journal) for c, f in facts.items()}
         term_lists = {t: set(found[term_matches[t]]) for t, _ in terms}
-        text = {c: related.text_score(c, p, term_lists, dict(terms)) for c, p in profiles.items()}
+        term_weights = dict(terms)
+        text = {c: related.text_score(c, p, term_lists, term_weights)
+                for c, p in profiles.items()}
         overlap = {c: related.keyword_overlap(mine, p, keyword_weights)
                    for c, p in profiles.items()}
         final = related.fuse(((text, related.W_TEXT), (overlap, related.W_KEYWORDS)))

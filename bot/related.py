@@ -92,7 +92,7 @@ def keyword_key(keyword: str) -> str | None:
 
 
 def keyword_set(keywords: Iterable[str]) -> frozenset[str]:
-    return frozenset(key for keyword in keywords if (key := keyword_key(keyword)))
+    return frozenset(map(keyword_key, keywords)) - {None}  # type: ignore[operator]
 
 
 def profile(title: str, tldr: str | None, summary: str | None, keywords: Iterable[str],
@@ -113,8 +113,8 @@ def profile(title: str, tldr: str | None, summary: str | None, keywords: Iterabl
 def facts_profile(title: str, keywords: Iterable[str], topics: Iterable[str],
                   study_type: str | None, journal: str | None) -> Profile:
     """A candidate's profile: the words of its title, its keywords, topics, type, journal."""
-    return Profile(Counter(_words(title)), keyword_set(keywords), frozenset(topics), study_type,
-                   fold(journal) if journal else None)
+    return Profile(Counter(dict.fromkeys(_words(title), 1)), keyword_set(keywords),
+                   frozenset(topics), study_type, fold(journal) if journal else None)
 
 
 def tokens_all(text: str) -> list[str]:
@@ -237,13 +237,9 @@ def text_score(pk: int, theirs: Profile, found: dict[str, set[int]],
                weights: dict[str, float]) -> float:
     """The weights of the query terms the candidate has: in the newest matches of the term,
     or in its title (the lists of frequent terms are cut; title words count extra)."""
-    score = 0.0
-    for term, weight in weights.items():
-        if term in theirs.terms:
-            score += weight * (1 + W_TITLE)
-        elif pk in found.get(term, ()):
-            score += weight
-    return score
+    in_title = theirs.terms.keys() & weights.keys()
+    score = sum(weights[t] for t in in_title) * (1 + W_TITLE)
+    return score + sum(w for t, w in weights.items() if t not in in_title and pk in found[t])
 
 
 def keyword_overlap(mine: Profile, theirs: Profile, weights: dict[str, float]) -> float:
