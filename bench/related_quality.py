@@ -2,15 +2,19 @@
 
 For each paper included in a review (relevance.jsonl), the fraction of its top-10 related
 studies that are included papers of the same review; averaged over papers. The Cohen_2006
-reviews are the tuning set; the others are reported as a held-out check.
+reviews are the tuning set; the others are reported as a held-out check. A labelled record
+that the import merged into another study with the same PMID counts as that study (with
+--own-ids-only it is left out, as in the figures before 2026-11-26 06:30).
 
     python bench/related_quality.py            # builds bench/out/related-eval.db once
+    python bench/related_quality.py --only Cohen_2006
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import sys
 import time
@@ -41,7 +45,20 @@ def included_by_review() -> dict[str, list[str]]:
     return dict(reviews)
 
 
-async def evaluate(db_path: Path, rebuild: bool) -> None:
+def corpus_pmids() -> dict[str, str]:
+    """Each corpus record's PMID by its id (the import merges records with the same PMID)."""
+    pmids: dict[str, str] = {}
+    with gzip.open(SHARED / "corpus.jsonl.gz", "rt", encoding="utf-8") as handle:
+        for line in handle.read().split("\n"):
+            if line.strip():
+                record = json.loads(line)
+                if record.get("pmid"):
+                    pmids[record["id"]] = str(record["pmid"])
+    return pmids
+
+
+async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
+                   only: str | None = None) -> None:
     topics = TopicVocabulary.load(REPO / "data" / "topics.yaml")
     if rebuild:
         for suffix in ("", "-wal", "-shm"):
@@ -54,11 +71,16 @@ async def evaluate(db_path: Path, rebuild: bool) -> None:
         print(f"built {db_path.name}: {report.summary_line()}", file=sys.stderr)
     try:
         reviews = included_by_review()
+        if only:
+            reviews = {r: ids for r, ids in reviews.items() if r.startswith(only)}
         # Records merged into another study (same PMID) count as that study.
+        pmids = corpus_pmids() if by_pmid else {}
         study_of: dict[str, str] = {}
         for ids in reviews.values():
             for record_id in ids:
                 study = await library.lookup(sanitise_id(record_id) or record_id)
+                if study is None and record_id in pmids:
+                    study = await db.study_by("pmid", pmids[record_id])
                 if study is not None:
                     study_of[record_id] = study.id
         started = time.perf_counter()
@@ -95,9 +117,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, default=OUT / "related-eval.db")
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--own-ids-only", action="store_true",
+                        help="count only records that kept their own id (the evaluation before "
+                             "merged records were found by PMID)")
+    parser.add_argument("--only", metavar="PREFIX", help="only reviews named PREFIX...")
     args = parser.parse_args()
     args.db.parent.mkdir(parents=True, exist_ok=True)
-    asyncio.run(evaluate(args.db, args.rebuild))
+    asyncio.run(evaluate(args.db, args.rebuild, not args.own_ids_only, args.only))
 
 
 if __name__ == "__main__":

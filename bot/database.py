@@ -190,6 +190,17 @@ def study_from_row(row: Sequence[Any]) -> Study:
 
 
 @dataclass(frozen=True, slots=True)
+class RelatedFacts:
+    """The columns of a study that related research compares (its text but the title aside)."""
+
+    title: str
+    keywords: tuple[str, ...]
+    topics: tuple[str, ...]
+    study_type: str | None
+    journal: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class StudyRow:
     """The column values of one study, as the import writer stores them."""
 
@@ -655,13 +666,36 @@ class Database:
 
     # Related research ---------------------------------------------------------------------------
 
-    async def related_candidates(self, match: str, exclude_pk: int, limit: int
-                                 ) -> list[tuple[int, float]]:
-        """(pk, bm25 score; lower is better) of studies matching an OR-query of terms."""
-        return [tuple(r) for r in await self._fetchall(
-            f"SELECT rowid, bm25(studies_fts, {BM25_WEIGHTS}) AS score FROM studies_fts "
-            "WHERE studies_fts MATCH ? AND rowid != ? ORDER BY score LIMIT ?",
-            (match, exclude_pk, limit))]
+    async def newest_matches(self, limits: dict[str, int]) -> dict[str, list[int]]:
+        """For each FTS5 expression, the rowids of the newest studies matching it, at most its
+        limit of them, newest first (no ranking: FTS5 walks a doclist backwards cheaply)."""
+        found: dict[str, list[int]] = {m: [] for m in limits}
+        if not limits:
+            return found
+        parts = " UNION ALL ".join(
+            "SELECT * FROM (SELECT ?, rowid FROM studies_fts WHERE studies_fts MATCH ? "
+            "ORDER BY rowid DESC LIMIT ?)" for _ in limits)
+        params: list[Any] = []
+        for match, limit in limits.items():
+            params += [match, match, limit]
+        for match, pk in await self._fetchall(parts, params):
+            found[match].append(pk)
+        return found
+
+    async def max_pk(self) -> int:
+        return (await self._fetchone("SELECT coalesce(max(pk), 0) FROM studies"))[0]
+
+    async def related_facts(self, pks: Sequence[int]) -> dict[int, RelatedFacts]:
+        """What related research compares of studies by pk, without their text."""
+        if not pks:
+            return {}
+        marks = ", ".join("?" * len(pks))
+        rows = await self._fetchall(
+            "SELECT pk, title, keywords, topics, study_type, journal FROM studies "
+            f"WHERE pk IN ({marks})", list(pks))
+        return {r[0]: RelatedFacts(title=r[1], keywords=_split_lines(r[2]),
+                                   topics=tuple(r[3].split()) if r[3] else (),
+                                   study_type=r[4], journal=r[5]) for r in rows}
 
     # Topics and statistics ------------------------------------------------------------------------
 

@@ -77,6 +77,9 @@ class StudyLibrary:
         self._corrections: dict[str, str | None] = {}
         self._total_docs: int | None = None
         self._shares: dict[str, float] = {}
+        # Related research: estimated document counts by FTS5 expression, the newest pk.
+        self._counts: dict[str, int] = {}
+        self._newest_pk: int | None = None
 
     # Lookup ------------------------------------------------------------------------------------
 
@@ -306,37 +309,81 @@ class StudyLibrary:
     async def neighbours(self, study: Study, limit: int) -> list[tuple[Study, float]]:
         mine = related.profile(study.title, study.tldr, study.summary, study.keywords,
                                study.topics, study.study_type, study.journal)
-        counts = await self.db.term_doc_counts(list(mine.terms))
-        total = await self._document_count()
-        terms = related.distinctive_terms(mine, counts, total)
-        if not terms:
-            return []
-        pk = await self.db.pk_of(study.id)
-        candidates = await self.db.related_candidates(related.neighbour_query(terms), pk or -1,
-                                                      related.CANDIDATES)
-        keyword_match = related.keyword_query(mine) if related.KEYWORD_CANDIDATES else None
-        if keyword_match:
-            seen = {c[0] for c in candidates}
-            # Found by keywords only: no text score of their own (0 after normalising).
-            candidates += [(c_pk, 0.0) for c_pk, _ in await self.db.related_candidates(
-                keyword_match, pk or -1, related.KEYWORD_CANDIDATES) if c_pk not in seen]
-        if not candidates:
-            return []
-        rows = await self.db.studies_by_pks([c[0] for c in candidates])
-        best = max(-score for _, score in candidates)
-        profiles = []
-        for candidate_pk, bm25 in candidates:
-            other = rows.get(candidate_pk)
-            if other is None:
+        if self._newest_pk is None:
+            self._newest_pk = await self.db.max_pk()
+        term_matches = {term: related.term_match(term) for term in related.lookup_terms(mine)}
+        keyword_matches = {k: m for k in mine.keywords if (m := related.keyword_match(k))}
+        single = [m for k, m in keyword_matches.items() if len(related.keyword_words(k)) == 1]
+        # The newest matches of the study's terms and one-word keywords (which give their
+        # document counts too), then those of the chosen terms and keywords not yet read.
+        found = await self._newest_matches([*term_matches.values(), *single],
+                                           known_counts=False)
+        total = self._newest_pk or 1
+        terms = related.distinctive_terms(
+            mine, {t: self._counts.get(m, 0) for t, m in term_matches.items()}, total)
+        # A phrase look-up scans the studies with the phrase's rarest word: only affordable
+        # phrases are read, the others are weighted by the count of that word.
+        keyword_counts: dict[str, int] = {}
+        keywords = []
+        for keyword, match in keyword_matches.items():
+            if match in self._counts or match in single:
+                keyword_counts[keyword] = self._counts.get(match, 0)
+                keywords.append(keyword)
                 continue
-            theirs = related.profile(other.title, None, None, other.keywords, other.topics,
-                                     other.study_type, other.journal)
-            profiles.append((-bm25, theirs, other))
-        weights = related.keyword_weights(mine, (p for _, p, _ in profiles))
-        scored = [(related.rerank_score(text, best, mine, theirs, weights), other)
-                  for text, theirs, other in profiles]
-        scored.sort(key=lambda item: -item[0])
-        return [(s, score) for score, s in scored[:limit]]
+            word_counts = [self._counts[m] for w in related.keyword_words(keyword)
+                           if (m := related.term_match(w)) in self._counts]
+            if word_counts and min(word_counts) <= related.KEYWORD_SCAN:
+                keywords.append(keyword)
+            elif word_counts:
+                keyword_counts[keyword] = min(word_counts)
+        if not terms and not keywords:
+            return []
+        found.update(await self._newest_matches(
+            [term_matches[t] for t, _ in terms] + [keyword_matches[k] for k in keywords],
+            skip=found))
+        keyword_counts.update({k: self._counts.get(keyword_matches[k], 0) for k in keywords})
+        keyword_weights = related.keyword_idfs(keyword_counts, total)
+        pk = await self.db.pk_of(study.id)
+        text = related.shared_scores({t: found[term_matches[t]] for t, _ in terms}, dict(terms))
+        shared = related.shared_scores({k: found[keyword_matches[k]] for k in keywords},
+                                       keyword_weights)
+        text.pop(pk, None)  # type: ignore[arg-type]
+        shared.pop(pk, None)  # type: ignore[arg-type]
+        # The lists of frequent terms and keywords are cut: score the best candidates again
+        # with their keywords, topics, type and journal.
+        best = related.top_candidates((text, shared), related.RERANK)
+        facts = await self.db.related_facts(best)
+        profiles = {c: related.facts_profile(f.title, f.keywords, f.topics, f.study_type,
+                                             f.journal) for c, f in facts.items()}
+        term_lists = {t: set(found[term_matches[t]]) for t, _ in terms}
+        term_weights = dict(terms)
+        text = {c: related.text_score(c, p, term_lists, term_weights)
+                for c, p in profiles.items()}
+        overlap = {c: related.keyword_overlap(mine, p, keyword_weights)
+                   for c, p in profiles.items()}
+        final = related.fuse(((text, related.W_TEXT), (overlap, related.W_KEYWORDS)))
+        scored = sorted(((final.get(c, 0.0) + related.bonus(mine, p), c)
+                         for c, p in profiles.items()), key=lambda i: (-i[0], -i[1]))[:limit]
+        rows = await self.db.studies_by_pks([c for _, c in scored])
+        return [(rows[c], score) for score, c in scored if c in rows]
+
+    async def _newest_matches(self, matches: list[str], *, known_counts: bool = True,
+                              skip: dict[str, list[int]] | None = None
+                              ) -> dict[str, list[int]]:
+        """The newest `related.MATCH_LIST` matches of FTS5 expressions, remembering their
+        estimated document counts (per process). Without `known_counts`, expressions whose
+        count is already known are not read."""
+        wanted = [m for m in dict.fromkeys(matches)
+                  if (known_counts or m not in self._counts) and not (skip and m in skip)]
+        if not wanted:
+            return {}
+        found = await self.db.newest_matches({m: related.MATCH_LIST for m in wanted})
+        if len(self._counts) > 50_000:
+            self._counts.clear()
+        for match, pks in found.items():
+            self._counts[match] = related.estimate_count(
+                len(pks), pks[-1] if pks else None, self._newest_pk or 0, related.MATCH_LIST)
+        return found
 
     async def _document_count(self) -> int:
         if self._total_docs is None:
@@ -351,6 +398,8 @@ class StudyLibrary:
         self._corrections.clear()
         self._shares.clear()
         self._total_docs = None
+        self._counts.clear()
+        self._newest_pk = None
 
     async def import_items(
         self,

@@ -1,8 +1,13 @@
 """Related research: a study's own similar list, then its nearest neighbours by content.
 
-Neighbours come from one FTS5 query made of the study's most distinctive terms (tf-idf over
-title, TLDR, summary and keywords), reranked by shared keywords (MeSH), shared topics,
-study type and journal."""
+Neighbours are found without ranking the whole index (bm25 reads every query term's full
+doclist): for each of the study's most distinctive terms (tf-idf over title, TLDR, summary and
+keywords) and each of its keywords (MeSH descriptors), the newest studies that contain it, a
+bounded list. Two rankings come from those lists, one by the idf of the shared terms and one
+by the idf of the shared keywords; the best of both are scored again with their titles (query
+terms in a title count extra) and keywords, the two rankings fused by reciprocal rank; shared
+topics, study type and journal add a little. Document counts are exact up to a cap and
+estimated above it from how far back the newest `MATCH_LIST` matches reach."""
 
 from __future__ import annotations
 
@@ -11,8 +16,10 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
+from heapq import nlargest
 
-from bot.search import quote, tokens
+from bot.search import quote
 from bot.text import fold
 
 # Field weights for choosing the query terms.
@@ -21,16 +28,24 @@ TLDR_WEIGHT = 2.0
 SUMMARY_WEIGHT = 1.0
 KEYWORD_WEIGHT = 2.0
 QUERY_TERMS = 24
-# Query terms must be in at most this share of the studies: the OR-query's cost grows with
-# the postings of its terms (a 1%-term has 10,000 at 1M studies).
+# The study's terms whose document counts are looked up (each costs an FTS5 look-up, ~0.3 ms
+# at 1M studies): the heaviest by field weight, longer words first among equals.
+PROFILE_TERMS = 30
+# Query terms must be in at most this share of the studies (more common words say little).
 MAX_TERM_SHARE = 0.2
-CANDIDATES = 300
-# Extra candidates found by shared keywords (MeSH) alone, and how many descriptors to ask.
-KEYWORD_CANDIDATES = 100
-KEYWORD_PHRASES = 12
-# Reranking weights (tuned on the Cohen_2006 reviews; see bench/RESULTS.md).
+# Newest studies read per term and per keyword (descriptor); their document counts are exact
+# up to this and estimated above it (see estimate_count).
+MATCH_LIST = 100
+# A keyword of several words is looked up (a phrase) only when its rarest word is in at most
+# this many studies: FTS5 checks the positions in every study that has all its words.
+KEYWORD_SCAN = 1000
+# Candidates kept for the final scoring (their keywords, topics, type and journal are read).
+RERANK = 200
+# Reciprocal rank fusion: 1 / (RRF_K + rank) per ranking, times its weight.
+RRF_K = 20
 W_TEXT = 1.0
-W_KEYWORDS = 1.0  # times the idf-weighted share of the study's keywords (MeSH) they share
+W_TITLE = 3.0  # extra weight of a query term in the candidate's title
+W_KEYWORDS = 1.0
 W_TOPICS = 0.3
 W_TYPE = 0.05
 W_JOURNAL = 0.05
@@ -60,17 +75,24 @@ class Profile:
     journal: str | None
 
 
+# MeSH check tags: on most studies of people, they say nothing about the subject.
+_CHECK_TAGS = frozenset({
+    "humans", "male", "female", "adult", "middle aged", "aged", "animals", "adolescent",
+    "child", "young adult", "aged, 80 and over", "infant", "child, preschool",
+})
+
+
+@lru_cache(maxsize=65_536)
+def keyword_key(keyword: str) -> str | None:
+    """A keyword as compared between studies (None for check tags)."""
+    # MeSH qualifiers ("Hypertension/drug therapy") count by their descriptor.
+    head = _KEYWORD_SPLIT.split(keyword, maxsplit=1)[0]
+    folded = fold(head).strip().lstrip("*")
+    return folded if folded and folded not in _CHECK_TAGS else None
+
+
 def keyword_set(keywords: Iterable[str]) -> frozenset[str]:
-    out = set()
-    for keyword in keywords:
-        # MeSH qualifiers ("Hypertension/drug therapy") count by their descriptor.
-        head = _KEYWORD_SPLIT.split(keyword, maxsplit=1)[0]
-        folded = fold(head).strip().lstrip("*")
-        if folded and folded not in ("humans", "male", "female", "adult", "middle aged",
-                                     "aged", "animals", "adolescent", "child", "young adult",
-                                     "aged, 80 and over", "infant", "child, preschool"):
-            out.add(folded)
-    return frozenset(out)
+    return frozenset(map(keyword_key, keywords)) - {None}  # type: ignore[operator]
 
 
 def profile(title: str, tldr: str | None, summary: str | None, keywords: Iterable[str],
@@ -88,6 +110,13 @@ def profile(title: str, tldr: str | None, summary: str | None, keywords: Iterabl
                    fold(journal) if journal else None)
 
 
+def facts_profile(title: str, keywords: Iterable[str], topics: Iterable[str],
+                  study_type: str | None, journal: str | None) -> Profile:
+    """A candidate's profile: the words of its title, its keywords, topics, type, journal."""
+    return Profile(Counter(dict.fromkeys(_words(title), 1)), keyword_set(keywords),
+                   frozenset(topics), study_type, fold(journal) if journal else None)
+
+
 def tokens_all(text: str) -> list[str]:
     """Every folded word, repeats kept (search.tokens dedupes and caps)."""
     out: list[str] = []
@@ -98,6 +127,10 @@ def tokens_all(text: str) -> list[str]:
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[^\W_]+", fold(text))
+
+
+def lookup_terms(prof: Profile) -> list[str]:
+    return sorted(prof.terms, key=lambda t: (-prof.terms[t], -len(t), t))[:PROFILE_TERMS]
 
 
 def distinctive_terms(prof: Profile, doc_counts: dict[str, int], total_docs: int
@@ -113,17 +146,85 @@ def distinctive_terms(prof: Profile, doc_counts: dict[str, int], total_docs: int
     return scored[:QUERY_TERMS]
 
 
-def neighbour_query(terms: list[tuple[str, float]]) -> str:
-    return " OR ".join(quote(term) for term, _ in terms)
+def estimate_count(counted: int, oldest: int | None, newest: int, cap: int = MATCH_LIST) -> int:
+    """How many studies match, from the newest `cap` matches (`counted` of them, the oldest at
+    rowid `oldest`; rowids run up to `newest`): exact below the cap, else the cap scaled by
+    the share of the rowid range they span."""
+    if counted < cap or oldest is None or newest <= 0:
+        return counted
+    span = max(1, newest - oldest + 1)
+    return max(counted, round(counted * newest / span))
 
 
-def keyword_query(prof: Profile) -> str | None:
-    """The study's keywords (MeSH descriptors) as phrases in the keywords column: studies
-    indexed under the same specific descriptors, even when their abstracts use other words."""
-    # Longer descriptors are the more specific ones ('Adrenergic beta-Antagonists').
-    phrases = sorted(prof.keywords, key=lambda k: (-len(k), k))[:KEYWORD_PHRASES]
-    quoted = [quote(" ".join(words)) for p in phrases if (words := tokens(p))]
-    return f"keywords : ({' OR '.join(quoted)})" if quoted else None
+def idf(df: int, total: int) -> float:
+    return math.log((total + 1) / (df + 0.5))
+
+
+def term_match(term: str) -> str:
+    return quote(term)
+
+
+def keyword_words(keyword: str) -> list[str]:
+    return _words(keyword)
+
+
+def keyword_match(keyword: str) -> str | None:
+    """A keyword (descriptor) as a phrase in the keywords column."""
+    words = _words(keyword)
+    return f"keywords : {quote(' '.join(words))}" if words else None
+
+
+def keyword_idfs(doc_counts: dict[str, int], total: int) -> dict[str, float]:
+    """An idf for each of the study's keywords found in at least one other study: a keyword
+    most studies carry ('Double-Blind Method') says less than a rare one."""
+    return {k: max(0.0, idf(df, total)) for k, df in doc_counts.items() if df > 1}
+
+
+def shared_scores(found: dict[str, list[int]], weights: dict[str, float]) -> dict[int, float]:
+    """Each study's sum of the weights of the lists it is in."""
+    scores: dict[int, float] = {}
+    for key, pks in found.items():
+        weight = weights.get(key, 0.0)
+        for pk in pks:
+            scores[pk] = scores.get(pk, 0.0) + weight
+    return scores
+
+
+def top_candidates(rankings: Iterable[dict[int, float]], count: int) -> list[int]:
+    """The best `count` studies, taken in equal shares from the best of each ranking."""
+    pools = [r for r in rankings if r]
+    chosen: dict[int, None] = {}
+    for scores in pools:
+        best = nlargest(count // max(1, len(pools)), scores.items(), key=lambda i: (i[1], i[0]))
+        chosen.update(dict.fromkeys(pk for pk, _ in best))
+    return list(chosen)
+
+
+def rank_positions(scores: dict[int, float]) -> dict[int, int]:
+    """1-based ranks, best score first; equal scores share the better rank."""
+    positions: dict[int, int] = {}
+    previous: float | None = None
+    rank = 0
+    for index, (pk, score) in enumerate(sorted(scores.items(), key=lambda i: (-i[1], -i[0]))):
+        if score != previous:
+            rank, previous = index + 1, score
+        positions[pk] = rank
+    return positions
+
+
+def fuse(rankings: Iterable[tuple[dict[int, float], float]]) -> dict[int, float]:
+    """Reciprocal rank fusion of several rankings (scores, weight), scaled so that first
+    place in every ranking scores 1."""
+    fused: dict[int, float] = {}
+    best = 0.0
+    for scores, weight in rankings:
+        if not scores or weight <= 0:
+            continue
+        best += weight / (RRF_K + 1)
+        for pk, rank in rank_positions(scores).items():
+            if scores[pk] > 0:
+                fused[pk] = fused.get(pk, 0.0) + weight / (RRF_K + rank)
+    return {pk: score / best for pk, score in fused.items()} if best else {}
 
 
 def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
@@ -132,29 +233,26 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def keyword_weights(mine: Profile, candidates: Iterable[Profile]) -> dict[str, float]:
-    """An idf for each of the study's keywords over its candidates: a MeSH term most
-    candidates share ('Double-Blind Method') says less than a rare one."""
-    pool = list(candidates)
-    counts = Counter(k for p in pool for k in p.keywords & mine.keywords)
-    return {k: math.log((len(pool) + 1) / (counts[k] + 0.5)) for k in mine.keywords}
+def text_score(pk: int, theirs: Profile, found: dict[str, set[int]],
+               weights: dict[str, float]) -> float:
+    """The weights of the query terms the candidate has: in the newest matches of the term,
+    or in its title (the lists of frequent terms are cut; title words count extra)."""
+    in_title = theirs.terms.keys() & weights.keys()
+    score = sum(weights[t] for t in in_title) * (1 + W_TITLE)
+    return score + sum(w for t, w in weights.items() if t not in in_title and pk in found[t])
 
 
-def weighted_overlap(mine: Profile, theirs: Profile, weights: dict[str, float]) -> float:
+def keyword_overlap(mine: Profile, theirs: Profile, weights: dict[str, float]) -> float:
+    """The idf-weighted share of the study's keywords that the other study has too."""
     total = sum(weights.values())
     if total <= 0 or not theirs.keywords:
         return 0.0
-    return sum(weights[k] for k in mine.keywords & theirs.keywords) / total
+    return sum(weights.get(k, 0.0) for k in mine.keywords & theirs.keywords) / total
 
 
-def rerank_score(text_score: float, best_text_score: float, mine: Profile, theirs: Profile,
-                 weights: dict[str, float] | None = None) -> float:
-    score = W_TEXT * (text_score / best_text_score if best_text_score > 0 else 0.0)
-    if weights is None:
-        score += W_KEYWORDS * jaccard(mine.keywords, theirs.keywords)
-    else:
-        score += W_KEYWORDS * weighted_overlap(mine, theirs, weights)
-    score += W_TOPICS * jaccard(mine.topics, theirs.topics)
+def bonus(mine: Profile, theirs: Profile) -> float:
+    """Shared topics, same study type, same journal."""
+    score = W_TOPICS * jaccard(mine.topics, theirs.topics)
     if mine.study_type and mine.study_type == theirs.study_type:
         score += W_TYPE
     if mine.journal and mine.journal == theirs.journal:

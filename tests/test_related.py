@@ -1,5 +1,8 @@
 """Related research: the study's own similar list first, then neighbours by content."""
 
+import json
+
+from bot import related
 from bot.library import SearchRequest
 
 
@@ -53,3 +56,57 @@ async def test_sorting_related_by_citations_and_date(corpus_library):
     years = [e.year or 0 for e in newest]
     assert years == sorted(years, reverse=True)
     assert {e.study.id for e in newest} == {e.study.id for e in by_citations}
+
+
+def _record(number: int, title: str, abstract: str, mesh: list[str]) -> str:
+    return json.dumps({"id": f"rel:{number}", "title": title, "abstract": abstract,
+                       "year": 2000 + number % 20, "journal": None, "authors": ["Doe, J"],
+                       "doi": None, "pmid": str(900_000 + number), "mesh": mesh})
+
+
+async def test_neighbours_share_rare_terms_beyond_the_cut_lists_of_frequent_ones(library):
+    """The target is older than every study that shares the study's frequent words: it is
+    reached through the newest-match lists of the rare words (drug names) it shares."""
+    lines = [
+        _record(1, "Carvedilol compared with bisoprolol in chronic heart failure",
+                "A randomised trial of carvedilol and bisoprolol in chronic heart failure.",
+                ["Carbazoles", "Heart Failure"]),
+        _record(2, "Gastric ulcer healing with omeprazole", "Omeprazole heals gastric ulcers.",
+                ["Omeprazole"]),
+    ]
+    filler = related.MATCH_LIST + 20
+    lines += [_record(10 + n, f"Chronic heart failure outcomes in cohort {n}",
+                      "Heart failure admissions and chronic outcomes in a randomised cohort.",
+                      ["Heart Failure"]) for n in range(filler)]
+    lines.append(_record(500, "Bisoprolol versus carvedilol for heart failure",
+                         "Bisoprolol or carvedilol in chronic heart failure: a randomised trial.",
+                         ["Carbazoles", "Heart Failure"]))
+    await library.import_bytes("\n".join(lines).encode(), "records.jsonl")
+    study = await library.resolve("rel-500")
+    newest = await library.db.newest_matches({'"failure"': 10})
+    assert len(newest['"failure"']) == 10
+    assert newest['"failure"'] == sorted(newest['"failure"'], reverse=True)
+    assert (await library.db.pk_of("rel-1")) not in newest['"failure"']
+    entries = await library.related(study, limit=5)
+    ids = [e.study.id for e in entries]
+    assert ids[0] == "rel-1"
+    assert "rel-500" not in ids and len(ids) == len(set(ids)) == 5
+    assert "rel-2" not in ids
+
+
+def test_fusion_puts_studies_ranked_well_by_both_signals_first():
+    text = {1: 3.0, 2: 2.0, 3: 1.0}
+    keywords = {2: 5.0, 3: 4.0, 1: 0.5}
+    fused = related.fuse(((text, 1.0), (keywords, 1.0)))
+    assert sorted(fused, key=lambda pk: -fused[pk]) == [2, 1, 3]
+    assert related.fuse((({7: 2.0}, 1.0), ({7: 1.0}, 1.0))) == {7: 1.0}
+    # Equal scores share the better rank; a ranking with weight 0 counts for nothing.
+    assert related.rank_positions({1: 1.0, 2: 1.0, 3: 0.5}) == {1: 1, 2: 1, 3: 3}
+    assert related.fuse(((text, 1.0), (keywords, 0.0))) == related.fuse(((text, 1.0),))
+
+
+def test_document_counts_exact_below_the_list_size_and_estimated_above():
+    assert related.estimate_count(40, 5, 1000, cap=100) == 40
+    # The newest 100 matches reach back over the newest tenth of the studies.
+    assert related.estimate_count(100, 901, 1000, cap=100) == 1000
+    assert related.estimate_count(100, 1, 1000, cap=100) == 100
