@@ -683,6 +683,7 @@ class Database:
         return found
 
     async def max_pk(self) -> int:
+        """The newest study's pk: an upper bound of the study count, read in one seek."""
         return (await self._fetchone("SELECT coalesce(max(pk), 0) FROM studies"))[0]
 
     async def related_facts(self, pks: Sequence[int]) -> dict[int, RelatedFacts]:
@@ -723,10 +724,6 @@ class Database:
         return DatabaseStats(studies=studies, topics=topics,
                              last_updated=await self.get_meta("last_updated"),
                              size_bytes=page_count * page_size, schema_version=version)
-
-    async def max_study_pk(self) -> int:
-        """An upper bound of the study count, read in one seek."""
-        return (await self._fetchone("SELECT coalesce(max(pk), 0) FROM studies"))[0]
 
     async def count_studies(self) -> int:
         return (await self._fetchone("SELECT count(*) FROM studies"))[0]

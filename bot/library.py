@@ -389,7 +389,7 @@ class StudyLibrary:
         if self._total_docs is None:
             # The largest pk: an exact count reads a whole index (~50 ms at 1M studies),
             # and this only scales document shares.
-            self._total_docs = max(1, await self.db.max_study_pk())
+            self._total_docs = max(1, await self.db.max_pk())
         return self._total_docs
 
     # Import --------------------------------------------------------------------------------------
