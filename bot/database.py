@@ -213,17 +213,25 @@ class StudyRow:
     similar: str | None
 
     def content_hash(self) -> str:
-        payload = "\x1f".join("" if v is None else str(v) for v in (
-            self.title, self.authors, self.journal, self.year, self.month, self.day,
-            self.citations, self.tldr, self.summary, self.url, self.doi, self.pmid, self.topics,
-            self.study_type, self.keywords, self.similar))
-        return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+        return row_hash(tuple(getattr(self, name) for name in _ROW_FIELDS))
 
 
 _ROW_FIELDS = ("title", "title_key", "authors", "journal", "year", "month", "day", "citations",
                "tldr", "summary", "url", "doi", "pmid", "topics", "study_type", "keywords",
                "similar")
+ROW_FIELDS = _ROW_FIELDS
+
+
+def row_hash(values: Sequence[Any]) -> str:
+    """The content hash of a study's column values (in _ROW_FIELDS order; title_key, derived
+    from the title, is left out)."""
+    payload = "\x1f".join("" if v is None else str(v) for i, v in enumerate(values) if i != 1)
+    return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 _FTS_COLUMNS = "title, tldr, summary, authors, journal, topics, keywords"
+_INSERT_STUDY = ("INSERT INTO studies (id, " + ", ".join(_ROW_FIELDS) + ", content_hash, "
+                 "created_at, updated_at) VALUES (" + ", ".join("?" * (len(_ROW_FIELDS) + 4))
+                 + ")")
+_TOPICS_AT = _ROW_FIELDS.index("topics")
 # The import connection's page cache while it indexes in bulk (KiB, as cache_size wants).
 BULK_CACHE_KIB = 65536
 
@@ -327,15 +335,16 @@ class ImportWriter:
         return row[0] if row else None
 
     def insert(self, row: StudyRow, timestamp: str) -> int:
-        cursor = self.conn.execute(
-            "INSERT INTO studies (id, " + ", ".join(_ROW_FIELDS) + ", content_hash, created_at, "
-            "updated_at) VALUES (" + ", ".join("?" * (len(_ROW_FIELDS) + 4)) + ")",
-            (row.id, *(getattr(row, f) for f in _ROW_FIELDS), row.content_hash(), timestamp,
-             timestamp),
-        )
-        pk = cursor.lastrowid
+        return self.insert_values(row.id, [getattr(row, f) for f in _ROW_FIELDS],
+                                  row.content_hash(), timestamp)
+
+    def insert_values(self, study_id: str, values: Sequence[Any], content_hash: str,
+                      timestamp: str) -> int:
+        """insert() for a row given as its _ROW_FIELDS values and their hash."""
+        pk = self.conn.execute(_INSERT_STUDY, (study_id, *values, content_hash, timestamp,
+                                               timestamp)).lastrowid
         assert pk is not None
-        self._write_topics(pk, row.topics, replace=False)
+        self._write_topics(pk, values[_TOPICS_AT], replace=False)
         return pk
 
     def update(self, pk: int, row: StudyRow, timestamp: str) -> None:

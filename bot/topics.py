@@ -94,15 +94,16 @@ class TopicVocabulary:
     def tag(self, texts: Iterable[str | None]) -> tuple[str, ...]:
         """Topics whose name or synonym appears as whole words in any of the texts."""
         found: list[str] = []
+        phrases, abbreviations = self._phrases, self._abbreviations
         for text in texts:
             if not text:
                 continue
-            text_words = _WORDS.findall(fold(text))
+            text_words = _WORDS.findall(text.lower() if text.isascii() else fold(text))
             joined: str | None = None
             # In order of first mention: set order would vary between processes (hash seed).
-            hits = set(text_words).intersection(self._phrases)
+            hits = phrases.keys() & text_words
             for word in sorted(hits, key=text_words.index) if len(hits) > 1 else hits:
-                for phrase, slug in self._phrases[word]:
+                for phrase, slug in phrases[word]:
                     if slug in found:
                         continue
                     if phrase.count(" ") == 2:  # a single word
@@ -112,11 +113,12 @@ class TopicVocabulary:
                         joined = " " + " ".join(text_words) + " "
                     if phrase in joined:
                         found.append(slug)
-            if self._abbreviations:
+            # Each abbreviation is also a substring of the text: a cheap test first.
+            if abbreviations and any(term in text for term in abbreviations):
                 raw_words = _WORDS.findall(text)
-                abbreviations = set(raw_words).intersection(self._abbreviations)
-                for word in sorted(abbreviations, key=raw_words.index):
-                    slug = self._abbreviations[word]
+                caps = abbreviations.keys() & raw_words
+                for word in sorted(caps, key=raw_words.index) if len(caps) > 1 else caps:
+                    slug = abbreviations[word]
                     if slug not in found:
                         found.append(slug)
         return tuple(found)
