@@ -35,7 +35,9 @@ BULK_AFTER = 2000
 # Line-streamed files at least this big are parsed by worker processes.
 PARALLEL_MIN_BYTES = 4 << 20
 PARSE_WORKERS = 2
-CHUNK_LINES = 1000
+BLOCK_BYTES = 1 << 20  # about 1,000 lines of the benchmark corpus
+# A bulk import adds its new rows to the full-text index every this many records.
+INDEX_EVERY = 5000
 Progress = Callable[[int], None]
 
 
@@ -150,33 +152,38 @@ def _init_worker(topics: TopicVocabulary) -> None:
     _worker_topics = topics
 
 
-def _prepare_chunk(module_name: str, source: str, start: int, lines: list[str]
-                   ) -> list[Prepared | InvalidRecord]:
+def _prepare_block(module_name: str, source: str, start: int, block: bytes
+                   ) -> tuple[list[Prepared | InvalidRecord], ImportFormatError | None]:
+    """In a worker: decode, parse and prepare a block of lines (see importers.iter_blocks);
+    with the error that ends the file early, if any."""
     assert _worker_topics is not None
     module = importlib.import_module(module_name)
+    lines, error = importers.block_lines(block, source, start)
     return [item if isinstance(item, InvalidRecord) else prepare(item, _worker_topics)
-            for item in module.parse_lines(lines, source, start)]
+            for item in module.parse_lines(lines, source, start)], error
 
 
 def _parallel_prepare(path: str | Path, module_name: str, topics: TopicVocabulary,
                       workers: int) -> Iterator[Prepared | InvalidRecord]:
+    """The importing process only reads raw blocks of lines: the workers decode, parse,
+    clean and tag them, and send back tuples ready to write."""
     source = Path(path).name
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_init_worker, initargs=(topics,)) as pool:
         pending: deque = deque()  # a bounded window keeps memory flat on huge files
-        start, chunk = 1, []
-        for number, line in enumerate(importers.iter_lines(path), start=1):
-            chunk.append(line)
-            if len(chunk) >= CHUNK_LINES:
-                pending.append(pool.apply_async(_prepare_chunk,
-                                                (module_name, source, start, chunk)))
-                start, chunk = number + 1, []
-                if len(pending) > 2 * workers:
-                    yield from pending.popleft().get()
-        if chunk:
-            pending.append(pool.apply_async(_prepare_chunk, (module_name, source, start, chunk)))
+
+        def results() -> Iterator[Prepared | InvalidRecord]:
+            items, error = pending.popleft().get()
+            yield from items
+            if error is not None:
+                raise error
+
+        for start, block in importers.iter_blocks(path, BLOCK_BYTES):
+            pending.append(pool.apply_async(_prepare_block, (module_name, source, start, block)))
+            if len(pending) > 2 * workers:
+                yield from results()
         while pending:
-            yield from pending.popleft().get()
+            yield from results()
 
 
 class StudyImporter:
@@ -279,10 +286,13 @@ def run_import(
         raise DatabaseError(describe_sqlite_error(exc)) from None
     try:
         if bulk_after is not None and writer.is_empty():
-            writer.defer_fts()
+            writer.defer_fts(empty_table=True)
         for count, item in enumerate(items, start=1):
             if count == bulk_after:
                 writer.defer_fts()
+            elif count % INDEX_EVERY == 0:
+                # Index as we go, while the parse workers keep busy on the other core.
+                writer.index_deferred()
             if isinstance(item, InvalidRecord):
                 (report.skipped if item.empty else report.invalid).append(item)
             else:
