@@ -271,6 +271,9 @@ class ImportWriter:
         self._fts_from = self.conn.execute(
             "SELECT coalesce(max(pk), 0) FROM studies").fetchone()[0]
         self._fts_removed = set()
+        self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS import_fts_old "
+                          f"(pk INTEGER PRIMARY KEY, {_FTS_COLUMNS})")
+        self.conn.execute("DELETE FROM temp.import_fts_old")
         self.conn.execute("INSERT INTO meta (key, value) VALUES ('fts_deferred', '1')")
         self.conn.execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
         # FTS5 keeps new terms in memory up to 'hashsize' bytes before writing a segment:
@@ -305,10 +308,15 @@ class ImportWriter:
             return
         self.conn.execute("DELETE FROM meta WHERE key = 'fts_deferred'")
         self.index_deferred()
-        self.conn.executemany(
-            f"INSERT INTO studies_fts (rowid, {_FTS_COLUMNS}) "
-            f"SELECT pk, {_FTS_COLUMNS} FROM studies WHERE pk = ?",
-            [(pk,) for pk in sorted(self._fts_removed)])
+        if self._fts_removed:
+            self.conn.execute(
+                f"INSERT INTO studies_fts (studies_fts, rowid, {_FTS_COLUMNS}) "
+                f"SELECT 'delete', pk, {_FTS_COLUMNS} FROM temp.import_fts_old ORDER BY pk")
+            self.conn.execute(
+                f"INSERT INTO studies_fts (rowid, {_FTS_COLUMNS}) "
+                f"SELECT pk, {_FTS_COLUMNS} FROM studies "
+                f"WHERE pk IN (SELECT pk FROM temp.import_fts_old) ORDER BY pk")
+        self.conn.execute("DROP TABLE temp.import_fts_old")
         self.conn.execute("INSERT INTO studies_fts (studies_fts, rank) VALUES ('hashsize', ?)",
                           (FTS_HASH_BYTES,))
         for _name, sql in self._dropped_indexes:
@@ -387,10 +395,12 @@ class ImportWriter:
     def update(self, pk: int, row: StudyRow, timestamp: str) -> None:
         if self._fts_from is not None and pk <= self._fts_from \
                 and pk not in self._fts_removed:
-            # Indexed before deferral: take it out now, finish_fts indexes its new values.
+            # Already indexed: finish_fts takes it out of the index with the values kept here
+            # and indexes its new ones. (Not now: a delete below the last rowid written
+            # makes FTS5 flush its in-memory terms, a small segment per update.)
             self.conn.execute(
-                f"INSERT INTO studies_fts (studies_fts, rowid, {_FTS_COLUMNS}) "
-                f"SELECT 'delete', pk, {_FTS_COLUMNS} FROM studies WHERE pk = ?", (pk,))
+                f"INSERT INTO temp.import_fts_old (pk, {_FTS_COLUMNS}) "
+                f"SELECT pk, {_FTS_COLUMNS} FROM studies WHERE pk = ?", (pk,))
             self._fts_removed.add(pk)
         self.conn.execute(
             "UPDATE studies SET " + ", ".join(f"{f} = ?" for f in _ROW_FIELDS)
