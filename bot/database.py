@@ -225,7 +225,8 @@ ROW_FIELDS = _ROW_FIELDS
 def row_hash(values: Sequence[Any]) -> str:
     """The content hash of a study's column values (in _ROW_FIELDS order; title_key, derived
     from the title, is left out)."""
-    payload = "\x1f".join("" if v is None else str(v) for i, v in enumerate(values) if i != 1)
+    payload = "\x1f".join([v if type(v) is str else "" if v is None else str(v)
+                           for v in (values[0], *values[2:])])
     return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 _FTS_COLUMNS = "title, tldr, summary, authors, journal, topics, keywords"
 _INSERT_STUDY = ("INSERT INTO studies (id, " + ", ".join(_ROW_FIELDS) + ", content_hash, "

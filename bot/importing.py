@@ -7,7 +7,7 @@ import json
 import multiprocessing
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -93,7 +93,10 @@ def iter_sources(paths: Iterable[str | Path]) -> Iterator[StudyRecord | InvalidR
         yield from importers.iter_path(path)
 
 
-def _join(values: Iterable[str]) -> str:
+def _join(values: Sequence[str]) -> str:
+    joined = "\n".join(values)
+    if joined.count("\n") < len(values):  # no value holds a line break (cleaned ones don't)
+        return joined
     return "\n".join(v.replace("\n", " ") for v in values)
 
 
