@@ -37,7 +37,7 @@ PARALLEL_MIN_BYTES = 4 << 20
 PARSE_WORKERS = 2
 BLOCK_BYTES = 1 << 20  # about 1,000 lines of the benchmark corpus
 # A bulk import adds its new rows to the full-text index every this many records.
-INDEX_EVERY = 5000
+INDEX_EVERY = 2000
 Progress = Callable[[int], None]
 
 
@@ -183,7 +183,7 @@ def _parallel_prepare(path: str | Path, module_name: str, topics: TopicVocabular
 
         for start, block in importers.iter_blocks(path, BLOCK_BYTES):
             pending.append(pool.apply_async(_prepare_block, (module_name, source, start, block)))
-            if len(pending) > 2 * workers:
+            if len(pending) > 4 * workers:
                 yield from results()
         while pending:
             yield from results()
