@@ -228,6 +228,8 @@ def row_hash(values: Sequence[Any]) -> str:
     payload = "\x1f".join([v if type(v) is str else "" if v is None else str(v)
                            for v in (values[0], *values[2:])])
     return hashlib.blake2b(payload.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
 _FTS_COLUMNS = "title, tldr, summary, authors, journal, topics, keywords"
 _INSERT_STUDY = ("INSERT INTO studies (id, " + ", ".join(_ROW_FIELDS) + ", content_hash, "
                  "created_at, updated_at) VALUES (" + ", ".join("?" * (len(_ROW_FIELDS) + 4))
@@ -380,13 +382,9 @@ class ImportWriter:
         row = self.conn.execute(f"SELECT id FROM studies WHERE {column} = ?", (value,)).fetchone()
         return row[0] if row else None
 
-    def insert(self, row: StudyRow, timestamp: str) -> int:
-        return self.insert_values(row.id, [getattr(row, f) for f in _ROW_FIELDS],
-                                  row.content_hash(), timestamp)
-
     def insert_values(self, study_id: str, values: Sequence[Any], content_hash: str,
                       timestamp: str) -> int:
-        """insert() for a row given as its _ROW_FIELDS values and their hash."""
+        """A new study, given as its _ROW_FIELDS values and their hash."""
         pk = self.conn.execute(_INSERT_STUDY, (study_id, *values, content_hash, timestamp,
                                                timestamp)).lastrowid
         assert pk is not None

@@ -35,7 +35,7 @@ BULK_AFTER = 2000
 # Line-streamed files at least this big are parsed by worker processes.
 PARALLEL_MIN_BYTES = 4 << 20
 PARSE_WORKERS = 2
-BLOCK_BYTES = 1 << 20  # about 1,000 lines of the benchmark corpus
+BLOCK_BYTES = 1 << 20  # about 650 lines of the benchmark corpus
 # A bulk import adds its new rows to the full-text index every this many records.
 INDEX_EVERY = 2000
 Progress = Callable[[int], None]
