@@ -3,6 +3,7 @@ suggest and related research over the fixed queries in bench/queries.json.
 
     python bench/core.py                      # 10k, 100k and 1M studies
     python bench/core.py --sizes 10000 100000 --reuse
+    python bench/core.py --sizes 10000 100000 --import-only --out /tmp/builds
 
 Each database is built in a fresh subprocess (so its peak RSS is its own); the corpus files
 come from bench/build_corpus.py and everything lands in bench/out/ (gitignored). Prints a
@@ -111,6 +112,13 @@ def row(size: int, b: dict, m: dict) -> str:
             f"{m['related_p50']:.1f} / {m['related_p99']:.1f} |")
 
 
+def import_row(size: int, b: dict) -> str:
+    return (f"| {size:,} | {b['rate']:,.0f} | {b['seconds']:,.1f} | {b['new']:,} | "
+            f"{b['updated']:,} | {b['rss_mb']:.0f} (+{b['workers_rss_mb']:.0f}) |")
+
+
+IMPORT_HEADER = ("| studies | import (studies/s) | seconds | new | updated | peak RSS MB "
+                 "(+parse workers) |\n|---|---|---|---|---|---|")
 HEADER = ("| studies | import (studies/s) | DB size (MB) | open (ms, median) | peak RSS MB "
           "(+parse workers) | search p50 / p99 (ms) | suggest p50 / p99 (ms) | "
           "related p50 / p99 (ms) |\n|---|---|---|---|---|---|---|---|")
@@ -121,17 +129,22 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--reuse", action="store_true",
                         help="measure existing databases (their build figures from the log)")
+    parser.add_argument("--import-only", action="store_true",
+                        help="build the databases and report the import figures only")
+    parser.add_argument("--out", type=Path, default=OUT,
+                        help="where the databases go (the corpus files stay in bench/out)")
     parser.add_argument("--build", nargs=2, metavar=("CORPUS", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.build:
         print(json.dumps(asyncio.run(build(Path(args.build[0]), Path(args.build[1])))))
         return
     OUT.mkdir(parents=True, exist_ok=True)
-    lines = [HEADER]
+    args.out.mkdir(parents=True, exist_ok=True)
+    lines = [IMPORT_HEADER if args.import_only else HEADER]
     for size in args.sizes:
         corpus = OUT / f"studies-{size}.jsonl"
-        db_path = OUT / f"studies-{size}.db"
-        build_log = OUT / f"build-{size}.json"
+        db_path = args.out / f"studies-{size}.db"
+        build_log = args.out / f"build-{size}.json"
         if not corpus.exists():
             subprocess.run([sys.executable, str(REPO / "bench" / "build_corpus.py"), str(size),
                             str(corpus)], check=True)
@@ -141,8 +154,12 @@ def main() -> None:
                 check=True, capture_output=True, text=True, env={**os.environ})
             build_log.write_text(result.stdout.strip().splitlines()[-1])
         built = json.loads(build_log.read_text())
+        if args.import_only:
+            lines.append(import_row(size, built))
+            print(lines[-1], file=sys.stderr, flush=True)
+            continue
         measured = asyncio.run(measure(db_path))
-        (OUT / f"measure-{size}.json").write_text(json.dumps(measured))
+        (args.out / f"measure-{size}.json").write_text(json.dumps(measured))
         lines.append(row(size, built, measured))
         print(lines[-1], file=sys.stderr, flush=True)
     print("\n".join(lines))

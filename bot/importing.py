@@ -7,12 +7,21 @@ import json
 import multiprocessing
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from bot import importers
-from bot.database import DatabaseError, ImportWriter, StudyRow, describe_sqlite_error, now_iso
+from bot.database import (
+    ROW_FIELDS,
+    DatabaseError,
+    ImportWriter,
+    StudyRow,
+    describe_sqlite_error,
+    now_iso,
+    row_hash,
+)
 from bot.importers import ImportFormatError
 from bot.model import InvalidRecord, StudyRecord
 from bot.text import slugify, title_key
@@ -26,7 +35,9 @@ BULK_AFTER = 2000
 # Line-streamed files at least this big are parsed by worker processes.
 PARALLEL_MIN_BYTES = 4 << 20
 PARSE_WORKERS = 2
-CHUNK_LINES = 1000
+BLOCK_BYTES = 1 << 20  # about 650 lines of the benchmark corpus
+# A bulk import adds its new rows to the full-text index every this many records.
+INDEX_EVERY = 2000
 Progress = Callable[[int], None]
 
 
@@ -82,19 +93,43 @@ def iter_sources(paths: Iterable[str | Path]) -> Iterator[StudyRecord | InvalidR
         yield from importers.iter_path(path)
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A record with the work that needs no database done (maybe in a worker process)."""
+def _join(values: Sequence[str]) -> str:
+    joined = "\n".join(values)
+    if joined.count("\n") < len(values):  # no value holds a line break (cleaned ones don't)
+        return joined
+    return "\n".join(v.replace("\n", " ") for v in values)
 
-    record: StudyRecord
-    title_key: str
-    tagged: tuple[str, ...]  # topics found in its text; () when it brings its own
+
+class Prepared(NamedTuple):
+    """A record with the work that needs no database done (maybe in a worker process): its
+    column values as a new study and their hash. A tuple, cheap to send between processes."""
+
+    id: str | None  # the id the record gives, if any
+    values: tuple[Any, ...]  # StudyRow's fields after id, in order (ROW_FIELDS)
+    content_hash: str
+    topics_given: bool  # values' topics are the record's own, not found by tagging
+    source: str
+    warnings: tuple[str, ...]
+
+
+_TITLE, _TITLE_KEY, _YEAR, _DOI, _PMID, _TOPICS = (
+    ROW_FIELDS.index(name) for name in ("title", "title_key", "year", "doi", "pmid", "topics"))
 
 
 def prepare(record: StudyRecord, topics: TopicVocabulary) -> Prepared:
-    tagged = () if record.topics else topics.tag(
-        (record.title, record.tldr, record.summary, " ; ".join(record.keywords)))
-    return Prepared(record, title_key(record.title), tagged)
+    if record.topics:
+        row_topics = topics.normalise(record.topics)
+    else:
+        row_topics = topics.tag(
+            (record.title, record.tldr, record.summary, " ; ".join(record.keywords)))
+    similar = json.dumps([ref.to_dict() for ref in record.similar], ensure_ascii=False,
+                         separators=(",", ":")) if record.similar else None
+    values = (record.title, title_key(record.title), _join(record.authors), record.journal,
+              record.year, record.month, record.day, record.citations, record.tldr,
+              record.summary, record.url, record.doi, record.pmid, " ".join(row_topics),
+              record.study_type, _join(record.keywords), similar)
+    return Prepared(record.id, values, row_hash(values), bool(record.topics), record.source,
+                    record.warnings)
 
 
 Item = StudyRecord | InvalidRecord | Prepared
@@ -120,37 +155,38 @@ def _init_worker(topics: TopicVocabulary) -> None:
     _worker_topics = topics
 
 
-def _prepare_chunk(module_name: str, source: str, start: int, lines: list[str]
-                   ) -> list[Prepared | InvalidRecord]:
+def _prepare_block(module_name: str, source: str, start: int, block: bytes
+                   ) -> tuple[list[Prepared | InvalidRecord], ImportFormatError | None]:
+    """In a worker: decode, parse and prepare a block of lines (see importers.iter_blocks);
+    with the error that ends the file early, if any."""
     assert _worker_topics is not None
     module = importlib.import_module(module_name)
+    lines, error = importers.block_lines(block, source, start)
     return [item if isinstance(item, InvalidRecord) else prepare(item, _worker_topics)
-            for item in module.parse_lines(lines, source, start)]
+            for item in module.parse_lines(lines, source, start)], error
 
 
 def _parallel_prepare(path: str | Path, module_name: str, topics: TopicVocabulary,
                       workers: int) -> Iterator[Prepared | InvalidRecord]:
+    """The importing process only reads raw blocks of lines: the workers decode, parse,
+    clean and tag them, and send back tuples ready to write."""
     source = Path(path).name
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_init_worker, initargs=(topics,)) as pool:
         pending: deque = deque()  # a bounded window keeps memory flat on huge files
-        start, chunk = 1, []
-        for number, line in enumerate(importers.iter_lines(path), start=1):
-            chunk.append(line)
-            if len(chunk) >= CHUNK_LINES:
-                pending.append(pool.apply_async(_prepare_chunk,
-                                                (module_name, source, start, chunk)))
-                start, chunk = number + 1, []
-                if len(pending) > 2 * workers:
-                    yield from pending.popleft().get()
-        if chunk:
-            pending.append(pool.apply_async(_prepare_chunk, (module_name, source, start, chunk)))
+
+        def results() -> Iterator[Prepared | InvalidRecord]:
+            items, error = pending.popleft().get()
+            yield from items
+            if error is not None:
+                raise error
+
+        for start, block in importers.iter_blocks(path, BLOCK_BYTES):
+            pending.append(pool.apply_async(_prepare_block, (module_name, source, start, block)))
+            if len(pending) > 4 * workers:
+                yield from results()
         while pending:
-            yield from pending.popleft().get()
-
-
-def _join(values: Iterable[str]) -> str:
-    return "\n".join(v.replace("\n", " ") for v in values)
+            yield from results()
 
 
 class StudyImporter:
@@ -160,24 +196,12 @@ class StudyImporter:
         self.writer = writer
         self.topics = topics
 
-    def _row_for(self, item: Prepared, study_id: str, existing: StudyRow | None) -> StudyRow:
-        record = item.record
-        topics = self.topics.normalise(record.topics) if record.topics else ()
-        if not topics and not (existing and existing.topics):
-            topics = item.tagged
-        similar = json.dumps([ref.to_dict() for ref in record.similar], ensure_ascii=False,
-                             separators=(",", ":")) if record.similar else None
-        fresh = StudyRow(
-            id=study_id, title=record.title, title_key=item.title_key,
-            authors=_join(record.authors), journal=record.journal, year=record.year,
-            month=record.month, day=record.day, citations=record.citations, tldr=record.tldr,
-            summary=record.summary, url=record.url, doi=record.doi, pmid=record.pmid,
-            topics=" ".join(topics), study_type=record.study_type,
-            keywords=_join(record.keywords), similar=similar,
-        )
-        if existing is None:
-            return fresh
-        # Merge: what the new record gives replaces, what it lacks is kept.
+    def _merged_row(self, item: Prepared, existing: StudyRow) -> StudyRow:
+        """What the record gives replaces, what it lacks is kept."""
+        values = list(item.values)
+        if not item.topics_given and existing.topics:
+            values[_TOPICS] = ""  # found topics only for a study that has none
+        fresh = StudyRow(existing.id, *values)
         merged = {name: getattr(fresh, name) if getattr(fresh, name) not in (None, "")
                   else getattr(existing, name) for name in StudyRow.__slots__}
         merged["id"] = existing.id
@@ -185,12 +209,10 @@ class StudyImporter:
             merged["month"], merged["day"] = fresh.month, fresh.day
         return StudyRow(**merged)
 
-    def _new_id(self, record: StudyRecord) -> str:
-        if record.id:
-            return record.id
-        base = slugify(record.title)
-        if record.year:
-            base = f"{base}-{record.year}"
+    def _new_id(self, title: str, year: int | None) -> str:
+        base = slugify(title)
+        if year:
+            base = f"{base}-{year}"
         candidate, n = base, 2
         while self.writer.id_taken(candidate):
             candidate = f"{base}-{n}"
@@ -200,36 +222,35 @@ class StudyImporter:
     def apply(self, item: StudyRecord | Prepared, report: ImportReport, timestamp: str) -> None:
         if isinstance(item, StudyRecord):
             item = prepare(item, self.topics)
-        record = item.record
+        values = item.values
         # By id, then DOI, then PMID, then normalised title and year.
-        pk = self.writer.match(record.id, record.doi, record.pmid, item.title_key, record.year)
-        existing: StudyRow | None = None
-        old_hash = ""
-        if pk is not None:
-            existing, old_hash = self.writer.load_row(pk)
-        row = self._row_for(item, existing.id if existing else self._new_id(record), existing)
-        # A record that matched nothing has a DOI and PMID no study holds.
-        for column in ("doi", "pmid") if existing is not None else ():
+        pk = self.writer.match(item.id, values[_DOI], values[_PMID], values[_TITLE_KEY],
+                               values[_YEAR])
+        if pk is None:
+            # A record that matched nothing has a DOI and PMID no study holds.
+            study_id = item.id or self._new_id(values[_TITLE], values[_YEAR])
+            self.writer.insert_values(study_id, values, item.content_hash, timestamp)
+            report.new += 1
+            if len(report.new_ids) < SAMPLE_SIZE:
+                report.new_ids.append(study_id)
+            if report.all_new_ids is not None:
+                report.all_new_ids.append(study_id)
+            return
+        existing, old_hash = self.writer.load_row(pk)
+        row = self._merged_row(item, existing)
+        for column in ("doi", "pmid"):
             value = getattr(row, column)
             if value and getattr(existing, column) != value:
                 owner = self.writer.owner_of(column, value)
                 if owner is not None and owner != row.id:
                     report.invalid.append(InvalidRecord(
-                        record.source, column, f"{value} already belongs to study {owner}"))
+                        item.source, column, f"{value} already belongs to study {owner}"))
                     return
-        if existing is None:
-            self.writer.insert(row, timestamp)
-            report.new += 1
-            if len(report.new_ids) < SAMPLE_SIZE:
-                report.new_ids.append(row.id)
-            if report.all_new_ids is not None:
-                report.all_new_ids.append(row.id)
-        elif row.content_hash() == old_hash:
+        if row.content_hash() == old_hash:
             report.unchanged += 1
             if len(report.unchanged_ids) < SAMPLE_SIZE:
                 report.unchanged_ids.append(row.id)
         else:
-            assert pk is not None
             self.writer.update(pk, row, timestamp)
             report.updated += 1
             if len(report.updated_ids) < SAMPLE_SIZE:
@@ -268,14 +289,17 @@ def run_import(
         raise DatabaseError(describe_sqlite_error(exc)) from None
     try:
         if bulk_after is not None and writer.is_empty():
-            writer.defer_fts()
+            writer.defer_fts(empty_table=True)
         for count, item in enumerate(items, start=1):
             if count == bulk_after:
                 writer.defer_fts()
+            elif count % INDEX_EVERY == 0:
+                # Index as we go, while the parse workers keep busy on the other core.
+                writer.index_deferred()
             if isinstance(item, InvalidRecord):
                 (report.skipped if item.empty else report.invalid).append(item)
             else:
-                warnings = (item.record if isinstance(item, Prepared) else item).warnings
+                warnings = item.warnings
                 if warnings:
                     report.warning_count += len(warnings)
                     report.warnings.extend(warnings[:WARNINGS_KEPT - len(report.warnings)])

@@ -44,6 +44,7 @@ class TopicVocabulary:
                 if term_words:
                     self._phrases.setdefault(term_words[0], []).append(
                         (" " + " ".join(term_words) + " ", topic.slug))
+        self._abbreviations_folded = frozenset(term.lower() for term in self._abbreviations)
 
     @classmethod
     def load(cls, path: str | Path) -> TopicVocabulary:
@@ -94,15 +95,18 @@ class TopicVocabulary:
     def tag(self, texts: Iterable[str | None]) -> tuple[str, ...]:
         """Topics whose name or synonym appears as whole words in any of the texts."""
         found: list[str] = []
+        phrases, abbreviations = self._phrases, self._abbreviations
         for text in texts:
             if not text:
                 continue
-            text_words = _WORDS.findall(fold(text))
+            ascii_text = text.isascii()
+            text_words = words_of(text.lower() if ascii_text else fold(text))
+            word_set = set(text_words)
             joined: str | None = None
             # In order of first mention: set order would vary between processes (hash seed).
-            hits = set(text_words).intersection(self._phrases)
+            hits = word_set.intersection(phrases)
             for word in sorted(hits, key=text_words.index) if len(hits) > 1 else hits:
-                for phrase, slug in self._phrases[word]:
+                for phrase, slug in phrases[word]:
                     if slug in found:
                         continue
                     if phrase.count(" ") == 2:  # a single word
@@ -112,14 +116,34 @@ class TopicVocabulary:
                         joined = " " + " ".join(text_words) + " "
                     if phrase in joined:
                         found.append(slug)
-            if self._abbreviations:
-                raw_words = _WORDS.findall(text)
-                abbreviations = set(raw_words).intersection(self._abbreviations)
-                for word in sorted(abbreviations, key=raw_words.index):
-                    slug = self._abbreviations[word]
+            # Cheap tests first: an abbreviation written as a word of an ASCII text is one of
+            # its words in lower case (fold() is lower() there); in any text, a substring.
+            if abbreviations and (
+                    not word_set.isdisjoint(self._abbreviations_folded) if ascii_text
+                    else any(term in text for term in abbreviations)):
+                raw_words = words_of(text)
+                caps = abbreviations.keys() & raw_words
+                for word in sorted(caps, key=raw_words.index) if len(caps) > 1 else caps:
+                    slug = abbreviations[word]
                     if slug not in found:
                         found.append(slug)
         return tuple(found)
 
 
 _WORDS = re.compile(r"[^\W_]+")
+# words_of: what _WORDS finds, with str.translate and str.split (5x faster).
+_ASCII_NON_WORD = "".join(chr(c) for c in range(128) if not chr(c).isalnum())
+_ASCII_SPACES = str.maketrans(_ASCII_NON_WORD, " " * len(_ASCII_NON_WORD))
+_ASCII_BYTE_SPACES = bytes.maketrans(_ASCII_NON_WORD.encode(), b" " * len(_ASCII_NON_WORD))
+
+
+def words_of(text: str) -> list[str]:
+    """_WORDS.findall(text): the runs of characters that are alphanumeric (str.isalnum, which
+    is what re's \\w tests, less '_')."""
+    if text.isascii():
+        return text.translate(_ASCII_SPACES).split()
+    for char in set(text):
+        if not char.isascii() and not char.isalnum():
+            text = text.replace(char, " ")  # white space, punctuation, lone surrogates...
+    # What is left outside ASCII is alphanumeric; UTF-8 encodes it without ASCII bytes.
+    return text.encode().translate(_ASCII_BYTE_SPACES).decode().split()

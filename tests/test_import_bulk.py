@@ -1,6 +1,8 @@
 """The bulk import path (full-text indexing deferred to the end, parsing in worker processes)
 gives the same database as the row-by-row path."""
 
+import codecs
+import hashlib
 import json
 import sqlite3
 
@@ -8,7 +10,8 @@ import pytest
 
 from bot import importing
 from bot.database import connect_sync
-from bot.importing import ImportAborted, prepared_items, run_import
+from bot.importers import ImportFormatError
+from bot.importing import ImportAborted, Prepared, prepared_items, run_import
 from bot.model import InvalidRecord
 from tests.paths import DATA, shared_path
 
@@ -31,7 +34,12 @@ def snapshot(conn):
     vocab = conn.execute("SELECT term, doc, cnt FROM studies_vocab ORDER BY term").fetchall()
     conn.execute("INSERT INTO studies_fts (studies_fts, rank) VALUES ('integrity-check', 1)")
     assert conn.execute("SELECT count(*) FROM meta WHERE key = 'fts_deferred'").fetchone() == (0,)
-    return studies, topics, hits, vocab
+    # The indexes a bulk import drops are back, and FTS5's settings are the defaults again.
+    schema = conn.execute("SELECT type, name, sql FROM sqlite_schema ORDER BY name").fetchall()
+    assert ("index", "studies_year", "CREATE INDEX studies_year ON studies (year)") in schema
+    settings = conn.execute("SELECT k, v FROM studies_fts_config WHERE k != 'version'")
+    assert set(settings.fetchall()) <= {("hashsize", 1 << 20)}
+    return studies, topics, hits, vocab, schema
 
 
 def import_file(conn, path, topics, **options):
@@ -60,9 +68,13 @@ def batches(tmp_path):
     return first, second
 
 
-@pytest.mark.parametrize("bulk_after", [1, 2])
+@pytest.mark.parametrize(("bulk_after", "index_every"), [(1, 5000), (2, 5000), (1, 1), (2, 3)])
 def test_bulk_and_row_by_row_imports_give_the_same_database(tmp_path, topics, batches,
-                                                             bulk_after):
+                                                             bulk_after, index_every,
+                                                             monkeypatch):
+    """index_every: how often the bulk path indexes its new rows during the import (rows
+    updated after that are taken out of the index and indexed again at the end)."""
+    monkeypatch.setattr(importing, "INDEX_EVERY", index_every)
     first, second = batches
     results = {}
     for mode in ("rows", "bulk"):
@@ -74,13 +86,16 @@ def test_bulk_and_row_by_row_imports_give_the_same_database(tmp_path, topics, ba
                          snapshot(conn))
         conn.close()
     assert results["bulk"] == results["rows"]
-    counts, (studies, _, hits, _) = results["bulk"]
+    counts, (studies, _, hits, _, _) = results["bulk"]
     assert counts == [(3, 1, 0, 0), (1, 4, 0, 1)]
     assert len(studies) == 4
     assert hits["renamed"] == [(1,), (2,)]
 
 
-def test_bulk_import_into_an_empty_database_matches_the_corpus_sample(tmp_path, topics):
+@pytest.mark.parametrize("index_every", [5000, 97])
+def test_bulk_import_into_an_empty_database_matches_the_corpus_sample(tmp_path, topics,
+                                                                      index_every, monkeypatch):
+    monkeypatch.setattr(importing, "INDEX_EVERY", index_every)
     sample = shared_path("corpus", "sample_1000.jsonl")
     snapshots = []
     for option in (None, 1000):  # an empty database takes the bulk path at once
@@ -127,7 +142,7 @@ def test_parallel_parsing_yields_the_same_items_in_order(tmp_path, topics, monke
     path.write_text("\n".join(lines), encoding="utf-8")
     sequential = list(prepared_items([path], topics, workers=1))
     monkeypatch.setattr(importing, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(importing, "CHUNK_LINES", 97)
+    monkeypatch.setattr(importing, "BLOCK_BYTES", 4000)
     parallel = list(prepared_items([path], topics, workers=2))
     assert parallel == sequential
     assert isinstance(parallel[5], InvalidRecord) and parallel[5].source == "s.jsonl:6"
@@ -142,3 +157,55 @@ def test_the_corpus_schema_survives_a_row_level_check(tmp_path, topics):
     check = sqlite3.connect(tmp_path / "s.db")
     assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     check.close()
+
+
+def _items_until_error(items):
+    out = []
+    try:
+        for item in items:
+            out.append(item)
+    except ImportFormatError as exc:
+        out.append(str(exc))
+    return out
+
+
+@pytest.mark.parametrize("block_bytes", [1, 3000, 1 << 20])
+def test_parallel_parsing_reads_lines_as_the_sequential_reader_does(tmp_path, topics,
+                                                                    monkeypatch, block_bytes):
+    """A BOM, CRLF and lone CR line ends, blank lines, a truncated record, no final line
+    break; then bytes that are not UTF-8: the same items, then the same error."""
+    lines = [json.dumps({"id": f"s{i}", "title": f"Hair study {i}", "year": 1900 + i})
+             for i in range(200)]  # more than the 8 KiB read to detect the format
+    lines[3] += "\r"
+    lines[5] = '{"id": "x", "title": "a\rb"}'
+    lines[7] = ""
+    lines[9] = '{"id": "y", "title": '
+    data = codecs.BOM_UTF8 + "\n".join(lines).encode()
+    monkeypatch.setattr(importing, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(importing, "BLOCK_BYTES", block_bytes)
+    for name, payload in (("good.jsonl", data), ("bad.jsonl", data + b'\n{"title": "\xff"}\n')):
+        path = tmp_path / name
+        path.write_bytes(payload)
+        sequential = _items_until_error(prepared_items([path], topics, workers=1))
+        parallel = _items_until_error(prepared_items([path], topics, workers=2))
+        assert parallel == sequential
+        assert sum(isinstance(i, Prepared) for i in parallel) == 197  # line 6: raw CR in JSON
+    assert parallel[-1] == "bad.jsonl:201: not valid UTF-8 (invalid start byte at column 12)"
+    assert isinstance(parallel[8], InvalidRecord) and parallel[8].source == "bad.jsonl:10"
+
+
+def test_content_hashes_keep_their_format(tmp_path, topics):
+    """Hashes stored by earlier versions still match: a re-import finds studies unchanged."""
+    conn = connect_sync(tmp_path / "s.db")
+    import_file(conn, shared_path("corpus", "sample_1000.jsonl"), topics)
+    rows = conn.execute("SELECT title, authors, journal, year, month, day, citations, tldr, "
+                        "summary, url, doi, pmid, topics, study_type, keywords, similar, "
+                        "content_hash FROM studies").fetchall()
+    for row in rows:
+        payload = "\x1f".join("" if v is None else str(v) for v in row[:-1])
+        expected = hashlib.blake2b(payload.encode("utf-8", "surrogatepass"),
+                                   digest_size=12).hexdigest()
+        assert row[-1] == expected
+    report = import_file(conn, shared_path("corpus", "sample_1000.jsonl"), topics)
+    assert report.unchanged == len(rows) and report.changed == 0
+    conn.close()

@@ -176,7 +176,7 @@ def iter_path(path: str | Path) -> Iterator[Item]:
 
 
 def streamed_format(path: str | Path) -> ModuleType | None:
-    """The importer that streams this file line by line (see iter_lines), or None when the
+    """The importer that streams this file line by line (see iter_blocks), or None when the
     file is read whole (or is not there: iter_path then says why)."""
     path = Path(path)
     if not path.is_file():
@@ -197,15 +197,54 @@ def streamed_format(path: str | Path) -> ModuleType | None:
     return None
 
 
-def iter_lines(path: str | Path) -> Iterator[str]:
-    """The decoded lines of a file streamed_format accepted, for its module's parse_lines."""
+def iter_blocks(path: str | Path, size: int = 1 << 20) -> Iterator[tuple[int, bytes]]:
+    """The raw bytes of a file streamed_format accepted, in blocks of whole lines of about
+    `size` bytes, each with the number of its first line (decode them with block_lines)."""
     path = Path(path)
     opener = gzip.open if path.name.lower().endswith(".gz") else open
+    number, rest = 1, b""
     with opener(path, "rb") as raw:
-        try:
-            yield from _utf8_lines(raw, path.name)
-        except (OSError, EOFError) as exc:
-            raise ImportFormatError(f"{path.name}: cannot read ({exc})") from None
+        while True:
+            try:
+                data = raw.read(size)
+            except (OSError, EOFError) as exc:
+                raise ImportFormatError(f"{path.name}: cannot read ({exc})") from None
+            if not data:
+                break
+            data = rest + data
+            cut = data.rfind(b"\n") + 1
+            block, rest = data[:cut], data[cut:]
+            if block:
+                yield number, block
+                number += block.count(b"\n")
+    if rest:
+        yield number, rest
+
+
+def block_lines(block: bytes, name: str, start: int) -> tuple[list[str], ImportFormatError | None]:
+    """A block's lines as iter_lines gives them (line breaks kept, a BOM dropped from the
+    file's first line); on bytes that are not UTF-8, the lines before and the error."""
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        lines: list[str] = []
+        for number, raw_line in enumerate(block.split(b"\n"), start=start):
+            if number == 1 and raw_line.startswith(codecs.BOM_UTF8):
+                raw_line = raw_line[3:]
+            try:
+                lines.append(raw_line.decode("utf-8") + "\n")  # all but the last had one
+            except UnicodeDecodeError as exc:
+                return lines, ImportFormatError(
+                    f"{name}:{number}: not valid UTF-8 ({exc.reason} at column {exc.start + 1})")
+        raise  # not reached: one of the lines does not decode
+    if start == 1 and text.startswith("\ufeff"):
+        text = text[1:]
+    lines = text.split("\n")
+    last = lines.pop()
+    lines = [line + "\n" for line in lines]
+    if last:
+        lines.append(last)
+    return lines, None
 
 
 def _prepend(head: bytes, rest: IO[bytes]) -> IO[bytes]:

@@ -49,11 +49,30 @@ _PUBLICATION_TYPES: tuple[tuple[str, str], ...] = (
 
 
 def study_type_from(publication_types: Iterable[str]) -> str | None:
-    lowered = [p.lower() for p in publication_types if p]
+    # One lower-cased text: no needle holds a line break, so none matches across two types.
+    joined = "\n".join(p for p in publication_types if p).lower()
     for needle, study_type in _PUBLICATION_TYPES:
-        if any(needle in p for p in lowered):
+        if needle in joined:
             return study_type
     return None
+
+
+def clean(value: object) -> str | None:
+    """clean_text, cheaper for the common text without markup or entities: str.split() and
+    the regex's \\s agree on what white space is (both Py_UNICODE_ISSPACE)."""
+    if value is None:
+        return None
+    text = value if type(value) is str else str(value)
+    if "<" in text or "&" in text:
+        return clean_text(text)
+    return " ".join(text.split()) or None
+
+
+def clean_block(value: object) -> str | None:
+    """clean_paragraphs, skipping the paragraph split for text on one line."""
+    if type(value) is str and "\n" not in value and "\r" not in value:
+        return clean(value)
+    return clean_paragraphs(value)
 
 
 def parse_month(value: object) -> int | None:
@@ -120,10 +139,14 @@ def split_list(value: object, separators: str = ";") -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, (list, tuple)):
-        items = [clean_text(v) for v in value]
+        if all(type(v) is str for v in value) and not any("<" in v or "&" in v for v in value):
+            unique = dict.fromkeys([" ".join(v.split()) for v in value])  # what clean gives
+            unique.pop("", None)
+            return tuple(unique)
+        items = [clean(v) for v in value]
     else:
         pattern = "|".join(re.escape(s) for s in separators)
-        items = [clean_text(v) for v in re.split(pattern, str(value))]
+        items = [clean(v) for v in re.split(pattern, str(value))]
     return tuple(dict.fromkeys(i for i in items if i))
 
 
@@ -138,7 +161,7 @@ def build_record(
 
     With strict (the native format) a malformed DOI, PMID, year or study type makes the record
     invalid; otherwise (foreign formats, written by other tools) such a value is dropped."""
-    clean_title = clean_text(title)
+    clean_title = clean(title)
     if not clean_title:
         if fields.get("pmid") or fields.get("doi"):
             # An indexed entry without a title (errata, notices, untranslated records) cannot
@@ -162,7 +185,13 @@ def build_record(
         raw = fields.get(name)
         if raw in (None, ""):
             continue
-        normalised = normalise_doi(raw) if name == "doi" else normalise_pmid(raw)
+        if name == "doi":
+            normalised = normalise_doi(raw)
+        elif type(raw) is str and 0 < len(raw) <= 12 and raw.isascii() and raw.isdigit() \
+                and int(raw) > 0:
+            normalised = raw  # what normalise_pmid gives for plain digits
+        else:
+            normalised = normalise_pmid(raw)
         if normalised is None:
             # Real exports carry broken identifiers; the study is still worth having.
             warnings.append(f"{source}: {name}: dropped {str(raw)[:80]!r} (not a valid "
@@ -201,10 +230,10 @@ def build_record(
         values["study_type"] = study_type
 
     for name in ("journal", "tldr", "url"):
-        text = clean_text(fields.get(name))
+        text = clean(fields.get(name))
         if text:
             values[name] = text
-    summary = clean_paragraphs(fields.get("summary"))
+    summary = clean_block(fields.get("summary"))
     if summary:
         values["summary"] = summary
     for name in ("authors", "topics", "keywords"):

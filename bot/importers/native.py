@@ -32,6 +32,7 @@ COMPAT_FIELDS = frozenset({
     "abstract", "mesh", "publication_types", "journal_abbrev", "openalex_id", "match",
     "review", "included", "type", "link", "links", "source_url",
 })
+_KNOWN = FIELDS | COMPAT_FIELDS
 _JSON_START = re.compile(r"^\s*[\[{]")
 
 
@@ -149,10 +150,10 @@ def parse_lines(lines: Iterable[str], source: str, start: int = 1
 def record_from_mapping(item: object, where: str) -> StudyRecord | InvalidRecord:
     if not isinstance(item, dict):
         return InvalidRecord(where, None, "expected a mapping of study fields")
-    unknown = [k for k in item if k not in FIELDS and k not in COMPAT_FIELDS
-               and not str(k).startswith(("x_", "_"))]
-    if unknown:
-        return InvalidRecord(where, str(unknown[0]), "unknown field (see data/README.md)")
+    if not _KNOWN.issuperset(item):
+        unknown = [k for k in item if k not in _KNOWN and not str(k).startswith(("x_", "_"))]
+        if unknown:
+            return InvalidRecord(where, str(unknown[0]), "unknown field (see data/README.md)")
     for name in ("authors", "topics", "keywords", "similar", "mesh"):
         value = item.get(name)
         if value is not None and not isinstance(value, list):
