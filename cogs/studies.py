@@ -38,6 +38,9 @@ class StudiesCog(commands.Cog, name="Studies"):
         self.library, self.community = bot.services()
         self.page_size = bot.config.studies.page_size
         self.discussions = bot.discussions  # marks studies that have a thread here
+        # Searches answered whose state is still being saved (key -> state): a page button
+        # pressed in that moment reads it from here.
+        self.unsaved_searches: dict[str, str] = {}
 
     # --- rendering helpers shared by commands and components ----------------------------------
 
@@ -79,22 +82,37 @@ class StudiesCog(commands.Cog, name="Studies"):
             parts.append(f"type: {STUDY_TYPE_LABELS[request.study_type]}")
         return ("Filters: " + ", ".join(parts) + ".") if parts else ""
 
-    async def save_search(self, request: SearchRequest) -> str:
+    @staticmethod
+    def search_state(request: SearchRequest) -> tuple[str, str]:
+        """The key a search's buttons carry and the state saved under it."""
         state = {"text": request.text, "topic": request.topic, "since": request.since,
                  "until": request.until, "study_type": request.study_type,
                  "sort": request.sort}
         payload = json.dumps(state, sort_keys=True)
-        key = hashlib.sha256(payload.encode()).hexdigest()[:12]
-        await self.community.save_view(key, "search", payload)
-        return key
+        return hashlib.sha256(payload.encode()).hexdigest()[:12], payload
+
+    async def answer_search(self, interaction: discord.Interaction[Any],
+                            request: SearchRequest, *, ephemeral: bool = False) -> None:
+        """Answer with the first page, then save the state its buttons need: a write (and
+        its commit) the member need not wait for."""
+        key, state = self.search_state(request)
+        self.unsaved_searches[key] = state
+        try:
+            await answer(interaction, lambda: self.search_reply(key, request),
+                         ephemeral=ephemeral)
+            await self.community.save_view(key, "search", state)
+        finally:
+            self.unsaved_searches.pop(key, None)
 
     async def load_search(self, key: str, offset: int) -> SearchRequest:
-        saved = await self.community.load_view(key)
-        if saved is None or saved[0] != "search":
-            raise UserFacingError("These results are no longer available; run `/search` "
-                                  "again.")
-        state = json.loads(saved[1])
-        return SearchRequest(limit=self.page_size, offset=offset, **state)
+        state = self.unsaved_searches.get(key)
+        if state is None:
+            saved = await self.community.load_view(key)
+            if saved is None or saved[0] != "search":
+                raise UserFacingError("These results are no longer available; run `/search` "
+                                      "again.")
+            state = saved[1]
+        return SearchRequest(limit=self.page_size, offset=offset, **json.loads(state))
 
     async def related_reply(self, study: Study, sort: str, offset: int,
                             guild_id: int | None = None) -> Reply:
@@ -147,12 +165,7 @@ class StudiesCog(commands.Cog, name="Studies"):
     ) -> None:
         request = SearchRequest(text=query, topic=topic, since=since, until=until,
                                 study_type=type, sort=sort, limit=self.page_size)
-
-        async def build() -> Reply:
-            key = await self.save_search(request)
-            return await self.search_reply(key, request)
-
-        await answer(interaction, build)
+        await self.answer_search(interaction, request)
         await self.community.record_command("search")
 
     @search.autocomplete("topic")
@@ -233,12 +246,7 @@ class StudiesCog(commands.Cog, name="Studies"):
 
     async def pick_topic(self, interaction: discord.Interaction[Any], slug: str) -> None:
         request = SearchRequest(topic=slug, sort="citations", limit=self.page_size)
-
-        async def build() -> Reply:
-            key = await self.save_search(request)
-            return await self.search_reply(key, request)
-
-        await answer(interaction, build, ephemeral=True)
+        await self.answer_search(interaction, request, ephemeral=True)
 
 
 # --- DynamicItems: one class per custom id template ------------------------------------------
