@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import OrderedDict
 from typing import Any, Literal
 
 import discord
@@ -30,6 +31,7 @@ Sort = Literal["relevance", "citations", "newest"]
 StudyArg = app_commands.Transform[Study, StudyTransformer]
 TYPE_CHOICES = [app_commands.Choice(name=STUDY_TYPE_LABELS[t], value=t) for t in STUDY_TYPES]
 RELATED_LIMIT = 50
+CARD_CACHE_SIZE = 256  # rendered study cards kept (a few KB each)
 
 
 class StudiesCog(commands.Cog, name="Studies"):
@@ -41,6 +43,8 @@ class StudiesCog(commands.Cog, name="Studies"):
         # Searches answered whose state is still being saved (key -> state): a page button
         # pressed in that moment reads it from here.
         self.unsaved_searches: dict[str, str] = {}
+        self.cards: OrderedDict[tuple[Study, render.ThreadLink | None], discord.Embed] = \
+            OrderedDict()
 
     # --- rendering helpers shared by commands and components ----------------------------------
 
@@ -52,8 +56,22 @@ class StudiesCog(commands.Cog, name="Studies"):
 
     async def study_reply(self, study: Study, guild_id: int | None = None) -> Reply:
         thread = (await self.thread_links(guild_id, [study.id])).get(study.id)
-        return Reply(embed=render.study_embed(study, self.library.topics, thread),
-                     view=render.study_view(study))
+        return Reply(embed=self.study_card(study, thread), view=render.study_view(study))
+
+    def study_card(self, study: Study, thread: render.ThreadLink | None) -> discord.Embed:
+        """The study's embed, rendered once per version of the study: the key is the whole
+        study as read (an edit, a revert or an import makes another key) and its thread link,
+        so nothing needs invalidating; the least recently shown go first."""
+        key = (study, thread)
+        embed = self.cards.get(key)
+        if embed is None:
+            embed = render.study_embed(study, self.library.topics, thread)
+            self.cards[key] = embed
+            if len(self.cards) > CARD_CACHE_SIZE:
+                self.cards.popitem(last=False)
+        else:
+            self.cards.move_to_end(key)
+        return embed
 
     async def search_reply(self, key: str, request: SearchRequest) -> Reply:
         page = await self.library.search(request)

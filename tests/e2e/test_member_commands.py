@@ -36,6 +36,29 @@ async def test_study_card(world):
     assert not handle.ephemeral
 
 
+async def test_study_card_follows_a_moderators_edit_and_removal(world):
+    # Cards are rendered once per version of a study: an edit shows at once, and so does a
+    # removal.
+    study = "hair-mesotherapy-2012"
+    for _ in range(2):  # the second from the cache
+        card = embed_of(await (await world.command("study", {"study": study})).final_message(
+            TIMEOUT))
+        assert card["description"].startswith("**TLDR** Hair mesotherapy might help")
+    edit = await world.command("studyadmin edit", {"study": study}, user=world.admin_id)
+    modal = (await edit.response(TIMEOUT))["data"]
+    await (await world.emu.submit_modal(modal["custom_id"], {"tldr": "Edited by a moderator."},
+                                        user_id=world.admin_id)).final_message(TIMEOUT)
+    card = embed_of(await (await world.command("study", {"study": study})).final_message(
+        TIMEOUT))
+    assert card["description"].startswith("**TLDR** Edited by a moderator.")
+    ask = await (await world.command("studyadmin remove", {"study": study, "reason": "test"},
+                                     user=world.admin_id)).final_message(TIMEOUT)
+    await (await world.emu.click(ask, custom_ids(ask)[0], world.admin_id)).final_message(TIMEOUT)
+    gone = await world.command("study", {"study": study})
+    message = await gone.final_message(TIMEOUT)
+    assert gone.ephemeral and message["content"].startswith("I could not find a study")
+
+
 async def test_autocomplete_suggests_studies(world):
     choices = await world.emu.autocomplete(world.guild_id, world.channel_id, world.member_id,
                                            "study", {"study": "meso"}, focused="study")
