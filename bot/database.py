@@ -391,6 +391,7 @@ class Database:
         # Serialises this process's writers; other processes wait on SQLite's busy timeout.
         self.write_lock = asyncio.Lock()
         self._bookkeeping: aiosqlite.Connection | None = None
+        self._closed = False
 
     @staticmethod
     async def _connect(path: Path, busy_timeout_ms: int, max_size_mb: int | None
@@ -424,6 +425,8 @@ class Database:
         """A second connection, with its own thread, for the bot's frequent small writes
         (usage counters, saved views): their commits, and the WAL checkpoints those trigger,
         then never hold up the reads interactions wait on. Call it holding write_lock."""
+        if self._closed:  # a late writer must not open a connection nobody will close
+            raise DatabaseError(f"{self.path}: the database is closed")
         if self._bookkeeping is None:
             try:
                 self._bookkeeping = await self._connect(self.path, self.busy_timeout_ms,
@@ -433,6 +436,7 @@ class Database:
         return self._bookkeeping
 
     async def close(self) -> None:
+        self._closed = True
         if self._bookkeeping is not None:
             await self._bookkeeping.close()
             self._bookkeeping = None
