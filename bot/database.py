@@ -456,6 +456,23 @@ class Database:
         self.max_size_mb = max_size_mb
         # Serialises this process's writers; other processes wait on SQLite's busy timeout.
         self.write_lock = asyncio.Lock()
+        self._bookkeeping: aiosqlite.Connection | None = None
+        self._closed = False
+
+    @staticmethod
+    async def _connect(path: Path, busy_timeout_ms: int, max_size_mb: int | None
+                       ) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(path, isolation_level=None,
+                                       timeout=busy_timeout_ms / 1000)
+        pragmas = [f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
+                   "PRAGMA foreign_keys = ON", "PRAGMA synchronous = NORMAL"]
+        if max_size_mb:
+            pragmas.append(f"PRAGMA max_page_count = {_max_pages(max_size_mb)}")
+        for pragma in pragmas:
+            # Closed at once: a pragma's unread result row would hold a read snapshot.
+            async with conn.execute(pragma):
+                pass
+        return conn
 
     @classmethod
     async def open(cls, path: str | Path, busy_timeout_ms: int = 5000, *, create: bool = True,
@@ -465,21 +482,30 @@ class Database:
         sync = await asyncio.to_thread(connect_sync, path, busy_timeout_ms, create=create)
         sync.close()
         try:
-            conn = await aiosqlite.connect(path, isolation_level=None,
-                                           timeout=busy_timeout_ms / 1000)
-            pragmas = [f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
-                       "PRAGMA foreign_keys = ON", "PRAGMA synchronous = NORMAL"]
-            if max_size_mb:
-                pragmas.append(f"PRAGMA max_page_count = {_max_pages(max_size_mb)}")
-            for pragma in pragmas:
-                # Closed at once: a pragma's unread result row would hold a read snapshot.
-                async with conn.execute(pragma):
-                    pass
+            conn = await cls._connect(path, busy_timeout_ms, max_size_mb)
         except sqlite3.Error as exc:
             raise DatabaseError(f"{path}: {describe_sqlite_error(exc)}") from None
         return cls(path, conn, busy_timeout_ms, max_size_mb)
 
+    async def bookkeeping_connection(self) -> aiosqlite.Connection:
+        """A second connection, with its own thread, for the bot's frequent small writes
+        (usage counters, saved views): their commits, and the WAL checkpoints those trigger,
+        then never hold up the reads interactions wait on. Call it holding write_lock."""
+        if self._closed:  # a late writer must not open a connection nobody will close
+            raise DatabaseError(f"{self.path}: the database is closed")
+        if self._bookkeeping is None:
+            try:
+                self._bookkeeping = await self._connect(self.path, self.busy_timeout_ms,
+                                                        self.max_size_mb)
+            except sqlite3.Error as exc:
+                raise DatabaseError(f"{self.path}: {describe_sqlite_error(exc)}") from None
+        return self._bookkeeping
+
     async def close(self) -> None:
+        self._closed = True
+        if self._bookkeeping is not None:
+            await self._bookkeeping.close()
+            self._bookkeeping = None
         await self._conn.close()
 
     def connect_writer(self) -> sqlite3.Connection:
@@ -491,9 +517,10 @@ class Database:
 
     async def _fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
                         ) -> list[Any]:
+        # One trip to aiosqlite's thread (execute, fetch and close there), not three: each
+        # trip is a thread wake-up and a loop wake-up, and interactions queue behind them.
         try:
-            async with self._conn.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            return list(await self._conn.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
             raise DatabaseError(describe_sqlite_error(exc)) from None
 
@@ -815,7 +842,7 @@ class Database:
 # --- what the Discord side keeps ------------------------------------------------------------
 
 class CommunityStore:
-    """View state and usage counters, on the bot's connection."""
+    """View state and usage counters, written on the bookkeeping connection."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -825,8 +852,9 @@ class CommunityStore:
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self.db.write_lock:
+            conn = await self.db.bookkeeping_connection()
             try:
-                cursor = await self.db._conn.execute(sql, params)
+                cursor = await conn.execute(sql, params)
             except sqlite3.OperationalError as exc:
                 raise DatabaseError(describe_sqlite_error(exc)) from None
             return cursor.rowcount
@@ -863,7 +891,7 @@ class CommunityStore:
         views, self._views = self._views, Counter()
         stamp = now_iso()
         async with self.db.write_lock:
-            conn = self.db._conn
+            conn = await self.db.bookkeeping_connection()
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 await conn.executemany(

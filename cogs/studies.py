@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import OrderedDict
 from typing import Any, Literal
 
 import discord
@@ -30,6 +31,7 @@ Sort = Literal["relevance", "citations", "newest"]
 StudyArg = app_commands.Transform[Study, StudyTransformer]
 TYPE_CHOICES = [app_commands.Choice(name=STUDY_TYPE_LABELS[t], value=t) for t in STUDY_TYPES]
 RELATED_LIMIT = 50
+CARD_CACHE_SIZE = 256  # rendered study cards kept (a few KB each)
 
 
 class StudiesCog(commands.Cog, name="Studies"):
@@ -38,6 +40,11 @@ class StudiesCog(commands.Cog, name="Studies"):
         self.library, self.community = bot.services()
         self.page_size = bot.config.studies.page_size
         self.discussions = bot.discussions  # marks studies that have a thread here
+        # Searches answered whose state is still being saved (key -> state): a page button
+        # pressed in that moment reads it from here.
+        self.unsaved_searches: dict[str, str] = {}
+        self.cards: OrderedDict[tuple[Study, render.ThreadLink | None], discord.Embed] = \
+            OrderedDict()
 
     # --- rendering helpers shared by commands and components ----------------------------------
 
@@ -49,8 +56,22 @@ class StudiesCog(commands.Cog, name="Studies"):
 
     async def study_reply(self, study: Study, guild_id: int | None = None) -> Reply:
         thread = (await self.thread_links(guild_id, [study.id])).get(study.id)
-        return Reply(embed=render.study_embed(study, self.library.topics, thread),
-                     view=render.study_view(study))
+        return Reply(embed=self.study_card(study, thread), view=render.study_view(study))
+
+    def study_card(self, study: Study, thread: render.ThreadLink | None) -> discord.Embed:
+        """The study's embed, rendered once per version of the study: the key is the whole
+        study as read (an edit, a revert or an import makes another key) and its thread link,
+        so nothing needs invalidating; the least recently shown go first."""
+        key = (study, thread)
+        embed = self.cards.get(key)
+        if embed is None:
+            embed = render.study_embed(study, self.library.topics, thread)
+            self.cards[key] = embed
+            if len(self.cards) > CARD_CACHE_SIZE:
+                self.cards.popitem(last=False)
+        else:
+            self.cards.move_to_end(key)
+        return embed
 
     async def search_reply(self, key: str, request: SearchRequest) -> Reply:
         page = await self.library.search(request)
@@ -79,22 +100,37 @@ class StudiesCog(commands.Cog, name="Studies"):
             parts.append(f"type: {STUDY_TYPE_LABELS[request.study_type]}")
         return ("Filters: " + ", ".join(parts) + ".") if parts else ""
 
-    async def save_search(self, request: SearchRequest) -> str:
+    @staticmethod
+    def search_state(request: SearchRequest) -> tuple[str, str]:
+        """The key a search's buttons carry and the state saved under it."""
         state = {"text": request.text, "topic": request.topic, "since": request.since,
                  "until": request.until, "study_type": request.study_type,
                  "sort": request.sort}
         payload = json.dumps(state, sort_keys=True)
-        key = hashlib.sha256(payload.encode()).hexdigest()[:12]
-        await self.community.save_view(key, "search", payload)
-        return key
+        return hashlib.sha256(payload.encode()).hexdigest()[:12], payload
+
+    async def answer_search(self, interaction: discord.Interaction[Any],
+                            request: SearchRequest, *, ephemeral: bool = False) -> None:
+        """Answer with the first page, then save the state its buttons need: a write (and
+        its commit) the member need not wait for."""
+        key, state = self.search_state(request)
+        self.unsaved_searches[key] = state
+        try:
+            await answer(interaction, lambda: self.search_reply(key, request),
+                         ephemeral=ephemeral)
+            await self.community.save_view(key, "search", state)
+        finally:
+            self.unsaved_searches.pop(key, None)
 
     async def load_search(self, key: str, offset: int) -> SearchRequest:
-        saved = await self.community.load_view(key)
-        if saved is None or saved[0] != "search":
-            raise UserFacingError("These results are no longer available; run `/search` "
-                                  "again.")
-        state = json.loads(saved[1])
-        return SearchRequest(limit=self.page_size, offset=offset, **state)
+        state = self.unsaved_searches.get(key)
+        if state is None:
+            saved = await self.community.load_view(key)
+            if saved is None or saved[0] != "search":
+                raise UserFacingError("These results are no longer available; run `/search` "
+                                      "again.")
+            state = saved[1]
+        return SearchRequest(limit=self.page_size, offset=offset, **json.loads(state))
 
     async def related_reply(self, study: Study, sort: str, offset: int,
                             guild_id: int | None = None) -> Reply:
@@ -147,12 +183,7 @@ class StudiesCog(commands.Cog, name="Studies"):
     ) -> None:
         request = SearchRequest(text=query, topic=topic, since=since, until=until,
                                 study_type=type, sort=sort, limit=self.page_size)
-
-        async def build() -> Reply:
-            key = await self.save_search(request)
-            return await self.search_reply(key, request)
-
-        await answer(interaction, build)
+        await self.answer_search(interaction, request)
         await self.community.record_command("search")
 
     @search.autocomplete("topic")
@@ -233,12 +264,7 @@ class StudiesCog(commands.Cog, name="Studies"):
 
     async def pick_topic(self, interaction: discord.Interaction[Any], slug: str) -> None:
         request = SearchRequest(topic=slug, sort="citations", limit=self.page_size)
-
-        async def build() -> Reply:
-            key = await self.save_search(request)
-            return await self.search_reply(key, request)
-
-        await answer(interaction, build, ephemeral=True)
+        await self.answer_search(interaction, request, ephemeral=True)
 
 
 # --- DynamicItems: one class per custom id template ------------------------------------------

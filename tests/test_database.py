@@ -65,3 +65,20 @@ async def test_usage_counters_are_batched_and_nothing_is_lost(db):
     other = CommunityStore(db)  # another reader sees the flushed counts
     assert await other.commands_since("2000-01-01") == 5
     assert dict(await other.most_viewed()) == {"a": 3, "b": 1}
+
+
+async def test_bookkeeping_writes_are_read_back_and_refused_once_closed(tmp_path):
+    # Saved views and usage counters are written on a second connection: what it writes is
+    # what the reads see, and a writer arriving after close must not open a new one (nobody
+    # would close it).
+    from bot.database import CommunityStore, DatabaseError
+
+    db = await Database.open(tmp_path / "studies.db")
+    store = CommunityStore(db)
+    await store.save_view("abc", "search", "{}")
+    assert await store.load_view("abc") == ("search", "{}")
+    await store.record_command("study", "a")
+    assert await store.most_viewed() == [("a", 1)]
+    await db.close()
+    with pytest.raises(DatabaseError, match="closed"):
+        await store.save_view("def", "search", "{}")

@@ -36,6 +36,29 @@ async def test_study_card(world):
     assert not handle.ephemeral
 
 
+async def test_study_card_follows_a_moderators_edit_and_removal(world):
+    # Cards are rendered once per version of a study: an edit shows at once, and so does a
+    # removal.
+    study = "hair-mesotherapy-2012"
+    for _ in range(2):  # the second from the cache
+        card = embed_of(await (await world.command("study", {"study": study})).final_message(
+            TIMEOUT))
+        assert card["description"].startswith("**TLDR** Hair mesotherapy might help")
+    edit = await world.command("studyadmin edit", {"study": study}, user=world.admin_id)
+    modal = (await edit.response(TIMEOUT))["data"]
+    await (await world.emu.submit_modal(modal["custom_id"], {"tldr": "Edited by a moderator."},
+                                        user_id=world.admin_id)).final_message(TIMEOUT)
+    card = embed_of(await (await world.command("study", {"study": study})).final_message(
+        TIMEOUT))
+    assert card["description"].startswith("**TLDR** Edited by a moderator.")
+    ask = await (await world.command("studyadmin remove", {"study": study, "reason": "test"},
+                                     user=world.admin_id)).final_message(TIMEOUT)
+    await (await world.emu.click(ask, custom_ids(ask)[0], world.admin_id)).final_message(TIMEOUT)
+    gone = await world.command("study", {"study": study})
+    message = await gone.final_message(TIMEOUT)
+    assert gone.ephemeral and message["content"].startswith("I could not find a study")
+
+
 async def test_autocomplete_suggests_studies(world):
     choices = await world.emu.autocomplete(world.guild_id, world.channel_id, world.member_id,
                                            "study", {"study": "meso"}, focused="study")
@@ -97,6 +120,40 @@ async def test_search_paging_owner_edits_others_get_a_copy(world, tmp_path):
     assert embed_of(copy)["footer"]["text"].startswith("Results 11–12 of 12")
     assert embed_of(world.emu.message(int(message["id"])))["footer"]["text"].startswith(
         "Results 6–10 of 12")
+
+
+async def test_search_pages_before_and_after_its_state_is_saved(world, tmp_path):
+    # The first page is sent before the search's state is written: a button pressed in
+    # between reads it from memory; once written, it survives a restart.
+    lines = "\n".join(f"  - {{title: 'Finasteride trial number {i}', year: {2000 + i}}}"
+                      for i in range(12))
+    path = tmp_path / "more.yaml"
+    path.write_text("studies:\n" + lines + "\n")
+    await world.bot.library.import_paths([path])
+    lock = world.bot.db.write_lock
+    await lock.acquire()  # a busy writer: the state cannot be saved yet
+    try:
+        handle = await world.command("search", {"query": "finasteride trial", "sort": "newest"})
+        message = await handle.final_message(TIMEOUT)
+        next_id = next(i for i in custom_ids(message) if i.startswith("search:") and
+                       i.endswith(":n"))
+        key = next_id.split(":")[1]
+        assert await world.bot.community.load_view(key) is None  # not written yet
+        clicked = await world.emu.click(message, next_id, world.member_id)
+        await clicked.response(TIMEOUT)
+        edited = world.emu.message(int(message["id"]))
+        assert embed_of(edited)["footer"]["text"].startswith("Results 6–10 of 12")
+    finally:
+        lock.release()
+    async with lock:  # the lock is fair: the save waiting for it has run
+        pass
+    assert await world.bot.community.load_view(key) is not None
+    await world.restart_bot()
+    previous = next(i for i in custom_ids(edited) if i.endswith(":p"))
+    clicked = await world.emu.click(edited, previous, world.member_id)
+    await clicked.response(TIMEOUT)
+    assert embed_of(world.emu.message(int(message["id"])))["footer"]["text"].startswith(
+        "Results 1–5 of 12")
 
 
 async def test_buttons_work_after_a_restart(world):
