@@ -77,6 +77,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Bench:
     emu: DiscordEmulator
@@ -91,11 +97,12 @@ class BotUnderTest:
     """async with BotUnderTest(db) as bench: ... (the bot runs until the block ends)."""
 
     def __init__(self, db: Path | None, *, log_level: str = "WARNING",
-                 extra_config: str = "") -> None:
+                 extra_config: str = "", profile: Path | None = None) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="studybot-bench-"))
         self.db = db or small_database(self.work)
         self.log_level = log_level
         self.extra_config = extra_config
+        self.profile = profile  # write the bot's cProfile statistics here
         self.log_path = self.work / "bot.log"
         self.stopped_cleanly: bool | None = None
 
@@ -117,8 +124,9 @@ class BotUnderTest:
         script = self.work / "pingbot.py"
         script.write_text(PING_BOT)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in __aexit__)
+        profiler = ["-m", "cProfile", "-o", str(self.profile)] if self.profile else []
         process = await asyncio.create_subprocess_exec(
-            sys.executable, str(script), "run", "--config", str(config), cwd=REPO,
+            sys.executable, *profiler, str(script), "run", "--config", str(config), cwd=REPO,
             env={**os.environ, "DISCORD_TOKEN": emu.token, "PYTHONPATH": str(REPO)},
             stdout=self._log, stderr=asyncio.subprocess.STDOUT)
         self.bench = Bench(emu, process, guild.id, guild.default_channel_id, member, self.db)

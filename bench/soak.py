@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from harness import QUERIES, BotUnderTest, rss_mb, sample_studies
+from harness import QUERIES, BotUnderTest, cpu_seconds, rss_mb, sample_studies
 from interactions import percentile
 
 
@@ -32,9 +32,10 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--drop-every", type=float, default=60.0)
     parser.add_argument("--429-every", dest="every_429", type=float, default=15.0)
+    parser.add_argument("--profile-bot", type=Path, help="write the bot's cProfile stats here")
     args = parser.parse_args()
 
-    harness = BotUnderTest(args.db)
+    harness = BotUnderTest(args.db, profile=args.profile_bot)
     async with harness as bench:
         emu, g, c, u = bench.emu, bench.guild_id, bench.channel_id, bench.member_id
         # Under this load, requests already on the wire when a 429 is answered are common;
@@ -70,7 +71,7 @@ async def main() -> None:
             except Exception as exc:
                 failures[kind] += 1
                 if len(errors) < 20:
-                    errors.append(f"{kind}: {exc!r}")
+                    errors.append(f"{kind}: {exc!r}"[:300])
 
         async def faults() -> None:
             next_drop = time.perf_counter() + args.drop_every
@@ -92,6 +93,7 @@ async def main() -> None:
 
         await asyncio.sleep(2)  # let start-up allocations settle before the first reading
         rss_start = rss_mb(bench.process.pid)
+        cpu_start = cpu_seconds(bench.process.pid), time.process_time()
         fault_task = asyncio.create_task(faults())
         tasks = []
         start = time.perf_counter()
@@ -110,6 +112,8 @@ async def main() -> None:
         elapsed = time.perf_counter() - start
         fault_task.cancel()
         rss_end = rss_mb(bench.process.pid)
+        bot_cpu = cpu_seconds(bench.process.pid) - cpu_start[0]
+        load_cpu = time.process_time() - cpu_start[1]
         reconnects = f"{emu.gateway.resumes} resumed, {emu.gateway.identifies - 1} re-identified"
         violations = list(emu.violations)
     conn = sqlite3.connect(bench.db)
@@ -121,6 +125,8 @@ async def main() -> None:
     everything = [x for v in latencies.values() for x in v]
     print(f"{args.count} interactions in {elapsed:.0f} s ({answered / elapsed:.1f}/s); gateway "
           f"drops: {reconnects}")
+    print(f"CPU: the bot {bot_cpu:.0f} s ({bot_cpu / elapsed:.0%} of a core), the emulator and "
+          f"load generator {load_cpu:.0f} s ({load_cpu / elapsed:.0%})")
     print("| kind | answered | failed | p50 ms | p99 ms |")
     print("|---|---|---|---|---|")
     for kind in sorted(latencies):
@@ -135,7 +141,7 @@ async def main() -> None:
           f"emulator violations: {len(violations)}; stopped cleanly on SIGTERM: "
           f"{harness.stopped_cleanly}; bot log: {harness.log_path}")
     for line in errors[:10] + violations[:10]:
-        print("  ", line)
+        print("  ", line[:300])
 
 
 if __name__ == "__main__":

@@ -564,12 +564,13 @@ class DiscordEmulator(RestServer):
         message: StoredMessage | None = None,
         source: InteractionRecord | None = None,
         locale: str = "en-US",
+        age: float = 0.0,
     ) -> InteractionHandle:
         guild = self._guilds[channel.guild_id]
         member = guild.members.get(int(user_id))
         if member is None:
             raise LookupError(f"user {user_id} is not a member of guild {guild.id}")
-        interaction_id = self._ids.next()
+        interaction_id = self._ids.past(age) if age > 0 else self._ids.next()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(120)
         user_perms = self._permissions(member.user.id, channel)
         channel_data = {**channel.to_dict(), "permissions": str(user_perms)}
@@ -604,7 +605,7 @@ class DiscordEmulator(RestServer):
             guild_id=guild.id,
             channel_id=channel.id,
             user_id=member.user.id,
-            created=asyncio.get_running_loop().time(),
+            created=asyncio.get_running_loop().time() - max(0.0, age),
             name=name,
             source_message_id=message.id if message is not None else None,
             source_interaction_id=source.id if source is not None else None,
@@ -667,8 +668,13 @@ class DiscordEmulator(RestServer):
         *,
         locale: str = "en-US",
         client_checks: bool = True,
+        age: float = 0.0,
     ) -> InteractionHandle:
-        """A member runs a slash command; sends INTERACTION_CREATE (type 2)."""
+        """A member runs a slash command; sends INTERACTION_CREATE (type 2).
+
+        ``age``: seconds since Discord created the interaction (delivered late, as when the
+        gateway replays events after a RESUME); the 3 s deadline counts from creation.
+        """
         return self._command_interaction(
             guild_id,
             channel_id,
@@ -678,6 +684,7 @@ class DiscordEmulator(RestServer):
             focused=None,
             locale=locale,
             client_checks=client_checks,
+            age=age,
         )
 
     async def autocomplete(
@@ -722,6 +729,7 @@ class DiscordEmulator(RestServer):
         focused: str | None,
         locale: str,
         client_checks: bool,
+        age: float = 0.0,
     ) -> InteractionHandle:
         guild = self._guild(guild_id)
         channel = self._channel(channel_id)
@@ -764,7 +772,13 @@ class DiscordEmulator(RestServer):
         kind = AUTOCOMPLETE if focused is not None else COMMAND
         qualified = " ".join([registered["name"], *(c["name"] for c in chain)])
         return self._new_interaction(
-            kind=kind, channel=channel, user_id=user_id, data=data, name=qualified, locale=locale
+            kind=kind,
+            channel=channel,
+            user_id=user_id,
+            data=data,
+            name=qualified,
+            locale=locale,
+            age=age,
         )
 
     def _encode_options(

@@ -82,6 +82,22 @@ async def test_ten_gateway_drops_in_a_minute_every_command_answered(world):
     assert world.emu.gateway.resumes >= 5 and world.emu.gateway.identifies >= 6
 
 
+async def test_an_interaction_delivered_past_its_deadline_is_skipped_and_the_next_answered(
+        world):
+    """Discord refuses an answer after 3 s: an interaction that reaches the bot that late (a
+    backlog, events replayed after a RESUME) is not worked on, and the next one is answered."""
+    first = await world.command("study", {"study": MESO})
+    assert (await first.final_message(TIMEOUT))["embeds"]
+    late = await world.emu.run_command(world.guild_id, world.channel_id, world.member_id,
+                                       "study", {"study": MESO}, age=4.0)
+    fresh = await world.command("search", {"query": "mesotherapy"})
+    assert (await fresh.final_message(TIMEOUT))["embeds"]
+    # The late one was checked first (interactions are handled in the order they arrive).
+    assert world.bot.tree.deadline.skipped == 1
+    assert not late.responded
+    world.emu.assert_no_violations()
+
+
 async def test_5xx_on_a_callback_is_retried(world):
     world.emu.fail_next("POST", r"/interactions/\d+/[^/]+/callback", status=503)
     handle = await world.command("study", {"study": MESO})
