@@ -426,8 +426,8 @@ class Database:
     async def _fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
                         ) -> list[Any]:
         try:
-            async with self._conn.execute(sql, params) as cursor:
-                return list(await cursor.fetchall())
+            # One trip to aiosqlite's thread (execute, fetch and close there), not three.
+            return list(await self._conn.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
             raise DatabaseError(describe_sqlite_error(exc)) from None
 

@@ -74,8 +74,19 @@ def error_message(error: BaseException) -> tuple[str, str | None]:
         "in the log.", code
 
 
+def unknown_interaction(error: BaseException) -> bool:
+    """Discord's "Unknown interaction" (10062): the interaction expired before we answered."""
+    original = getattr(error, "original", None) or error.__cause__ or error
+    return isinstance(original, discord.NotFound) and original.code == 10062
+
+
 async def report_error(interaction: discord.Interaction[Any], error: BaseException) -> None:
     interaction_id.set(str(interaction.id))
+    if unknown_interaction(error):
+        # Too late to answer, and so too late to tell the member anything: one line, no
+        # traceback (under load these come in bursts).
+        log.warning("interaction %s expired before it was answered", interaction.id)
+        return
     message, code = error_message(error)
     if code is not None:
         command = interaction.command.qualified_name if interaction.command else \

@@ -3,6 +3,7 @@ holds afterwards, and that nothing the bot sends breaks Discord's limits or ping
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import sqlite3
@@ -96,6 +97,42 @@ async def test_an_interaction_delivered_past_its_deadline_is_skipped_and_the_nex
     assert world.bot.tree.deadline.skipped == 1
     assert not late.responded
     world.emu.assert_no_violations()
+
+
+class LogWaiter(logging.Handler):
+    """Collects records; `seen` is set when one contains `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.records: list[logging.LogRecord] = []
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+async def test_an_interaction_that_expired_before_the_answer_is_one_line_and_no_reply(world):
+    waiter = LogWaiter("expired before it was answered")
+    logging.getLogger().addHandler(waiter)
+    try:
+        world.emu.fail_next("POST", r"/interactions/\d+/[^/]+/callback", status=404,
+                            code=10062)
+        handle = await world.command("study", {"study": MESO})
+        await asyncio.wait_for(waiter.seen.wait(), TIMEOUT)
+        about_it = [r for r in waiter.records if f"interaction {handle.id} " in r.getMessage()]
+        assert [(r.levelno, r.exc_info) for r in about_it] == [(logging.WARNING, None)]
+        assert not any(r.levelno >= logging.ERROR for r in waiter.records)
+        # No second try to tell the member: Discord would refuse it too.
+        callbacks = [r for r in world.emu.requests if r.path.startswith(f"/interactions/"
+                                                                           f"{handle.id}/")]
+        assert len(callbacks) == 1
+        again = await world.command("study", {"study": MESO})
+        assert (await again.final_message(TIMEOUT))["embeds"]
+    finally:
+        logging.getLogger().removeHandler(waiter)
 
 
 async def test_5xx_on_a_callback_is_retried(world):
