@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sqlite3
 import statistics
@@ -77,9 +78,14 @@ async def main() -> None:
             next_drop = time.perf_counter() + args.drop_every
             next_429 = time.perf_counter() + args.every_429
             resumable = True
+            next_forget = time.perf_counter() + 10
             while True:
                 await asyncio.sleep(1)
                 now = time.perf_counter()
+                if now >= next_forget:
+                    # Keep the emulator's memory flat (answers are awaited for at most 60 s).
+                    emu.forget_finished(older_than=90)
+                    next_forget = now + 10
                 if now >= next_429:
                     emu.fail_next("POST", r"/interactions/\d+/[^/]+/callback", status=429,
                                   retry_after=0.5, count=3)
@@ -114,6 +120,7 @@ async def main() -> None:
         rss_end = rss_mb(bench.process.pid)
         bot_cpu = cpu_seconds(bench.process.pid) - cpu_start[0]
         load_cpu = time.process_time() - cpu_start[1]
+        load_rss = rss_mb(os.getpid())
         reconnects = f"{emu.gateway.resumes} resumed, {emu.gateway.identifies - 1} re-identified"
         violations = list(emu.violations)
     conn = sqlite3.connect(bench.db)
@@ -126,7 +133,8 @@ async def main() -> None:
     print(f"{args.count} interactions in {elapsed:.0f} s ({answered / elapsed:.1f}/s); gateway "
           f"drops: {reconnects}")
     print(f"CPU: the bot {bot_cpu:.0f} s ({bot_cpu / elapsed:.0%} of a core), the emulator and "
-          f"load generator {load_cpu:.0f} s ({load_cpu / elapsed:.0%})")
+          f"load generator {load_cpu:.0f} s ({load_cpu / elapsed:.0%}; RSS at end "
+          f"{load_rss:.0f} MB)")
     print("| kind | answered | failed | p50 ms | p99 ms |")
     print("|---|---|---|---|---|")
     for kind in sorted(latencies):

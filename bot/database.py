@@ -425,8 +425,9 @@ class Database:
 
     async def _fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
                         ) -> list[Any]:
+        # One trip to aiosqlite's thread (execute, fetch and close there), not three: each
+        # trip is a thread wake-up and a loop wake-up, and interactions queue behind them.
         try:
-            # One trip to aiosqlite's thread (execute, fetch and close there), not three.
             return list(await self._conn.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
             raise DatabaseError(describe_sqlite_error(exc)) from None

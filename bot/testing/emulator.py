@@ -78,7 +78,8 @@ Inspection: ``commands(guild_id=None)``, ``channel_messages(channel_id)``, ``mes
 (ids of attachments fetched from the CDN, in order), ``requests`` (a list of
 :class:`RecordedRequest`: method, path, route template, json, headers, time, files,
 audit_log_reason, during_retry_after, status, response), ``violations`` (readable strings),
-``assert_no_violations()``, ``gateway`` (``sessions``, ``connections``, ``identifies``,
+``assert_no_violations()``, ``forget_finished(older_than=60)`` (drop answered interactions and
+their messages: long benchmarks), ``gateway`` (``sessions``, ``connections``, ``identifies``,
 ``resumes``, ``invalid_sessions``), ``await wait_for(predicate, timeout=10, what=...)`` (wait
 until a condition on the emulator holds, re-checked on every change; never a fixed sleep).
 
@@ -497,6 +498,35 @@ class DiscordEmulator(RestServer):
 
     def attachment_data(self, attachment_id: int) -> bytes:
         return self._attachments[int(attachment_id)][0]
+
+    def forget_finished(self, older_than: float = 60.0) -> int:
+        """Drop interactions answered more than ``older_than`` seconds ago, and the messages
+        that answered them, from memory; returns how many were dropped.
+
+        For long benchmarks (tens of thousands of interactions): the emulator otherwise keeps
+        every interaction and message, and the garbage collector's full passes over them grow
+        with the run. The bot can no longer use a dropped interaction's token (404).
+        """
+        cutoff = asyncio.get_running_loop().time() - older_than
+        dropped = 0
+        for record in list(self._interactions.values()):
+            if record.created > cutoff:
+                break  # kept in creation order
+            original = self._messages.get(record.original_id or 0)
+            if record.response is None or (original is not None and original.loading):
+                continue  # not answered yet: someone may still be waiting for it
+            del self._interactions[record.id]
+            self._interactions_by_token.pop(record.token, None)
+            for message_id in (record.original_id, *record.followup_ids):
+                stored = self._messages.get(message_id or 0)
+                if stored is None or stored.interaction_id != record.id:
+                    continue  # not this interaction's own message (a component's source)
+                del self._messages[stored.id]
+                if not stored.ephemeral:
+                    with contextlib.suppress(ValueError):
+                        self._channel_messages.get(stored.channel_id, []).remove(stored.id)
+            dropped += 1
+        return dropped
 
     def fail_next(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -277,6 +278,38 @@ async def test_command_round_trip_and_button_click(world: World) -> None:
     assert updated["id"] == message["id"]
     assert updated["content"] == "clicked by alice"
     assert updated["components"] == []
+
+
+async def test_forget_finished_drops_answered_interactions_and_their_messages(
+    world: World,
+) -> None:
+    emu = world.emu
+    first = await _ping(world)
+    handle = await emu.run_command(world.guild_id, world.channel_id, world.user_id, "slowedit")
+    assert emu.forget_finished(older_than=0) == 1  # the ping; slowedit is not answered yet
+    assert emu.channel_messages(world.channel_id) == []
+    assert emu.message(int(first["id"])) is None
+    final = await handle.final_message(TIMEOUT)
+    assert final is not None and final["content"] == "edited"
+    assert emu.forget_finished(older_than=60) == 0  # too recent
+    assert emu.forget_finished(older_than=0) == 1
+    assert handle.original is None
+    await _ping(world)  # the emulator and the bot go on as before
+
+
+async def test_an_interaction_delivered_late_expires_three_seconds_after_its_creation(
+    world: World,
+) -> None:
+    emu = world.emu
+    handle = await emu.run_command(world.guild_id, world.channel_id, world.user_id, "ping",
+                                   age=3.5)
+    created_ms = (handle.id >> 22) + 1_420_070_400_000
+    assert abs(created_ms / 1000 - (time.time() - 3.5)) < 1.0
+    await emu.wait_for(lambda: any(r.status == 404 for r in emu.requests), TIMEOUT)
+    assert not handle.responded
+    assert any("Discord allows 3s" in v for v in emu.violations)
+    emu.violations.clear()  # expected: the tiny bot does not check deadlines
+    await _ping(world)
 
 
 async def test_deferred_response_then_edit_original(world: World) -> None:
