@@ -65,8 +65,7 @@ async def main() -> None:
                     options = {"query": QUERIES[i % len(QUERIES)]} if kind == "search" \
                         else {"study": ids[i % len(ids)]}
                     handle = await emu.run_command(g, c, u, kind, options)
-                    message = await handle.final_message(timeout=60)
-                    if message is None:
+                    if not await handle.wait_final(timeout=60):
                         raise RuntimeError("no message")
                 latencies[kind].append((time.perf_counter() - started) * 1000)
             except Exception as exc:

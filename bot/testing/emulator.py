@@ -70,7 +70,8 @@ Driving the bot (async; each returns an :class:`InteractionHandle` unless noted)
 ``data``); ``await final_message(timeout=10) -> dict | None`` (the message as the member sees it
 once the response is complete: after a defer, once the bot edited ``@original`` or sent the
 first follow-up, which Discord turns into the original; after a type 6, once the message was
-edited); ``await wait_followups(count, timeout=10)``; ``original``, ``followups``,
+edited); ``await wait_final(timeout=10) -> bool`` (the same wait, copying nothing: whether there
+is a message); ``await wait_followups(count, timeout=10)``; ``original``, ``followups``,
 ``ephemeral``, ``modal``, ``payload``.
 
 Inspection: ``commands(guild_id=None)``, ``channel_messages(channel_id)``, ``message(id)``,
@@ -226,13 +227,24 @@ class InteractionHandle:
 
     async def final_message(self, timeout: float = 10.0) -> dict[str, Any] | None:
         """The message as the member finally sees it, once the response is complete."""
+        if not await self.wait_final(timeout):
+            return None
+        return self.original
+
+    async def wait_final(self, timeout: float = 10.0) -> bool:
+        """Wait as :meth:`final_message` does; whether the member then sees a message.
+
+        Copies nothing (for benchmarks sending thousands of rich messages).
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        response = await self.response(timeout)
-        kind = response.get("type")
         record = self._record
+        response = await self._emu.wait_for(
+            lambda: record.response, timeout, lambda: f"the bot's response to {self!r}"
+        )
+        kind = response.get("type")
         if kind in (8, 9):
-            return None
+            return False
 
         def settled() -> bool:
             stored = self._emu._messages.get(record.original_id or 0)
@@ -247,7 +259,8 @@ class InteractionHandle:
         await self._emu.wait_for(
             settled, max(0.0, deadline - loop.time()), lambda: f"the final message of {self!r}"
         )
-        return self.original
+        stored = self._emu._messages.get(record.original_id or 0)
+        return stored is not None and not stored.deleted
 
     async def wait_followups(self, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until the bot sent at least ``count`` follow-ups; returns them."""

@@ -681,7 +681,8 @@ class EmulatorState:
         return metadata
 
     def _message_event(self, stored: StoredMessage) -> dict[str, Any]:
-        data = copy.deepcopy(stored.data)
+        # The gateway serializes a dispatch at once, and only top-level keys change here.
+        data = dict(stored.data)
         data["guild_id"] = str(stored.guild_id)
         guild = self._guilds.get(stored.guild_id)
         author_id = int(data["author"]["id"])
