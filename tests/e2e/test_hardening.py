@@ -99,6 +99,20 @@ async def test_an_interaction_delivered_past_its_deadline_is_skipped_and_the_nex
     world.emu.assert_no_violations()
 
 
+async def test_an_interaction_that_arrives_late_is_deferred_at_once_and_then_answered(world):
+    """With 0.8 s left of Discord's 3 s, the bot acknowledges first (a defer), then sends the
+    card as the follow-up; without the defer a slow moment would lose the answer."""
+    first = await world.command("study", {"study": MESO})
+    assert (await first.response(TIMEOUT))["type"] == 4  # on time: answered directly
+    late = await world.emu.run_command(world.guild_id, world.channel_id, world.member_id,
+                                       "study", {"study": MESO}, age=2.2)
+    assert (await late.response(TIMEOUT))["type"] == 5
+    message = await late.final_message(TIMEOUT)
+    assert message["embeds"][0]["footer"]["text"] == f"id: {MESO}"
+    assert world.bot.tree.deadline.skipped == 0
+    world.emu.assert_no_violations()
+
+
 class LogWaiter(logging.Handler):
     """Collects records; `seen` is set when one contains `text`."""
 
