@@ -4,6 +4,9 @@ The real bot runs as a subprocess (`studybot run`) against the local Discord in 
 Interactions (search, autocomplete, study, related, discuss) are sent open-loop at a fixed
 rate; the gateway is dropped every `--drop-every` seconds (alternately resumable and not) and
 a 429 is injected on interaction callbacks and thread creation every `--429-every` seconds.
+Before a non-resumable drop, new interactions wait until none is waiting for its first answer
+(Discord loses the undelivered events of an invalidated session: such an interaction never
+reaches the bot, whatever the bot does).
 Reports answered, failed, p50/p99 latency, the bot's RSS at start and end, and the database's
 integrity afterwards. Target: every interaction answered, RSS growth under 20 MB.
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import sqlite3
@@ -51,9 +55,13 @@ async def main() -> None:
         failures: dict[str, int] = {k: 0 for k in set(mix)}
         errors: list[str] = []
 
+        sending = asyncio.Event()  # cleared while a non-resumable drop is prepared
+        sending.set()
+
         async def one(kind: str, i: int) -> None:
             # A member cannot reach a bot whose gateway is down: Discord tells them at once.
             # Send when the bot is connected, as a member trying again would.
+            await sending.wait()
             await emu.wait_until_ready(120)
             started = time.perf_counter()
             try:
@@ -92,7 +100,17 @@ async def main() -> None:
                                   retry_after=1.0, count=2)
                     next_429 = now + args.every_429
                 if now >= next_drop:
-                    await emu.drop_gateway(resumable=resumable)
+                    if not resumable:
+                        # Discord drops the undelivered events of an invalidated session: an
+                        # interaction sent just then never reaches any bot. Drop when none is
+                        # waiting for its first answer, so that failures count the bot's own.
+                        sending.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await emu.wait_for(lambda: emu.awaiting_response() == 0, 5)
+                    try:
+                        await emu.drop_gateway(resumable=resumable)
+                    finally:
+                        sending.set()
                     resumable = not resumable
                     next_drop = now + args.drop_every
 

@@ -79,8 +79,9 @@ Inspection: ``commands(guild_id=None)``, ``channel_messages(channel_id)``, ``mes
 (ids of attachments fetched from the CDN, in order), ``requests`` (a list of
 :class:`RecordedRequest`: method, path, route template, json, headers, time, files,
 audit_log_reason, during_retry_after, status, response), ``violations`` (readable strings),
-``assert_no_violations()``, ``forget_finished(older_than=60)`` (drop answered interactions and
-their messages: long benchmarks), ``gateway`` (``sessions``, ``connections``, ``identifies``,
+``assert_no_violations()``, ``awaiting_response()`` (interactions the bot may still answer),
+``forget_finished(older_than=60)`` (drop answered interactions and their messages: long
+benchmarks), ``gateway`` (``sessions``, ``connections``, ``identifies``,
 ``resumes``, ``invalid_sessions``), ``await wait_for(predicate, timeout=10, what=...)`` (wait
 until a condition on the emulator holds, re-checked on every change; never a fixed sleep).
 
@@ -511,6 +512,18 @@ class DiscordEmulator(RestServer):
 
     def attachment_data(self, attachment_id: int) -> bytes:
         return self._attachments[int(attachment_id)][0]
+
+    def awaiting_response(self) -> int:
+        """How many interactions the bot has not answered yet and still may (younger than the
+        callback deadline)."""
+        now = asyncio.get_running_loop().time()
+        waiting = 0
+        for record in reversed(self._interactions.values()):
+            if self.callback_deadline is not None and now - record.created > self.callback_deadline:
+                break
+            if record.response is None:
+                waiting += 1
+        return waiting
 
     def forget_finished(self, older_than: float = 60.0) -> int:
         """Drop interactions answered more than ``older_than`` seconds ago, and the messages
