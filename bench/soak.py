@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
 import sqlite3
 import statistics
 import time
@@ -40,6 +41,10 @@ async def main() -> None:
     parser.add_argument("--profile-bot", type=Path, help="write the bot's cProfile stats here")
     args = parser.parse_args()
 
+    # Stopped early (SIGTERM, Ctrl-C): unwind, so that the bot is stopped too.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     harness = BotUnderTest(args.db, profile=args.profile_bot)
     async with harness as bench:
         emu, g, c, u = bench.emu, bench.guild_id, bench.channel_id, bench.member_id
