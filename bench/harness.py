@@ -37,6 +37,16 @@ from bot.cli import main
 sys.exit(main(sys.argv[1:]))
 '''
 
+PROFILED = '''
+import cProfile, runpy, sys, time
+profile = cProfile.Profile(time.thread_time)
+sys.argv[0] = {script!r}
+try:
+    profile.runcall(runpy.run_path, {script!r}, run_name="__main__")
+finally:
+    profile.dump_stats({out!r})
+'''
+
 QUERIES = ["mesotherapy", "minoxidil", "finasteride", "hair loss", "alopecia areata",
            "platelet rich plasma", "randomized trial", "mesoterapy", "vitamin d",
            "blood pressure", "hypertension treatment", "children asthma", "cancer",
@@ -77,6 +87,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Bench:
     emu: DiscordEmulator
@@ -91,11 +107,12 @@ class BotUnderTest:
     """async with BotUnderTest(db) as bench: ... (the bot runs until the block ends)."""
 
     def __init__(self, db: Path | None, *, log_level: str = "WARNING",
-                 extra_config: str = "") -> None:
+                 extra_config: str = "", profile: Path | None = None) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="studybot-bench-"))
         self.db = db or small_database(self.work)
         self.log_level = log_level
         self.extra_config = extra_config
+        self.profile = profile  # write the bot's cProfile statistics here
         self.log_path = self.work / "bot.log"
         self.stopped_cleanly: bool | None = None
 
@@ -117,6 +134,11 @@ class BotUnderTest:
         script = self.work / "pingbot.py"
         script.write_text(PING_BOT)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in __aexit__)
+        if self.profile:
+            # CPU time of the event loop's thread, not wall time (the machine may be shared).
+            runner = self.work / "profiled.py"
+            runner.write_text(PROFILED.format(out=str(self.profile), script=str(script)))
+            script = runner
         process = await asyncio.create_subprocess_exec(
             sys.executable, str(script), "run", "--config", str(config), cwd=REPO,
             env={**os.environ, "DISCORD_TOKEN": emu.token, "PYTHONPATH": str(REPO)},

@@ -4,6 +4,9 @@ The real bot runs as a subprocess (`studybot run`) against the local Discord in 
 Interactions (search, autocomplete, study, related, discuss) are sent open-loop at a fixed
 rate; the gateway is dropped every `--drop-every` seconds (alternately resumable and not) and
 a 429 is injected on interaction callbacks and thread creation every `--429-every` seconds.
+Before a non-resumable drop, new interactions wait until none is waiting for its first answer
+(Discord loses the undelivered events of an invalidated session: such an interaction never
+reaches the bot, whatever the bot does).
 Reports answered, failed, p50/p99 latency, the bot's RSS at start and end, and the database's
 integrity afterwards. Target: every interaction answered, RSS growth under 20 MB.
 
@@ -15,13 +18,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import random
+import signal
 import sqlite3
 import statistics
 import time
 from pathlib import Path
 
-from harness import QUERIES, BotUnderTest, rss_mb, sample_studies
+from harness import QUERIES, BotUnderTest, cpu_seconds, rss_mb, sample_studies
 from interactions import percentile
 
 
@@ -32,9 +38,14 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--drop-every", type=float, default=60.0)
     parser.add_argument("--429-every", dest="every_429", type=float, default=15.0)
+    parser.add_argument("--profile-bot", type=Path, help="write the bot's cProfile stats here")
     args = parser.parse_args()
 
-    harness = BotUnderTest(args.db)
+    # Stopped early (SIGTERM, Ctrl-C): unwind, so that the bot is stopped too.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    harness = BotUnderTest(args.db, profile=args.profile_bot)
     async with harness as bench:
         emu, g, c, u = bench.emu, bench.guild_id, bench.channel_id, bench.member_id
         # Under this load, requests already on the wire when a 429 is answered are common;
@@ -49,9 +60,13 @@ async def main() -> None:
         failures: dict[str, int] = {k: 0 for k in set(mix)}
         errors: list[str] = []
 
+        sending = asyncio.Event()  # cleared while a non-resumable drop is prepared
+        sending.set()
+
         async def one(kind: str, i: int) -> None:
             # A member cannot reach a bot whose gateway is down: Discord tells them at once.
             # Send when the bot is connected, as a member trying again would.
+            await sending.wait()
             await emu.wait_until_ready(120)
             started = time.perf_counter()
             try:
@@ -63,22 +78,26 @@ async def main() -> None:
                     options = {"query": QUERIES[i % len(QUERIES)]} if kind == "search" \
                         else {"study": ids[i % len(ids)]}
                     handle = await emu.run_command(g, c, u, kind, options)
-                    message = await handle.final_message(timeout=60)
-                    if message is None:
+                    if not await handle.wait_final(timeout=60):
                         raise RuntimeError("no message")
                 latencies[kind].append((time.perf_counter() - started) * 1000)
             except Exception as exc:
                 failures[kind] += 1
                 if len(errors) < 20:
-                    errors.append(f"{kind}: {exc!r}")
+                    errors.append(f"{kind}: {exc!r}"[:300])
 
         async def faults() -> None:
             next_drop = time.perf_counter() + args.drop_every
             next_429 = time.perf_counter() + args.every_429
             resumable = True
+            next_forget = time.perf_counter() + 10
             while True:
                 await asyncio.sleep(1)
                 now = time.perf_counter()
+                if now >= next_forget:
+                    # Keep the emulator's memory flat (answers are awaited for at most 60 s).
+                    emu.forget_finished(older_than=90)
+                    next_forget = now + 10
                 if now >= next_429:
                     emu.fail_next("POST", r"/interactions/\d+/[^/]+/callback", status=429,
                                   retry_after=0.5, count=3)
@@ -86,12 +105,23 @@ async def main() -> None:
                                   retry_after=1.0, count=2)
                     next_429 = now + args.every_429
                 if now >= next_drop:
-                    await emu.drop_gateway(resumable=resumable)
+                    if not resumable:
+                        # Discord drops the undelivered events of an invalidated session: an
+                        # interaction sent just then never reaches any bot. Drop when none is
+                        # waiting for its first answer, so that failures count the bot's own.
+                        sending.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await emu.wait_for(lambda: emu.awaiting_response() == 0, 5)
+                    try:
+                        await emu.drop_gateway(resumable=resumable)
+                    finally:
+                        sending.set()
                     resumable = not resumable
                     next_drop = now + args.drop_every
 
         await asyncio.sleep(2)  # let start-up allocations settle before the first reading
         rss_start = rss_mb(bench.process.pid)
+        cpu_start = cpu_seconds(bench.process.pid), time.process_time()
         fault_task = asyncio.create_task(faults())
         tasks = []
         start = time.perf_counter()
@@ -110,6 +140,9 @@ async def main() -> None:
         elapsed = time.perf_counter() - start
         fault_task.cancel()
         rss_end = rss_mb(bench.process.pid)
+        bot_cpu = cpu_seconds(bench.process.pid) - cpu_start[0]
+        load_cpu = time.process_time() - cpu_start[1]
+        load_rss = rss_mb(os.getpid())
         reconnects = f"{emu.gateway.resumes} resumed, {emu.gateway.identifies - 1} re-identified"
         violations = list(emu.violations)
     conn = sqlite3.connect(bench.db)
@@ -121,6 +154,9 @@ async def main() -> None:
     everything = [x for v in latencies.values() for x in v]
     print(f"{args.count} interactions in {elapsed:.0f} s ({answered / elapsed:.1f}/s); gateway "
           f"drops: {reconnects}")
+    print(f"CPU: the bot {bot_cpu:.0f} s ({bot_cpu / elapsed:.0%} of a core), the emulator and "
+          f"load generator {load_cpu:.0f} s ({load_cpu / elapsed:.0%}; RSS at end "
+          f"{load_rss:.0f} MB)")
     print("| kind | answered | failed | p50 ms | p99 ms |")
     print("|---|---|---|---|---|")
     for kind in sorted(latencies):
@@ -135,7 +171,7 @@ async def main() -> None:
           f"emulator violations: {len(violations)}; stopped cleanly on SIGTERM: "
           f"{harness.stopped_cleanly}; bot log: {harness.log_path}")
     for line in errors[:10] + violations[:10]:
-        print("  ", line)
+        print("  ", line[:300])
 
 
 if __name__ == "__main__":

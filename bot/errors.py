@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ import discord
 from discord import app_commands
 
 from bot.database import DatabaseError
+from bot.deadlines import InteractionDeadline
 from bot.library import InvalidQuery, StudyNotFound
 from bot.logs import interaction_id
 from bot.render import NO_PINGS, not_found_message
@@ -72,8 +74,19 @@ def error_message(error: BaseException) -> tuple[str, str | None]:
         "in the log.", code
 
 
+def unknown_interaction(error: BaseException) -> bool:
+    """Discord's "Unknown interaction" (10062): the interaction expired before we answered."""
+    original = getattr(error, "original", None) or error.__cause__ or error
+    return isinstance(original, discord.NotFound) and original.code == 10062
+
+
 async def report_error(interaction: discord.Interaction[Any], error: BaseException) -> None:
     interaction_id.set(str(interaction.id))
+    if unknown_interaction(error):
+        # Too late to answer, and so too late to tell the member anything: one line, no
+        # traceback (under load these come in bursts).
+        log.warning("interaction %s expired before it was answered", interaction.id)
+        return
     message, code = error_message(error)
     if code is not None:
         command = interaction.command.qualified_name if interaction.command else \
@@ -101,10 +114,24 @@ async def send_ephemeral(interaction: discord.Interaction[Any], message: str) ->
 
 class StudyTree(app_commands.CommandTree[Any]):
     """The command tree: every command error goes through report_error, and every log line
-    written while handling a command carries the interaction's id."""
+    written while handling a command carries the interaction's id. Commands and autocompletes
+    that arrive already past Discord's deadline are skipped (see bot.deadlines)."""
+
+    def __init__(self, client: discord.Client, **options: Any) -> None:
+        super().__init__(client, **options)
+        self.deadline = InteractionDeadline()
+        self._skips_logged_at = 0.0
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         interaction_id.set(str(interaction.id))
+        if self.deadline.expired(interaction.id):
+            now = time.monotonic()
+            if now - self._skips_logged_at >= 10:
+                self._skips_logged_at = now
+                log.warning("behind: interaction %s arrived past Discord's %g s to answer; "
+                            "skipped (%d so far)", interaction.id, self.deadline.deadline,
+                            self.deadline.skipped)
+            return False
         return True
 
     async def on_error(self, interaction: discord.Interaction[Any],

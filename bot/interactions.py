@@ -24,6 +24,18 @@ if TYPE_CHECKING:
 # Answer at once when the work takes less than this; otherwise defer first (Discord allows
 # 3 s from the interaction's creation to the first response).
 DEFER_AFTER_SECONDS = 1.2
+# When the interaction reached us late, defer sooner: by this long before Discord's deadline.
+DEFER_MARGIN_SECONDS = 1.0
+
+
+def defer_after(interaction: discord.Interaction[Any]) -> float:
+    """Seconds of work to allow before deferring: less when the interaction is already old
+    (a backlog, a burst after a reconnect), so that the defer still beats the deadline."""
+    deadline = getattr(interaction.client.tree, "deadline", None)
+    if deadline is None:
+        return DEFER_AFTER_SECONDS
+    left = deadline.deadline - DEFER_MARGIN_SECONDS - deadline.age(interaction.id)
+    return max(0.0, min(DEFER_AFTER_SECONDS, left))
 
 
 def library_of(interaction: discord.Interaction[Any]) -> StudyLibrary:
@@ -59,7 +71,7 @@ async def answer(interaction: discord.Interaction[Any], build: Callable[[], Awai
                  *, ephemeral: bool = False) -> None:
     """Send what `build` makes as the response; defer first if it is slow."""
     task = asyncio.ensure_future(build())
-    done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER_SECONDS)
+    done, _ = await asyncio.wait({task}, timeout=defer_after(interaction))
     if not done:
         await interaction.response.defer(ephemeral=ephemeral, thinking=True)
     reply = await task
@@ -74,7 +86,7 @@ async def update(interaction: discord.Interaction[Any], build: Callable[[], Awai
                  ) -> None:
     """Replace the message a component is on with what `build` makes."""
     task = asyncio.ensure_future(build())
-    done, _ = await asyncio.wait({task}, timeout=DEFER_AFTER_SECONDS)
+    done, _ = await asyncio.wait({task}, timeout=defer_after(interaction))
     if not done:
         await interaction.response.defer()
     reply = await task

@@ -70,7 +70,8 @@ Driving the bot (async; each returns an :class:`InteractionHandle` unless noted)
 ``data``); ``await final_message(timeout=10) -> dict | None`` (the message as the member sees it
 once the response is complete: after a defer, once the bot edited ``@original`` or sent the
 first follow-up, which Discord turns into the original; after a type 6, once the message was
-edited); ``await wait_followups(count, timeout=10)``; ``original``, ``followups``,
+edited); ``await wait_final(timeout=10) -> bool`` (the same wait, copying nothing: whether there
+is a message); ``await wait_followups(count, timeout=10)``; ``original``, ``followups``,
 ``ephemeral``, ``modal``, ``payload``.
 
 Inspection: ``commands(guild_id=None)``, ``channel_messages(channel_id)``, ``message(id)``,
@@ -78,7 +79,9 @@ Inspection: ``commands(guild_id=None)``, ``channel_messages(channel_id)``, ``mes
 (ids of attachments fetched from the CDN, in order), ``requests`` (a list of
 :class:`RecordedRequest`: method, path, route template, json, headers, time, files,
 audit_log_reason, during_retry_after, status, response), ``violations`` (readable strings),
-``assert_no_violations()``, ``gateway`` (``sessions``, ``connections``, ``identifies``,
+``assert_no_violations()``, ``awaiting_response()`` (interactions the bot may still answer),
+``forget_finished(older_than=60)`` (drop answered interactions and their messages: long
+benchmarks), ``gateway`` (``sessions``, ``connections``, ``identifies``,
 ``resumes``, ``invalid_sessions``), ``await wait_for(predicate, timeout=10, what=...)`` (wait
 until a condition on the emulator holds, re-checked on every change; never a fixed sleep).
 
@@ -225,13 +228,24 @@ class InteractionHandle:
 
     async def final_message(self, timeout: float = 10.0) -> dict[str, Any] | None:
         """The message as the member finally sees it, once the response is complete."""
+        if not await self.wait_final(timeout):
+            return None
+        return self.original
+
+    async def wait_final(self, timeout: float = 10.0) -> bool:
+        """Wait as :meth:`final_message` does; whether the member then sees a message.
+
+        Copies nothing (for benchmarks sending thousands of rich messages).
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        response = await self.response(timeout)
-        kind = response.get("type")
         record = self._record
+        response = await self._emu.wait_for(
+            lambda: record.response, timeout, lambda: f"the bot's response to {self!r}"
+        )
+        kind = response.get("type")
         if kind in (8, 9):
-            return None
+            return False
 
         def settled() -> bool:
             stored = self._emu._messages.get(record.original_id or 0)
@@ -246,7 +260,8 @@ class InteractionHandle:
         await self._emu.wait_for(
             settled, max(0.0, deadline - loop.time()), lambda: f"the final message of {self!r}"
         )
-        return self.original
+        stored = self._emu._messages.get(record.original_id or 0)
+        return stored is not None and not stored.deleted
 
     async def wait_followups(self, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until the bot sent at least ``count`` follow-ups; returns them."""
@@ -498,6 +513,47 @@ class DiscordEmulator(RestServer):
     def attachment_data(self, attachment_id: int) -> bytes:
         return self._attachments[int(attachment_id)][0]
 
+    def awaiting_response(self) -> int:
+        """How many interactions the bot has not answered yet and still may (younger than the
+        callback deadline)."""
+        now = asyncio.get_running_loop().time()
+        waiting = 0
+        for record in reversed(self._interactions.values()):
+            if self.callback_deadline is not None and now - record.created > self.callback_deadline:
+                break
+            if record.response is None:
+                waiting += 1
+        return waiting
+
+    def forget_finished(self, older_than: float = 60.0) -> int:
+        """Drop interactions answered more than ``older_than`` seconds ago, and the messages
+        that answered them, from memory; returns how many were dropped.
+
+        For long benchmarks (tens of thousands of interactions): the emulator otherwise keeps
+        every interaction and message, and the garbage collector's full passes over them grow
+        with the run. The bot can no longer use a dropped interaction's token (404).
+        """
+        cutoff = asyncio.get_running_loop().time() - older_than
+        dropped = 0
+        for record in list(self._interactions.values()):
+            if record.created > cutoff:
+                break  # kept in creation order
+            original = self._messages.get(record.original_id or 0)
+            if record.response is None or (original is not None and original.loading):
+                continue  # not answered yet: someone may still be waiting for it
+            del self._interactions[record.id]
+            self._interactions_by_token.pop(record.token, None)
+            for message_id in (record.original_id, *record.followup_ids):
+                stored = self._messages.get(message_id or 0)
+                if stored is None or stored.interaction_id != record.id:
+                    continue  # not this interaction's own message (a component's source)
+                del self._messages[stored.id]
+                if not stored.ephemeral:
+                    with contextlib.suppress(ValueError):
+                        self._channel_messages.get(stored.channel_id, []).remove(stored.id)
+            dropped += 1
+        return dropped
+
     def fail_next(
         self,
         method: str,
@@ -564,12 +620,13 @@ class DiscordEmulator(RestServer):
         message: StoredMessage | None = None,
         source: InteractionRecord | None = None,
         locale: str = "en-US",
+        age: float = 0.0,
     ) -> InteractionHandle:
         guild = self._guilds[channel.guild_id]
         member = guild.members.get(int(user_id))
         if member is None:
             raise LookupError(f"user {user_id} is not a member of guild {guild.id}")
-        interaction_id = self._ids.next()
+        interaction_id = self._ids.past(age) if age > 0 else self._ids.next()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(120)
         user_perms = self._permissions(member.user.id, channel)
         channel_data = {**channel.to_dict(), "permissions": str(user_perms)}
@@ -604,7 +661,7 @@ class DiscordEmulator(RestServer):
             guild_id=guild.id,
             channel_id=channel.id,
             user_id=member.user.id,
-            created=asyncio.get_running_loop().time(),
+            created=asyncio.get_running_loop().time() - max(0.0, age),
             name=name,
             source_message_id=message.id if message is not None else None,
             source_interaction_id=source.id if source is not None else None,
@@ -667,8 +724,13 @@ class DiscordEmulator(RestServer):
         *,
         locale: str = "en-US",
         client_checks: bool = True,
+        age: float = 0.0,
     ) -> InteractionHandle:
-        """A member runs a slash command; sends INTERACTION_CREATE (type 2)."""
+        """A member runs a slash command; sends INTERACTION_CREATE (type 2).
+
+        ``age``: seconds since Discord created the interaction (delivered late, as when the
+        gateway replays events after a RESUME); the 3 s deadline counts from creation.
+        """
         return self._command_interaction(
             guild_id,
             channel_id,
@@ -678,6 +740,7 @@ class DiscordEmulator(RestServer):
             focused=None,
             locale=locale,
             client_checks=client_checks,
+            age=age,
         )
 
     async def autocomplete(
@@ -722,6 +785,7 @@ class DiscordEmulator(RestServer):
         focused: str | None,
         locale: str,
         client_checks: bool,
+        age: float = 0.0,
     ) -> InteractionHandle:
         guild = self._guild(guild_id)
         channel = self._channel(channel_id)
@@ -764,7 +828,13 @@ class DiscordEmulator(RestServer):
         kind = AUTOCOMPLETE if focused is not None else COMMAND
         qualified = " ".join([registered["name"], *(c["name"] for c in chain)])
         return self._new_interaction(
-            kind=kind, channel=channel, user_id=user_id, data=data, name=qualified, locale=locale
+            kind=kind,
+            channel=channel,
+            user_id=user_id,
+            data=data,
+            name=qualified,
+            locale=locale,
+            age=age,
         )
 
     def _encode_options(

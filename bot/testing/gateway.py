@@ -2,9 +2,11 @@
 
 Sessions outlive connections: every dispatch gets the session's next sequence number and is kept
 in the session's history, so a RESUME on a new connection replays what the client missed and
-then sends RESUMED. ``zlib-stream`` transport compression is honoured when the client asks for
-it (discord.py 2.7 does unless ``zstandard`` is installed). For ``zstd-stream`` the emulator
-sends uncompressed text frames, which discord.py accepts (it only decompresses binary frames).
+then sends RESUMED. A dispatch is serialized when it is sent (later changes to the emulator's
+objects do not alter it), and the history forgets what the client acknowledged in a heartbeat.
+``zlib-stream`` transport compression is honoured when the client asks for it (discord.py 2.7
+does unless ``zstandard`` is installed). For ``zstd-stream`` the emulator sends uncompressed text
+frames, which discord.py accepts (it only decompresses binary frames).
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ class GatewaySession:
     user_id: int
     intents: int
     shard: tuple[int, int]
-    history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20_000))
+    # (sequence number, the dispatch as sent), oldest first.
+    history: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=20_000))
     seq: int = 0
     resumable: bool = True
     connection: GatewayConnection | None = None
@@ -68,6 +71,10 @@ class GatewaySession:
         return (guild_id >> 22) % shard_count == shard_id
 
 
+def encode(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
 class GatewayConnection:
     """One websocket; an outgoing queue keeps frames in the order they were dispatched."""
 
@@ -79,18 +86,20 @@ class GatewayConnection:
         self.heartbeats = 0
         self.compressed = compress
         self._compressor = zlib.compressobj() if compress else None
-        self._queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._writer = asyncio.create_task(self._write(), name="emulator-gateway-writer")
 
     def send(self, payload: dict[str, Any]) -> None:
-        self._queue.put_nowait(payload)
+        self.send_text(encode(payload))
+
+    def send_text(self, text: str) -> None:
+        self._queue.put_nowait(text)
 
     async def _write(self) -> None:
         while True:
-            payload = await self._queue.get()
-            if payload is None or self.ws.closed:
+            text = await self._queue.get()
+            if text is None or self.ws.closed:
                 return
-            text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
             try:
                 if self._compressor is not None:
                     data = self._compressor.compress(text.encode("utf-8"))
@@ -180,10 +189,10 @@ class Gateway:
 
     def _send_dispatch(self, session: GatewaySession, event: str, data: dict[str, Any]) -> None:
         session.seq += 1
-        payload = {"op": DISPATCH, "t": event, "s": session.seq, "d": data}
-        session.history.append(payload)
+        text = encode({"op": DISPATCH, "t": event, "s": session.seq, "d": data})
+        session.history.append((session.seq, text))
         if session.connection is not None:
-            session.connection.send(payload)
+            session.connection.send_text(text)
 
     # ------------------------------------------------------------------ test controls
 
@@ -257,6 +266,11 @@ class Gateway:
             return
         if op == HEARTBEAT:
             connection.heartbeats += 1
+            session = connection.session
+            if session is not None and isinstance(data, int):
+                # The client has everything up to `data`: a RESUME never asks for it again.
+                while session.history and session.history[0][0] <= data:
+                    session.history.popleft()
             connection.send({"op": HEARTBEAT_ACK})
         elif op == IDENTIFY:
             await self._identify(connection, data or {})
@@ -327,7 +341,7 @@ class Gateway:
             return
         seq = data.get("seq")
         truncated = bool(session and session.history and isinstance(seq, int))
-        if truncated and session is not None and session.history[0]["s"] > seq + 1:
+        if truncated and session is not None and session.history[0][0] > seq + 1:
             session.resumable = False  # the events it missed are no longer kept
         if session is None or not session.resumable:
             self.invalid_sessions += 1
@@ -339,9 +353,9 @@ class Gateway:
             old = session.connection
             session.connection = None
             await old.close(4000)
-        for payload in session.history:
-            if seq is None or payload["s"] > seq:
-                connection.send(payload)
+        for number, text in session.history:
+            if seq is None or number > seq:
+                connection.send_text(text)
         connection.session = session
         session.connection = connection
         session.resumes += 1

@@ -42,6 +42,7 @@ class SnowflakeGenerator:
         self._process = process_id & 0x1F
         self._last_ms = 0
         self._increment = 0
+        self._past_increment = -1
         self._lock = threading.Lock()
 
     def next(self) -> int:
@@ -58,6 +59,18 @@ class SnowflakeGenerator:
                 | (self._worker << 17)
                 | (self._process << 12)
                 | self._increment
+            )
+
+    def past(self, seconds_ago: float) -> int:
+        """A snowflake created ``seconds_ago`` (from another worker, so never a duplicate)."""
+        with self._lock:
+            self._past_increment = (self._past_increment + 1) & 0xFFF
+            created_ms = int((time.time() - seconds_ago) * 1000)
+            return (
+                ((created_ms - DISCORD_EPOCH_MS) << 22)
+                | (((self._worker + 1) & 0x1F) << 17)
+                | (self._process << 12)
+                | self._past_increment
             )
 
 

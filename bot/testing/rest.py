@@ -10,7 +10,6 @@ Channel"}``).
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 import re
@@ -697,7 +696,8 @@ class RestServer(EmulatorState):
             )
         result: dict[str, Any] = {"interaction": summary}
         if stored is not None and kind in (4, 7):
-            result["resource"] = {"type": kind, "message": copy.deepcopy(stored.data)}
+            # Serialized at once by the caller: no copy needed.
+            result["resource"] = {"type": kind, "message": stored.data}
         return result
 
     def _webhook_interaction(self, rq: Request) -> InteractionRecord:

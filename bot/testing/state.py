@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import copy
 import mimetypes
 import re
@@ -170,33 +169,53 @@ class InteractionRecord:
 
 
 class Changes:
-    """Wakes waiters whenever the emulator's state changed."""
+    """Wakes waiters whenever the emulator's state changed.
+
+    A change schedules one sweep (however many changes come before it runs) that checks each
+    waiting predicate once and resolves the waiters whose predicate holds. With many concurrent
+    waiters (a benchmark's open interactions) a change then costs one predicate call per
+    waiter, not a task wake-up plus a new future and a new timer for each of them.
+    """
 
     def __init__(self) -> None:
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: dict[asyncio.Future[Any], Callable[[], Any]] = {}
+        self._scheduled = False
 
     def notify(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._waiters and not self._scheduled:
+            self._scheduled = True
+            next(iter(self._waiters)).get_loop().call_soon(self._sweep)
+
+    def _sweep(self) -> None:
+        self._scheduled = False
+        for future, predicate in list(self._waiters.items()):
+            if future.done():
+                continue
+            try:
+                result = predicate()
+            except Exception as error:
+                future.set_exception(error)
+                continue
+            if result is not None and result is not False:
+                future.set_result(result)
 
     async def wait_for(
         self, predicate: Callable[[], T | None], timeout: float, what: Callable[[], str]
     ) -> T:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            result = predicate()
+        result = predicate()
+        if result is not None and result is not False:
+            return result
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._waiters[future] = predicate
+        try:
+            return await asyncio.wait_for(future, max(0.0, timeout))
+        except TimeoutError:
+            result = predicate()  # a change nobody announced still counts
             if result is not None and result is not False:
                 return result
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise TimeoutError(f"timed out after {timeout:g}s waiting for {what()}")
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter, remaining)
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what()}") from None
+        finally:
+            self._waiters.pop(future, None)
 
 
 def parse_snowflake(value: Any) -> int | None:
@@ -662,7 +681,8 @@ class EmulatorState:
         return metadata
 
     def _message_event(self, stored: StoredMessage) -> dict[str, Any]:
-        data = copy.deepcopy(stored.data)
+        # The gateway serializes a dispatch at once, and only top-level keys change here.
+        data = dict(stored.data)
         data["guild_id"] = str(stored.guild_id)
         guild = self._guilds.get(stored.guild_id)
         author_id = int(data["author"]["id"])

@@ -3,6 +3,7 @@ holds afterwards, and that nothing the bot sends breaks Discord's limits or ping
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import sqlite3
@@ -80,6 +81,72 @@ async def test_ten_gateway_drops_in_a_minute_every_command_answered(world):
             answered += 1
     assert answered == 20
     assert world.emu.gateway.resumes >= 5 and world.emu.gateway.identifies >= 6
+
+
+async def test_an_interaction_delivered_past_its_deadline_is_skipped_and_the_next_answered(
+        world):
+    """Discord refuses an answer after 3 s: an interaction that reaches the bot that late (a
+    backlog, events replayed after a RESUME) is not worked on, and the next one is answered."""
+    first = await world.command("study", {"study": MESO})
+    assert (await first.final_message(TIMEOUT))["embeds"]
+    late = await world.emu.run_command(world.guild_id, world.channel_id, world.member_id,
+                                       "study", {"study": MESO}, age=4.0)
+    fresh = await world.command("search", {"query": "mesotherapy"})
+    assert (await fresh.final_message(TIMEOUT))["embeds"]
+    # The late one was checked first (interactions are handled in the order they arrive).
+    assert world.bot.tree.deadline.skipped == 1
+    assert not late.responded
+    world.emu.assert_no_violations()
+
+
+async def test_an_interaction_that_arrives_late_is_deferred_at_once_and_then_answered(world):
+    """With 0.8 s left of Discord's 3 s, the bot acknowledges first (a defer), then sends the
+    card as the follow-up; without the defer a slow moment would lose the answer."""
+    first = await world.command("study", {"study": MESO})
+    assert (await first.response(TIMEOUT))["type"] == 4  # on time: answered directly
+    late = await world.emu.run_command(world.guild_id, world.channel_id, world.member_id,
+                                       "study", {"study": MESO}, age=2.2)
+    assert (await late.response(TIMEOUT))["type"] == 5
+    message = await late.final_message(TIMEOUT)
+    assert message["embeds"][0]["footer"]["text"] == f"id: {MESO}"
+    assert world.bot.tree.deadline.skipped == 0
+    world.emu.assert_no_violations()
+
+
+class LogWaiter(logging.Handler):
+    """Collects records; `seen` is set when one contains `text`."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.records: list[logging.LogRecord] = []
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+async def test_an_interaction_that_expired_before_the_answer_is_one_line_and_no_reply(world):
+    waiter = LogWaiter("expired before it was answered")
+    logging.getLogger().addHandler(waiter)
+    try:
+        world.emu.fail_next("POST", r"/interactions/\d+/[^/]+/callback", status=404,
+                            code=10062)
+        handle = await world.command("study", {"study": MESO})
+        await asyncio.wait_for(waiter.seen.wait(), TIMEOUT)
+        about_it = [r for r in waiter.records if f"interaction {handle.id} " in r.getMessage()]
+        assert [(r.levelno, r.exc_info) for r in about_it] == [(logging.WARNING, None)]
+        assert not any(r.levelno >= logging.ERROR for r in waiter.records)
+        # No second try to tell the member: Discord would refuse it too.
+        callbacks = [r for r in world.emu.requests if r.path.startswith(f"/interactions/"
+                                                                           f"{handle.id}/")]
+        assert len(callbacks) == 1
+        again = await world.command("study", {"study": MESO})
+        assert (await again.final_message(TIMEOUT))["embeds"]
+    finally:
+        logging.getLogger().removeHandler(waiter)
 
 
 async def test_5xx_on_a_callback_is_retried(world):

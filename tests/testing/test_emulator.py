@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -279,6 +280,40 @@ async def test_command_round_trip_and_button_click(world: World) -> None:
     assert updated["components"] == []
 
 
+async def test_forget_finished_drops_answered_interactions_and_their_messages(
+    world: World,
+) -> None:
+    emu = world.emu
+    first = await _ping(world)
+    handle = await emu.run_command(world.guild_id, world.channel_id, world.user_id, "slowedit")
+    assert emu.awaiting_response() == 1  # slowedit: sent, not answered yet
+    assert emu.forget_finished(older_than=0) == 1  # the ping; slowedit is not answered yet
+    assert emu.channel_messages(world.channel_id) == []
+    assert emu.message(int(first["id"])) is None
+    final = await handle.final_message(TIMEOUT)
+    assert final is not None and final["content"] == "edited"
+    assert emu.forget_finished(older_than=60) == 0  # too recent
+    assert emu.forget_finished(older_than=0) == 1
+    assert handle.original is None
+    await _ping(world)  # the emulator and the bot go on as before
+
+
+async def test_an_interaction_delivered_late_expires_three_seconds_after_its_creation(
+    world: World,
+) -> None:
+    emu = world.emu
+    handle = await emu.run_command(world.guild_id, world.channel_id, world.user_id, "ping",
+                                   age=3.5)
+    created_ms = (handle.id >> 22) + 1_420_070_400_000
+    assert abs(created_ms / 1000 - (time.time() - 3.5)) < 1.0
+    assert emu.awaiting_response() == 0  # past the deadline: the bot can no longer answer
+    await emu.wait_for(lambda: any(r.status == 404 for r in emu.requests), TIMEOUT)
+    assert not handle.responded
+    assert any("Discord allows 3s" in v for v in emu.violations)
+    emu.violations.clear()  # expected: the tiny bot does not check deadlines
+    await _ping(world)
+
+
 async def test_deferred_response_then_edit_original(world: World) -> None:
     handle = await world.emu.run_command(
         world.guild_id, world.channel_id, world.user_id, "slowedit"
@@ -524,6 +559,27 @@ async def test_events_sent_while_disconnected_are_replayed_on_resume(world: Worl
     message = await handle.final_message(TIMEOUT)
     assert message is not None and message["content"] == "pong"
     assert (emu.gateway.identifies, emu.gateway.resumes) == (1, 1)
+
+
+async def test_the_history_forgets_what_a_heartbeat_acknowledged(world: World) -> None:
+    emu = world.emu
+    emu.gateway.heartbeat_interval = 0.2  # in the next connection's HELLO
+    await emu.drop_gateway(resumable=False)
+    await _ping(world)
+    session = next(s for s in emu.gateway.sessions.values() if s.connection is not None)
+    acked = session.seq
+
+    def trimmed() -> bool:
+        connection = session.connection
+        return (connection is not None and connection.heartbeats >= 2
+                and all(number > acked for number, _ in session.history))
+
+    await emu.wait_for(trimmed, TIMEOUT, "a heartbeat acknowledging the ping")
+    await emu.gateway.drop(resumable=True, code=4000)
+    handle = await emu.run_command(world.guild_id, world.channel_id, world.user_id, "ping")
+    message = await handle.final_message(TIMEOUT)  # replayed on RESUME from what was kept
+    assert message is not None and message["content"] == "pong"
+    assert emu.gateway.resumes == 1
 
 
 async def test_abrupt_disconnect_and_reconnect_request_resume(world: World) -> None:
