@@ -30,7 +30,7 @@ KEYWORD_WEIGHT = 2.0
 QUERY_TERMS = 24
 # The study's terms whose document counts are looked up (each costs an FTS5 look-up, ~0.3 ms
 # at 1M studies): the heaviest by field weight, longer words first among equals.
-PROFILE_TERMS = 30
+PROFILE_TERMS = 24
 # Query terms must be in at most this share of the studies (more common words say little).
 MAX_TERM_SHARE = 0.2
 # Newest studies read per term and per keyword (descriptor); their document counts are exact
@@ -40,7 +40,7 @@ MATCH_LIST = 100
 # this many studies: FTS5 checks the positions in every study that has all its words.
 KEYWORD_SCAN = 1000
 # Candidates kept for the final scoring (their keywords, topics, type and journal are read).
-RERANK = 200
+RERANK = 150
 # Reciprocal rank fusion: 1 / (RRF_K + rank) per ranking, times its weight.
 RRF_K = 20
 W_TEXT = 1.0
