@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -40,6 +42,8 @@ COMMON_DOCS = 20_000
 # the title index instead of bm25 over the full text (bm25 reads every entry: 5-30 ms per
 # 100k).
 BM25_POSTINGS = 10_000
+SEARCH_CACHE_SIZE = 512
+SEARCH_CACHE_SECONDS = 60.0
 # Spelling correction beyond one edit looks at most this many vocabulary terms.
 CORRECTION_CANDIDATES = 5_000
 _STUDY_URL = re.compile(r"^https?://[^\s/]+/(?:[^\s?#]*/)?([A-Za-z0-9_-]+)/?(?:[?#]\S*)?$")
@@ -77,6 +81,10 @@ class StudyLibrary:
         self._corrections: dict[str, str | None] = {}
         self._total_docs: int | None = None
         self._shares: dict[str, float] = {}
+        # Recent searches (popular queries repeat: "minoxidil", a page flipped back): cleared
+        # by every import and moderator write of this process, and kept at most
+        # SEARCH_CACHE_SECONDS for writes by another process (a CLI import).
+        self._searches: OrderedDict[SearchRequest, tuple[float, SearchPage]] = OrderedDict()
         # Related research: estimated document counts by FTS5 expression, the newest pk.
         self._counts: dict[str, int] = {}
         self._newest_pk: int | None = None
@@ -165,6 +173,17 @@ class StudyLibrary:
     # Search ------------------------------------------------------------------------------------
 
     async def search(self, request: SearchRequest) -> SearchPage:
+        cached = self._searches.get(request)
+        if cached and time.monotonic() - cached[0] < SEARCH_CACHE_SECONDS:
+            self._searches.move_to_end(request)
+            return cached[1]
+        page = await self._search(request)
+        self._searches[request] = (time.monotonic(), page)
+        if len(self._searches) > SEARCH_CACHE_SIZE:
+            self._searches.popitem(last=False)
+        return page
+
+    async def _search(self, request: SearchRequest) -> SearchPage:
         if request.sort not in SORTS:
             raise InvalidQuery(f"unknown sort {request.sort!r} (use {', '.join(SORTS)})")
         if request.study_type and request.study_type not in STUDY_TYPES:
@@ -395,6 +414,7 @@ class StudyLibrary:
     # Import --------------------------------------------------------------------------------------
 
     def _invalidate_caches(self) -> None:
+        self._searches.clear()
         self._corrections.clear()
         self._shares.clear()
         self._total_docs = None

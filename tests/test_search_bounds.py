@@ -73,3 +73,22 @@ async def test_relevance_over_many_matches_ranks_the_newest_window(seeded, tmp_p
     assert page.total == before + RANK_WINDOW + 51
     assert page.studies[0].id == "scalp-best"
     assert len(page.studies) == 5
+
+
+async def test_repeated_searches_see_every_write_at_once(seeded, tmp_path):
+    # Recent searches are answered from memory; an import or a moderator's write clears them.
+    moderation = Moderation(seeded, ModerationStore(seeded.db), tmp_path / "pending", 1 << 20)
+    actor = Actor(guild_id=1, user_id=42, name="mod")
+    assert (await seeded.search(SearchRequest("axolotl"))).total == 0
+    study, _ = await moderation.add_study(actor, form_values(
+        title="Axolotl limb regrowth", authors="Doe, Jane", published="2020",
+        tldr="Limbs regrow.", summary="A study of limbs."))
+    assert [s.id for s in (await seeded.search(SearchRequest("axolotl"))).studies] == [study.id]
+    await moderation.edit_study(actor, study.id, form_values(
+        title="Newt limb regrowth", authors="Doe, Jane", published="2020",
+        tldr="Limbs regrow.", summary="A study of limbs."))
+    assert (await seeded.search(SearchRequest("axolotl"))).total == 0
+    path = tmp_path / "axolotl.yaml"
+    path.write_text("studies:\n  - {id: axo-2, title: Axolotl gills, summary: Gills.}\n")
+    await seeded.import_paths([path])
+    assert [s.id for s in (await seeded.search(SearchRequest("axolotl"))).studies] == ["axo-2"]
