@@ -433,6 +433,14 @@ class ImportWriter:
             "INSERT INTO meta (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
+    def mark_studies_changed(self, timestamp: str) -> None:
+        """Stamp the write: 'last_updated' for people, and a counter that readers in other
+        processes compare (timestamps are to the second; two writes can share one)."""
+        self.set_meta("last_updated", timestamp)
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('studies_version', '1') "
+            "ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+
 
 # --- the async database --------------------------------------------------------------------
 

@@ -315,7 +315,7 @@ def run_import(
             return report
         writer.finish_fts()
         if report.changed:
-            writer.set_meta("last_updated", timestamp)
+            writer.mark_studies_changed(timestamp)
         if after_write is not None:
             after_write(writer, report)
         writer.commit()

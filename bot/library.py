@@ -43,7 +43,7 @@ COMMON_DOCS = 20_000
 # 100k).
 BM25_POSTINGS = 10_000
 SEARCH_CACHE_SIZE = 512
-SEARCH_CACHE_SECONDS = 60.0
+SEARCH_CACHE_SECONDS = 300.0
 # Spelling correction beyond one edit looks at most this many vocabulary terms.
 CORRECTION_CANDIDATES = 5_000
 _STUDY_URL = re.compile(r"^https?://[^\s/]+/(?:[^\s?#]*/)?([A-Za-z0-9_-]+)/?(?:[?#]\S*)?$")
@@ -82,9 +82,10 @@ class StudyLibrary:
         self._total_docs: int | None = None
         self._shares: dict[str, float] = {}
         # Recent searches (popular queries repeat: "minoxidil", a page flipped back): cleared
-        # by every import and moderator write of this process, and kept at most
-        # SEARCH_CACHE_SECONDS for writes by another process (a CLI import).
-        self._searches: OrderedDict[SearchRequest, tuple[float, SearchPage]] = OrderedDict()
+        # by every import and moderator write of this process, and not used after another
+        # process's write (meta 'studies_version' changed); at most SEARCH_CACHE_SECONDS old.
+        self._searches: OrderedDict[SearchRequest, tuple[float, str | None, SearchPage]] = \
+            OrderedDict()
         # Related research: estimated document counts by FTS5 expression, the newest pk.
         self._counts: dict[str, int] = {}
         self._newest_pk: int | None = None
@@ -173,12 +174,15 @@ class StudyLibrary:
     # Search ------------------------------------------------------------------------------------
 
     async def search(self, request: SearchRequest) -> SearchPage:
+        # Every write of studies, by any process (a CLI import), bumps this counter.
+        stamp = await self.db.get_meta("studies_version")
         cached = self._searches.get(request)
-        if cached and time.monotonic() - cached[0] < SEARCH_CACHE_SECONDS:
+        if cached and cached[1] == stamp \
+                and time.monotonic() - cached[0] < SEARCH_CACHE_SECONDS:
             self._searches.move_to_end(request)
-            return cached[1]
+            return cached[2]
         page = await self._search(request)
-        self._searches[request] = (time.monotonic(), page)
+        self._searches[request] = (time.monotonic(), stamp, page)
         if len(self._searches) > SEARCH_CACHE_SIZE:
             self._searches.popitem(last=False)
         return page

@@ -321,7 +321,7 @@ class Moderation:
             report = ImportReport()
             StudyImporter(writer, topics).apply(record, report, timestamp)
             study_id = report.new_ids[0]
-            writer.set_meta("last_updated", timestamp)
+            writer.mark_studies_changed(timestamp)
             pk = self._pk(writer, study_id)
             after = _row_values(writer.load_row(pk)[0])
             return study_id, self._audit(writer, actor, "add", study_id, {"after": after},
@@ -343,7 +343,7 @@ class Moderation:
             self._check_identifiers(writer, study_id, changed)
             timestamp = now_iso()
             writer.update(pk, _with_values(row, changed), timestamp)
-            writer.set_meta("last_updated", timestamp)
+            writer.mark_studies_changed(timestamp)
             return self._audit(writer, actor, "edit", study_id,
                                {"before": {k: current[k] for k in changed}, "after": changed},
                                timestamp)
@@ -387,7 +387,7 @@ class Moderation:
             self._check_identifiers(writer, entry.study_id, before)
             timestamp = now_iso()
             writer.update(pk, _with_values(row, before), timestamp)
-            writer.set_meta("last_updated", timestamp)
+            writer.mark_studies_changed(timestamp)
             revert = self._audit(writer, actor, "revert", entry.study_id,
                                  {"change": entry_id, "before": after, "after": before},
                                  timestamp)
@@ -405,7 +405,7 @@ class Moderation:
             timestamp = now_iso()
             writer.delete_study(pk)
             writer.drop_views(study_id)
-            writer.set_meta("last_updated", timestamp)
+            writer.mark_studies_changed(timestamp)
             return self._audit(writer, actor, "remove", study_id,
                                {"reason": reason, "study": _study_dict(row)}, timestamp)
 
@@ -434,7 +434,7 @@ class Moderation:
                     writer.update(pk, replace(row, similar=similar), timestamp)
                     moved += count
             writer.move_views(duplicate_id, keep_id)
-            writer.set_meta("last_updated", timestamp)
+            writer.mark_studies_changed(timestamp)
             return self._audit(writer, actor, "merge", keep_id,
                                {"duplicate": duplicate_id, "filled": filled,
                                 "links_moved": moved, "study": _study_dict(dup)}, timestamp)

@@ -1,7 +1,7 @@
 """The bounds that keep search cheap at 1M studies (see bench/RESULTS.md)."""
 
-from bot.database import RANK_WINDOW, ModerationStore
-from bot.library import SearchRequest
+from bot.database import RANK_WINDOW, Database, ModerationStore
+from bot.library import SearchRequest, StudyLibrary
 from bot.moderation import Actor, Moderation, form_values
 from bot.search import match_all, one_edit_away
 
@@ -92,3 +92,18 @@ async def test_repeated_searches_see_every_write_at_once(seeded, tmp_path):
     path.write_text("studies:\n  - {id: axo-2, title: Axolotl gills, summary: Gills.}\n")
     await seeded.import_paths([path])
     assert [s.id for s in (await seeded.search(SearchRequest("axolotl"))).studies] == ["axo-2"]
+
+
+async def test_cached_searches_see_another_process_write(seeded, tmp_path):
+    # A write by another process (here a second library on its own connection, as a CLI
+    # import would be) stamps meta 'last_updated'; the cached search is not used after it.
+    assert (await seeded.search(SearchRequest("capybara"))).total == 0
+    other_db = await Database.open(seeded.db.path)
+    try:
+        other = StudyLibrary(other_db, seeded.topics)
+        path = tmp_path / "capybara.yaml"
+        path.write_text("studies:\n  - {id: capy, title: Capybara fur, summary: Fur.}\n")
+        await other.import_paths([path])
+    finally:
+        await other_db.close()
+    assert [s.id for s in (await seeded.search(SearchRequest("capybara"))).studies] == ["capy"]
