@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +40,7 @@ SORTS = {
     "newest": "coalesce(s.year, 0) DESC, coalesce(s.month, 0) DESC, coalesce(s.day, 0) DESC",
 }
 COUNT_CAP = 1000
+SAVED_VIEW_MEMORY = 4096
 # Relevance over a very large match set is ranked among its newest RANK_WINDOW matches only:
 # bm25 over hundreds of thousands of rows costs seconds at 1M studies.
 RANK_WINDOW = 300
@@ -857,6 +858,8 @@ class CommunityStore:
         self._commands: Counter[tuple[str, str]] = Counter()
         self._views: Counter[str] = Counter()
         self._flushed_at = time.monotonic()
+        # Views this process saved (never deleted): a popular search's repeat needs no write.
+        self._saved: OrderedDict[str, None] = OrderedDict()
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self.db.write_lock:
@@ -868,9 +871,15 @@ class CommunityStore:
             return cursor.rowcount
 
     async def save_view(self, key: str, kind: str, state: str) -> None:
+        if key in self._saved:
+            self._saved.move_to_end(key)
+            return
         await self._write(
             "INSERT INTO saved_views (key, kind, state, created_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (key) DO NOTHING", (key, kind, state, now_iso()))
+        self._saved[key] = None
+        if len(self._saved) > SAVED_VIEW_MEMORY:
+            self._saved.popitem(last=False)
 
     async def load_view(self, key: str) -> tuple[str, str] | None:
         row = await self.db._fetchone("SELECT kind, state FROM saved_views WHERE key = ?",

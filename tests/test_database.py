@@ -82,3 +82,24 @@ async def test_bookkeeping_writes_are_read_back_and_refused_once_closed(tmp_path
     await db.close()
     with pytest.raises(DatabaseError, match="closed"):
         await store.save_view("def", "search", "{}")
+
+
+async def test_a_view_saved_again_needs_no_write(tmp_path):
+    # A popular search's repeat must not wait for the write lock: with another process
+    # holding it, saving a view this process already saved returns at once, a new one is
+    # refused as locked.
+    from bot.database import CommunityStore, DatabaseError
+
+    db = await Database.open(tmp_path / "studies.db", busy_timeout_ms=100)
+    store = CommunityStore(db)
+    await store.save_view("abc", "search", "{}")
+    other = sqlite3.connect(tmp_path / "studies.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        await store.save_view("abc", "search", "{}")
+        with pytest.raises(DatabaseError, match="locked"):
+            await store.save_view("new", "search", "{}")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        await db.close()
