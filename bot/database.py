@@ -25,6 +25,7 @@ from typing import Any
 import aiosqlite
 
 from bot.model import SimilarRef, Study
+from bot.search import quote
 
 log = logging.getLogger("studybot.database")
 
@@ -654,12 +655,9 @@ class Database:
     async def _title_ranked(self, match: str, window: list[int]) -> list[int]:
         """`window` (pks, newest first) with the studies whose title matches `match` first."""
         members = set(window)
-        try:
-            titled = [r[0] for r in await self._fetchall(
-                "SELECT rowid FROM titles_fts WHERE titles_fts MATCH ? AND rowid >= ? "
-                "ORDER BY rowid DESC LIMIT ?", (match, window[-1], len(window)))]
-        except sqlite3.OperationalError:
-            titled = []  # an expression the title index cannot take (a column filter)
+        titled = [r[0] for r in await self._fetchall(
+            "SELECT rowid FROM titles_fts WHERE titles_fts MATCH ? AND rowid >= ? "
+            "ORDER BY rowid DESC LIMIT ?", (match, window[-1], len(window)))]
         first = [pk for pk in titled if pk in members]
         chosen = set(first)
         return first + [pk for pk in window if pk not in chosen]
@@ -683,17 +681,8 @@ class Database:
             "MATCH ? AND rowid > ? LIMIT ?))" for _ in terms)
         params: list[Any] = []
         for term in terms:
-            params += [term, '"' + term.replace('"', '""') + '"', low, bound]
+            params += [term, quote(term), low, bound]
         return {term: n / size for term, n in await self._fetchall(parts, params)}
-
-    async def term_doc_counts(self, terms: Sequence[str]) -> dict[str, int]:
-        """How many studies contain each (folded) term: from the FTS vocabulary."""
-        if not terms:
-            return {}
-        marks = ", ".join("?" * len(terms))
-        rows = await self._fetchall(
-            f"SELECT term, doc FROM studies_vocab WHERE term IN ({marks})", list(terms))
-        return {term: doc for term, doc in rows}
 
     async def terms_present(self, terms: Sequence[str], titles_only: bool = False) -> set[str]:
         """Which (folded) terms occur in any study (or any title), one seek each."""
@@ -705,7 +694,7 @@ class Database:
             for _ in terms)
         params: list[Any] = []
         for term in terms:
-            params += [term, '"' + term.replace('"', '""') + '"']
+            params += [term, quote(term)]
         return {r[0] for r in await self._fetchall(parts, params)}
 
     async def title_term_counts(self, terms: Sequence[str]) -> dict[str, int]:
