@@ -109,7 +109,9 @@ class BotUnderTest:
     def __init__(self, db: Path | None, *, log_level: str = "WARNING",
                  extra_config: str = "", profile: Path | None = None) -> None:
         self.work = Path(tempfile.mkdtemp(prefix="studybot-bench-"))
-        self.db = db or small_database(self.work)
+        # Absolute: the bot resolves a relative database path from its config file's folder
+        # (a temporary one), where it would quietly create an empty database.
+        self.db = db.resolve() if db else small_database(self.work)
         self.log_level = log_level
         self.extra_config = extra_config
         self.profile = profile  # write the bot's cProfile statistics here
@@ -146,7 +148,25 @@ class BotUnderTest:
         self.bench = Bench(emu, process, guild.id, guild.default_channel_id, member, self.db)
         await emu.wait_until_ready(300)
         await emu.wait_for(lambda: bool(emu.commands(guild.id)), 300, what="commands")
+        await self.check_serves_database()
         return self.bench
+
+    async def check_serves_database(self) -> None:
+        """Refuse to measure a bot that does not answer from this database: a /study of a
+        study in it must come back as that study's card."""
+        bench = self.bench
+        ids, _titles = sample_studies(self.db, 1)
+        if not ids:
+            raise SystemExit(f"{self.db} has no studies")
+        handle = await bench.emu.run_command(bench.guild_id, bench.channel_id, bench.member_id,
+                                             "study", {"study": ids[0]})
+        await bench.emu.wait_for(lambda: handle.responded, 300, "the first /study")
+        body = await handle.response()
+        embeds = (body.get("data") or {}).get("embeds") or []
+        footer = (embeds[0].get("footer") or {}).get("text", "") if embeds else ""
+        if ids[0] not in footer:
+            raise SystemExit(f"the bot does not serve {self.db}: /study {ids[0]} answered "
+                             f"{str(body)[:200]}")
 
     async def __aexit__(self, *exc: object) -> None:
         process = self.bench.process
