@@ -157,8 +157,16 @@ async def main() -> None:
             # collector pause mid-phase, and the pause is timed as the bot's latency.
             emu.forget_finished(older_than=0)
             gc.collect()
-            results.append(await measure(emu, g, c, u, kind, make, args.rate, args.seconds,
-                                         pid))
+            # And its automatic collections are off while a phase is timed: each phase's
+            # replies pile up in the local Discord's state, and a full collection of this
+            # process then took 200-300 ms, a stall that delayed every interaction in
+            # flight and was timed as the bot's latency (up to 3x the p99 of /search).
+            gc.disable()
+            try:
+                results.append(await measure(emu, g, c, u, kind, make, args.rate,
+                                             args.seconds, pid))
+            finally:
+                gc.enable()
     floor = results[0]["p99"]
     studies = sqlite3.connect(db).execute("SELECT count(*) FROM studies").fetchone()[0]
     print(f"database: {db} ({studies:,} studies); rate {args.rate:.0f}/s for "

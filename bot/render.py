@@ -52,13 +52,21 @@ SORT_CODES = {"relevance": "r", "citations": "c", "newest": "n"}
 SORT_NAMES = {code: name for name, code in SORT_CODES.items()}
 
 
+# What discord.utils.escape_markdown would change: its characters, a [link](...) (which
+# needs a "["), and quote, heading and list markers at a line's start. Text without any
+# comes back unchanged, so the costly escape is skipped (most titles and many summaries).
+_MARKDOWN_POSSIBLE = re.compile(r"[_\\~|*`\[]|^(?:>|#|\s*-)", re.MULTILINE)
+_MENTION_START = re.compile(r"@(?=[^\s])")
+
+
 def safe(text: str | None) -> str:
     """User or imported text made inert: no markdown tricks, no mention syntax."""
     if not text:
         return ""
-    text = discord.utils.escape_markdown(text)
+    if _MARKDOWN_POSSIBLE.search(text):
+        text = discord.utils.escape_markdown(text)
     # A zero-width space after @ keeps "@everyone" from ever reading as a mention.
-    return re.sub(r"@(?=[^\s])", "@\u200b", text)
+    return _MENTION_START.sub("@\u200b", text) if "@" in text else text
 
 
 def authors_line(authors: Sequence[str], limit: int = 3) -> str:

@@ -25,13 +25,21 @@ from bot.interactions import (
     update,
 )
 from bot.library import SearchRequest
-from bot.model import STUDY_TYPE_LABELS, STUDY_TYPES, Study
+from bot.model import STUDY_TYPE_LABELS, STUDY_TYPES, SearchPage, Study
 
 Sort = Literal["relevance", "citations", "newest"]
 StudyArg = app_commands.Transform[Study, StudyTransformer]
 TYPE_CHOICES = [app_commands.Choice(name=STUDY_TYPE_LABELS[t], value=t) for t in STUDY_TYPES]
 RELATED_LIMIT = 50
 CARD_CACHE_SIZE = 256  # rendered study cards kept (a few KB each)
+SEARCH_PAGE_CACHE_SIZE = 256  # rendered search pages kept (the library caches 512 searches)
+
+
+def stopped(view: discord.ui.View) -> discord.ui.View:
+    """A view to send as often as needed: stopped, discord.py does not keep it in its view
+    store (our components are answered by DynamicItems matching their custom ids)."""
+    view.stop()
+    return view
 
 
 class StudiesCog(commands.Cog, name="Studies"):
@@ -43,7 +51,10 @@ class StudiesCog(commands.Cog, name="Studies"):
         # Searches answered whose state is still being saved (key -> state): a page button
         # pressed in that moment reads it from here.
         self.unsaved_searches: dict[str, str] = {}
-        self.cards: OrderedDict[tuple[Study, render.ThreadLink | None], discord.Embed] = \
+        # Rendered replies, so a repeat costs no rendering: study cards by the study as read
+        # and its thread link, search pages by the page object the library's cache returned.
+        self.cards: OrderedDict[tuple[Study, render.ThreadLink | None], Reply] = OrderedDict()
+        self.search_pages: OrderedDict[tuple[str, int], tuple[SearchPage, Reply]] = \
             OrderedDict()
 
     # --- rendering helpers shared by commands and components ----------------------------------
@@ -56,25 +67,37 @@ class StudiesCog(commands.Cog, name="Studies"):
 
     async def study_reply(self, study: Study, guild_id: int | None = None) -> Reply:
         thread = (await self.thread_links(guild_id, [study.id])).get(study.id)
-        return Reply(embed=self.study_card(study, thread), view=render.study_view(study))
+        return self.study_card(study, thread)
 
-    def study_card(self, study: Study, thread: render.ThreadLink | None) -> discord.Embed:
-        """The study's embed, rendered once per version of the study: the key is the whole
+    def study_card(self, study: Study, thread: render.ThreadLink | None) -> Reply:
+        """The study's card, rendered once per version of the study: the key is the whole
         study as read (an edit, a revert or an import makes another key) and its thread link,
         so nothing needs invalidating; the least recently shown go first."""
         key = (study, thread)
-        embed = self.cards.get(key)
-        if embed is None:
-            embed = render.study_embed(study, self.library.topics, thread)
-            self.cards[key] = embed
+        reply = self.cards.get(key)
+        if reply is None:
+            reply = Reply(embed=render.study_embed(study, self.library.topics, thread),
+                          view=stopped(render.study_view(study)))
+            self.cards[key] = reply
             if len(self.cards) > CARD_CACHE_SIZE:
                 self.cards.popitem(last=False)
         else:
             self.cards.move_to_end(key)
-        return embed
+        return reply
 
     async def search_reply(self, key: str, request: SearchRequest) -> Reply:
         page = await self.library.search(request)
+        cached = self.search_pages.get((key, request.offset))
+        if cached is not None and cached[0] is page:  # the library answered from its cache
+            self.search_pages.move_to_end((key, request.offset))
+            return cached[1]
+        reply = self.render_search(key, request, page)
+        self.search_pages[(key, request.offset)] = (page, reply)
+        if len(self.search_pages) > SEARCH_PAGE_CACHE_SIZE:
+            self.search_pages.popitem(last=False)
+        return reply
+
+    def render_search(self, key: str, request: SearchRequest, page: SearchPage) -> Reply:
         filters = self.describe_filters(request)
         if not page.studies:
             if request.offset:
@@ -87,7 +110,7 @@ class StudiesCog(commands.Cog, name="Studies"):
             render.SEARCH_PAGE.format(key=key, offset=request.offset, direction="n"),
             request.offset > 0, has_next,
             render.SEARCH_PICK.format(key=key, offset=request.offset), page.studies)
-        return Reply(embed=embed, view=view)
+        return Reply(embed=embed, view=stopped(view))
 
     def describe_filters(self, request: SearchRequest) -> str:
         parts = []

@@ -95,6 +95,26 @@ async def test_search_pages_and_opens_a_study(world):
     assert embed_of(card)["title"] == "Mesotherapy: Myth and Reality"
 
 
+async def test_repeated_search_follows_a_moderators_edit(world):
+    # A repeated search is answered from rendered pages; an edit makes a new page.
+    for _ in range(2):  # the second from the caches
+        handle = await world.command("search", {"query": "mesotherapy", "sort": "citations"})
+        first = embed_of(await handle.final_message(TIMEOUT))["description"]
+        assert "Mesotherapy: What Is New?" in first.split("\n")[0]
+        assert "Now the reference on mesotherapy" not in first
+    study = "mesotherapy-what-is-new-2012"
+    assert await world.bot.library.lookup(study) is not None
+    edit = await world.command("studyadmin edit", {"study": study}, user=world.admin_id)
+    modal = (await edit.response(TIMEOUT))["data"]
+    await (await world.emu.submit_modal(
+        modal["custom_id"], {"tldr": "Now the reference on mesotherapy."},
+        user_id=world.admin_id)).final_message(TIMEOUT)
+    handle = await world.command("search", {"query": "mesotherapy", "sort": "citations"})
+    first = embed_of(await handle.final_message(TIMEOUT))["description"].split("\n\n")
+    assert "Now the reference on mesotherapy." in next(
+        line for line in first if "Mesotherapy: What Is New?" in line)
+
+
 async def test_search_paging_owner_edits_others_get_a_copy(world, tmp_path):
     # Enough studies for several pages.
     lines = "\n".join(f"  - {{title: 'Minoxidil trial number {i}', year: {2000 + i}}}"
