@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import os
 import re
 import sqlite3
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from harness import QUERIES, BotUnderTest, sample_studies
@@ -117,6 +119,27 @@ async def measure(emu: DiscordEmulator, guild_id: int, channel_id: int, user_id:
             "bot_cpu_ms": bot_cpu_ms}
 
 
+FIRST_WORDS = ["hair", "blood", "cancer", "children", "insulin", "estrogen", "opioid",
+               "migraine", "asthma", "pressure", "vitamin", "therapy", "dose", "risk",
+               "women", "elderly", "surgery", "infection", "heart", "kidney", "liver", "pain",
+               "depression", "diabetes", "stroke", "obesity", "smoking", "alcohol", "sleep",
+               "exercise"]
+SECOND_WORDS = ["trial", "treatment", "outcome", "cohort", "review", "placebo", "mortality",
+                "prevalence", "efficacy", "safety", "incidence", "survival", "adverse",
+                "prevention", "screening", "quality", "cost", "response", "management",
+                "diagnosis", "follow", "control", "clinical", "effects", "study", "patients",
+                "primary", "acute", "chronic", "long"]
+
+
+def fresh_queries() -> Iterator[str]:
+    """Two-word searches, each made once (900 pairs, then three-word ones)."""
+    for first, second in itertools.product(FIRST_WORDS, SECOND_WORDS):
+        yield f"{first} {second}"
+    for first, second, third in itertools.product(FIRST_WORDS, SECOND_WORDS, SECOND_WORDS):
+        if second != third:
+            yield f"{first} {second} {third}"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", type=Path, help="study database (default: a small one from "
@@ -131,6 +154,7 @@ async def main() -> None:
                         "studies of a 3 GB file reads from disk)")
     args = parser.parse_args()
 
+    fresh = fresh_queries()
     async with BotUnderTest(args.db) as bench:
         db = bench.db
         ids, titles = sample_studies(db, 500)
@@ -142,6 +166,9 @@ async def main() -> None:
             ("/search", lambda i: ("search", {"query": QUERIES[i % len(QUERIES)]}, None)),
             ("autocomplete", lambda i: ("study", {"study": titles[i % len(titles)][:3 + i % 8]},
                                         "study")),
+            # Not a target of its own: what a search nobody made before costs (the two
+            # words of each one are never repeated, so no cache answers it).
+            ("/search, never repeated", lambda i: ("search", {"query": next(fresh)}, None)),
         ]
         # Warm up (first queries load pages into the cache).
         for _kind, make in kinds:
