@@ -43,7 +43,10 @@ COMMON_DOCS = 20_000
 # 100k).
 BM25_POSTINGS = 10_000
 SEARCH_CACHE_SIZE = 512
-SEARCH_CACHE_SECONDS = 300.0
+# Every write through studybot bumps meta 'studies_version', so a cached search is exact until
+# then; the age limit only bounds how long a change made around studybot (an SQL edit) goes
+# unseen. (It was 5 minutes: popular searches were run again every 5 minutes for nothing.)
+SEARCH_CACHE_SECONDS = 3600.0
 # Spelling correction beyond one edit looks at most this many vocabulary terms.
 CORRECTION_CANDIDATES = 5_000
 _STUDY_URL = re.compile(r"^https?://[^\s/]+/(?:[^\s?#]*/)?([A-Za-z0-9_-]+)/?(?:[?#]\S*)?$")
