@@ -8,8 +8,11 @@ and the bot process's CPU time per interaction (all its threads, SQLite's includ
 the latencies, that figure holds up when other processes share the machine. "At arrival" is
 the same latency taken when the callback request reached the local Discord, before it
 stores the message: that work is heavier for a rich reply than for "pong".
+A fifth kind, searches that are never repeated, shows what a search costs when no cache can
+answer it (the /search kind repeats 18 queries, as members repeat popular searches).
 
-    python bench/interactions.py --db bench/out/studies_1000000.db --rate 100 --seconds 20
+    python bench/interactions.py --db bench/out/studies-1000000.db --rate 100 \
+        --seconds 20 --warm-pass
 """
 
 from __future__ import annotations
