@@ -103,3 +103,32 @@ async def test_a_view_saved_again_needs_no_write(tmp_path):
         other.execute("ROLLBACK")
         other.close()
         await db.close()
+
+
+async def test_title_prefix_suggestions_come_from_the_index_and_survive_migration(
+        tmp_path, topics):
+    from bot.library import StudyLibrary
+    from tests.paths import DATA
+
+    path = tmp_path / "s.db"
+    db = await Database.open(path)
+    await StudyLibrary(db, topics).import_paths([DATA / "studies.yaml"])
+    await db.close()
+    # As a version 4 database had it: the title index without id and title.
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX studies_title_key")
+    conn.execute("CREATE INDEX studies_title_key ON studies (title_key, year)")
+    conn.execute("PRAGMA user_version = 4")
+    conn.commit()
+    conn.close()
+    db = await Database.open(path)
+    try:
+        assert (await db.stats()).schema_version == latest_schema_version() >= 5
+        found = await db.suggest_by_title_prefix("mesotherapy", 25)
+        assert ("mesotherapy-myth-and-reality-2011", "Mesotherapy: Myth and Reality") in found
+        plan = " ".join(str(row[-1]) for row in await db._fetchall(
+            "EXPLAIN QUERY PLAN SELECT id, title FROM studies WHERE title_key >= ? AND "
+            "title_key < ? ORDER BY title_key LIMIT 25", ("meso", "meso\uffff")))
+        assert "COVERING INDEX studies_title_key" in plan  # no table page per suggestion
+    finally:
+        await db.close()
