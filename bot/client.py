@@ -76,8 +76,16 @@ class StudyBot(commands.Bot):
     async def open_services(self) -> None:
         """Build the core's services once (no network): the cogs are handed these."""
         self.topics = TopicVocabulary.load(self.config.resolve(self.config.studies.topics))
+        existed = Path(self.db_path).exists()
         self.db = await Database.open(self.db_path, self.config.database.busy_timeout_ms,
                                       max_size_mb=self.config.database.max_size_mb)
+        where = Path(self.db_path).resolve()
+        if existed:
+            log.info("opened the study database %s", where)
+        else:
+            # Loud: a relative path resolves from the config file's folder, and a wrong one
+            # would otherwise give a bot that quietly knows no studies.
+            log.warning("no study database at %s: created a new, empty one", where)
         self.library = StudyLibrary(self.db, self.topics)
         self.community = CommunityStore(self.db)
         self.discussions = DiscussionService(self, self.db, GuildSettingsStore(self.db),

@@ -47,6 +47,8 @@ async def test_studybot_run_serves_commands_and_stops_cleanly(tmp_path):
         log = log_path.read_text()
         assert code == 0, log
         assert "stopped" in log
+        # A database file that was not there is created, and the log says so where.
+        assert f"no study database at {(tmp_path / 'studies.db').resolve()}: created" in log
         assert emu.token not in log  # the token is never logged, even at DEBUG
         assert "Traceback" not in log
         gateway_asks = [r for r in emu.requests if r.path.endswith("/gateway/bot")]
