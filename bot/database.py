@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +24,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot.lru import LRU
 from bot.model import SimilarRef, Study
 from bot.search import quote
 
@@ -848,7 +849,7 @@ class CommunityStore:
         self._views: Counter[str] = Counter()
         self._flushed_at = time.monotonic()
         # Views this process saved (never deleted): a popular search's repeat needs no write.
-        self._saved: OrderedDict[str, None] = OrderedDict()
+        self._saved: LRU[str, bool] = LRU(SAVED_VIEW_MEMORY)
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self.db.write_lock:
@@ -860,15 +861,12 @@ class CommunityStore:
             return cursor.rowcount
 
     async def save_view(self, key: str, kind: str, state: str) -> None:
-        if key in self._saved:
-            self._saved.move_to_end(key)
+        if self._saved.get(key):
             return
         await self._write(
             "INSERT INTO saved_views (key, kind, state, created_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (key) DO NOTHING", (key, kind, state, now_iso()))
-        self._saved[key] = None
-        if len(self._saved) > SAVED_VIEW_MEMORY:
-            self._saved.popitem(last=False)
+        self._saved.put(key, True)
 
     async def load_view(self, key: str) -> tuple[str, str] | None:
         row = await self.db._fetchone("SELECT kind, state FROM saved_views WHERE key = ?",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -18,6 +17,7 @@ from typing import Any
 from bot import importers, related
 from bot.database import Database, DatabaseStats, ImportWriter
 from bot.importing import ImportReport, Item, Progress, prepared_items, run_import
+from bot.lru import LRU
 from bot.model import STUDY_TYPES, RelatedEntry, SearchPage, SimilarRef, Study, Suggestion
 from bot.search import (
     STOPWORDS,
@@ -87,8 +87,8 @@ class StudyLibrary:
         # Recent searches (popular queries repeat: "minoxidil", a page flipped back): cleared
         # by every import and moderator write of this process, and not used after another
         # process's write (meta 'studies_version' changed); at most SEARCH_CACHE_SECONDS old.
-        self._searches: OrderedDict[SearchRequest, tuple[float, str | None, SearchPage]] = \
-            OrderedDict()
+        self._searches: LRU[SearchRequest, tuple[float, str | None, SearchPage]] = \
+            LRU(SEARCH_CACHE_SIZE)
         # Related research: estimated document counts by FTS5 expression, the newest pk.
         self._counts: dict[str, int] = {}
         self._newest_pk: int | None = None
@@ -182,12 +182,9 @@ class StudyLibrary:
         cached = self._searches.get(request)
         if cached and cached[1] == stamp \
                 and time.monotonic() - cached[0] < SEARCH_CACHE_SECONDS:
-            self._searches.move_to_end(request)
             return cached[2]
         page = await self._search(request)
-        self._searches[request] = (time.monotonic(), stamp, page)
-        if len(self._searches) > SEARCH_CACHE_SIZE:
-            self._searches.popitem(last=False)
+        self._searches.put(request, (time.monotonic(), stamp, page))
         return page
 
     async def _search(self, request: SearchRequest) -> SearchPage:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import OrderedDict
 from typing import Any, Literal
 
 import discord
@@ -25,6 +24,7 @@ from bot.interactions import (
     update,
 )
 from bot.library import SearchRequest
+from bot.lru import LRU
 from bot.model import STUDY_TYPE_LABELS, STUDY_TYPES, SearchPage, Study
 
 Sort = Literal["relevance", "citations", "newest"]
@@ -53,9 +53,9 @@ class StudiesCog(commands.Cog, name="Studies"):
         self.unsaved_searches: dict[str, str] = {}
         # Rendered replies, so a repeat costs no rendering: study cards by the study as read
         # and its thread link, search pages by the page object the library's cache returned.
-        self.cards: OrderedDict[tuple[Study, render.ThreadLink | None], Reply] = OrderedDict()
-        self.search_pages: OrderedDict[tuple[str, int], tuple[SearchPage, Reply]] = \
-            OrderedDict()
+        self.cards: LRU[tuple[Study, render.ThreadLink | None], Reply] = LRU(CARD_CACHE_SIZE)
+        self.search_pages: LRU[tuple[str, int], tuple[SearchPage, Reply]] = \
+            LRU(SEARCH_PAGE_CACHE_SIZE)
 
     # --- rendering helpers shared by commands and components ----------------------------------
 
@@ -78,23 +78,16 @@ class StudiesCog(commands.Cog, name="Studies"):
         if reply is None:
             reply = Reply(embed=render.study_embed(study, self.library.topics, thread),
                           view=stopped(render.study_view(study)))
-            self.cards[key] = reply
-            if len(self.cards) > CARD_CACHE_SIZE:
-                self.cards.popitem(last=False)
-        else:
-            self.cards.move_to_end(key)
+            self.cards.put(key, reply)
         return reply
 
     async def search_reply(self, key: str, request: SearchRequest) -> Reply:
         page = await self.library.search(request)
         cached = self.search_pages.get((key, request.offset))
         if cached is not None and cached[0] is page:  # the library answered from its cache
-            self.search_pages.move_to_end((key, request.offset))
             return cached[1]
         reply = self.render_search(key, request, page)
-        self.search_pages[(key, request.offset)] = (page, reply)
-        if len(self.search_pages) > SEARCH_PAGE_CACHE_SIZE:
-            self.search_pages.popitem(last=False)
+        self.search_pages.put((key, request.offset), (page, reply))
         return reply
 
     def render_search(self, key: str, request: SearchRequest, page: SearchPage) -> Reply:

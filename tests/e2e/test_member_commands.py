@@ -19,6 +19,14 @@ def custom_ids(message: dict) -> list[str]:
     return ids
 
 
+async def moderator_edits_tldr(world, study: str, tldr: str) -> None:
+    """A moderator changes a study's TLDR through /studyadmin edit and its modal."""
+    edit = await world.command("studyadmin edit", {"study": study}, user=world.admin_id)
+    modal = (await edit.response(TIMEOUT))["data"]
+    await (await world.emu.submit_modal(modal["custom_id"], {"tldr": tldr},
+                                        user_id=world.admin_id)).final_message(TIMEOUT)
+
+
 async def test_study_card(world):
     handle = await world.command("study", {"study": "hair-mesotherapy-2012"})
     message = await handle.final_message(TIMEOUT)
@@ -44,10 +52,7 @@ async def test_study_card_follows_a_moderators_edit_and_removal(world):
         card = embed_of(await (await world.command("study", {"study": study})).final_message(
             TIMEOUT))
         assert card["description"].startswith("**TLDR** Hair mesotherapy might help")
-    edit = await world.command("studyadmin edit", {"study": study}, user=world.admin_id)
-    modal = (await edit.response(TIMEOUT))["data"]
-    await (await world.emu.submit_modal(modal["custom_id"], {"tldr": "Edited by a moderator."},
-                                        user_id=world.admin_id)).final_message(TIMEOUT)
+    await moderator_edits_tldr(world, study, "Edited by a moderator.")
     card = embed_of(await (await world.command("study", {"study": study})).final_message(
         TIMEOUT))
     assert card["description"].startswith("**TLDR** Edited by a moderator.")
@@ -104,11 +109,7 @@ async def test_repeated_search_follows_a_moderators_edit(world):
         assert "Now the reference on mesotherapy" not in first
     study = "mesotherapy-what-is-new-2012"
     assert await world.bot.library.lookup(study) is not None
-    edit = await world.command("studyadmin edit", {"study": study}, user=world.admin_id)
-    modal = (await edit.response(TIMEOUT))["data"]
-    await (await world.emu.submit_modal(
-        modal["custom_id"], {"tldr": "Now the reference on mesotherapy."},
-        user_id=world.admin_id)).final_message(TIMEOUT)
+    await moderator_edits_tldr(world, study, "Now the reference on mesotherapy.")
     handle = await world.command("search", {"query": "mesotherapy", "sort": "citations"})
     first = embed_of(await handle.final_message(TIMEOUT))["description"].split("\n\n")
     assert "Now the reference on mesotherapy." in next(
