@@ -116,13 +116,17 @@ async def test_repeated_search_follows_a_moderators_edit(world):
         line for line in first if "Mesotherapy: What Is New?" in line)
 
 
-async def test_search_paging_owner_edits_others_get_a_copy(world, tmp_path):
-    # Enough studies for several pages.
-    lines = "\n".join(f"  - {{title: 'Minoxidil trial number {i}', year: {2000 + i}}}"
+async def import_trials(world, tmp_path, drug: str) -> None:
+    """Twelve studies titled "<drug> trial number i": enough for three pages."""
+    lines = "\n".join(f"  - {{title: '{drug} trial number {i}', year: {2000 + i}}}"
                       for i in range(12))
     path = tmp_path / "more.yaml"
     path.write_text("studies:\n" + lines + "\n")
     await world.bot.library.import_paths([path])
+
+
+async def test_search_paging_owner_edits_others_get_a_copy(world, tmp_path):
+    await import_trials(world, tmp_path, "Minoxidil")
     handle = await world.command("search", {"query": "minoxidil trial", "sort": "newest"})
     message = await handle.final_message(TIMEOUT)
     assert embed_of(message)["footer"]["text"].startswith("Results 1–5 of 12")
@@ -146,11 +150,7 @@ async def test_search_paging_owner_edits_others_get_a_copy(world, tmp_path):
 async def test_search_pages_before_and_after_its_state_is_saved(world, tmp_path):
     # The first page is sent before the search's state is written: a button pressed in
     # between reads it from memory; once written, it survives a restart.
-    lines = "\n".join(f"  - {{title: 'Finasteride trial number {i}', year: {2000 + i}}}"
-                      for i in range(12))
-    path = tmp_path / "more.yaml"
-    path.write_text("studies:\n" + lines + "\n")
-    await world.bot.library.import_paths([path])
+    await import_trials(world, tmp_path, "Finasteride")
     lock = world.bot.db.write_lock
     await lock.acquire()  # a busy writer: the state cannot be saved yet
     try:
