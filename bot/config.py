@@ -57,6 +57,7 @@ class DiscussionsConfig:
     auto_threads: bool = False
     archive_after_minutes: int = 10080
     max_auto_threads_per_hour: int = 60
+    member_threads_per_hour: int = 3
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ _CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     else f"expected one of {', '.join(LOG_LEVELS)}",
     "discussions.archive_after_minutes": lambda v: None if v in ARCHIVE_MINUTES
     else f"expected one of {', '.join(map(str, ARCHIVE_MINUTES))}",
+    "discussions.member_threads_per_hour": lambda v: None if 1 <= v <= 1000
+    else "expected a number from 1 to 1000",
     "discussions.max_auto_threads_per_hour": lambda v: None if 1 <= v <= 3600
     else "expected a number from 1 to 3600",
     "imports.max_file_bytes": lambda v: None if 1024 <= v <= 1 << 30
