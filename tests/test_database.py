@@ -2,7 +2,14 @@ import sqlite3
 
 import pytest
 
-from bot.database import Database, SchemaTooNewError, connect_sync, latest_schema_version
+from bot.database import (
+    Database,
+    SchemaTooNewError,
+    _migrations,
+    _statements,
+    connect_sync,
+    latest_schema_version,
+)
 
 
 async def test_open_creates_schema_with_pragmas(tmp_path):
@@ -110,16 +117,24 @@ async def test_title_prefix_suggestions_come_from_the_index_and_survive_migratio
     from bot.library import StudyLibrary
     from tests.paths import DATA
 
-    path = tmp_path / "s.db"
-    db = await Database.open(path)
+    filled = tmp_path / "filled.db"
+    db = await Database.open(filled)
     await StudyLibrary(db, topics).import_paths([DATA / "studies.yaml"])
     await db.close()
-    # As a version 4 database had it: the title index without id and title.
-    conn = sqlite3.connect(path)
-    conn.execute("DROP INDEX studies_title_key")
-    conn.execute("CREATE INDEX studies_title_key ON studies (title_key, year)")
+    # A real version 4 database (migrations 1-4 only: the title index without id and title),
+    # holding the same studies.
+    path = tmp_path / "s.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for _number, _name, script in _migrations()[:4]:
+        for statement in _statements(script):
+            conn.execute(statement)
     conn.execute("PRAGMA user_version = 4")
-    conn.commit()
+    columns = ("pk, id, title, title_key, authors, journal, year, month, day, citations, tldr, "
+               "summary, url, doi, pmid, topics, study_type, keywords, similar, content_hash, "
+               "created_at, updated_at")
+    conn.execute("ATTACH DATABASE ? AS filled", (str(filled),))
+    conn.execute(f"INSERT INTO studies ({columns}) SELECT {columns} FROM filled.studies")
+    conn.execute("DETACH DATABASE filled")
     conn.close()
     db = await Database.open(path)
     try:
