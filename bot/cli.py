@@ -108,7 +108,7 @@ async def _open(config: Config, args: argparse.Namespace, create: bool = True
                 ) -> tuple[Database, StudyLibrary]:
     path = Path(args.db) if args.db else config.database_path
     try:
-        topics = TopicVocabulary.load(config.resolve(config.studies.topics))
+        topics = TopicVocabulary.load(config.topics_path)
     except TopicsError as exc:
         raise UserError(str(exc)) from None
     db = await Database.open(path, config.database.busy_timeout_ms, create=create,

@@ -75,7 +75,7 @@ class StudyBot(commands.Bot):
 
     async def open_services(self) -> None:
         """Build the core's services once (no network): the cogs are handed these."""
-        self.topics = TopicVocabulary.load(self.config.resolve(self.config.studies.topics))
+        self.topics = TopicVocabulary.load(self.config.topics_path)
         existed = Path(self.db_path).exists()
         self.db = await Database.open(self.db_path, self.config.database.busy_timeout_ms,
                                       max_size_mb=self.config.database.max_size_mb)
@@ -121,7 +121,7 @@ class StudyBot(commands.Bot):
 
     async def import_configured_sources(self) -> None:
         assert self.library is not None
-        paths = [self.config.resolve(p) for p in self.config.studies.sources]
+        paths = self.config.source_paths
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             log.warning("study sources not found, skipped: %s", ", ".join(missing))

@@ -5,6 +5,7 @@ The Discord token never comes from YAML: only from the DISCORD_TOKEN environment
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import os
 import types
 import typing
@@ -40,8 +41,9 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class StudiesConfig:
-    sources: tuple[str, ...] = ("data/studies.yaml",)
-    topics: str = "data/topics.yaml"
+    # None (the key left out): the seed studies and topic vocabulary bundled with studybot.
+    sources: tuple[str, ...] | None = None
+    topics: str | None = None
     page_size: int = 5
 
 
@@ -63,6 +65,14 @@ class DiscussionsConfig:
 @dataclass(frozen=True)
 class ModerationConfig:
     role_ids: tuple[int, ...] = ()
+    # The servers whose moderators may change the study library (one library for every
+    # server). Empty: the bot's only server, when it is in exactly one.
+    library_guild_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ViewsConfig:
+    keep_days: int = 30  # saved button states unused this long are pruned
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class Config:
     discussions: DiscussionsConfig = field(default_factory=DiscussionsConfig)
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
     imports: ImportsConfig = field(default_factory=ImportsConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
     # Where relative paths are resolved from (the config file's folder, or the working dir).
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
 
@@ -89,6 +100,27 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.resolve(self.database.path)
+
+    @property
+    def topics_path(self) -> Path:
+        topics = self.studies.topics
+        return bundled_data("topics.yaml") if topics is None else self.resolve(topics)
+
+    @property
+    def source_paths(self) -> list[Path]:
+        sources = self.studies.sources
+        if sources is None:
+            return [bundled_data("studies.yaml")]
+        return [self.resolve(source) for source in sources]
+
+
+def bundled_data(name: str) -> Path:
+    """A file of the repo's data/ folder, which installs as the package studybot_data: the
+    defaults then work wherever the config lives and however studybot was installed."""
+    try:
+        return Path(str(importlib.resources.files("studybot_data").joinpath(name)))
+    except ModuleNotFoundError:  # a source checkout run without installing (PYTHONPATH=.)
+        return Path(__file__).resolve().parents[1] / "data" / name
 
 
 _CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
@@ -104,6 +136,7 @@ _CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     else "expected a number from 1 to 3600",
     "imports.max_file_bytes": lambda v: None if 1024 <= v <= 1 << 30
     else "expected a size in bytes from 1024 to 1073741824",
+    "views.keep_days": lambda v: None if 1 <= v <= 3650 else "expected days from 1 to 3650",
     "studies.page_size": lambda v: None if 5 <= v <= 10 else "expected a number from 5 to 10",
     "database.busy_timeout_ms": lambda v: None if 0 <= v <= 600_000
     else "expected milliseconds from 0 to 600000",
@@ -111,6 +144,10 @@ _CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     else "expected megabytes from 1 to 10000000, or null",
     "database.path": lambda v: None if v.strip() else "expected a non-empty string",
 }
+
+
+# Their None means "left out: the bundled file"; a key written with no value is a mistake.
+_NULL_REFUSED = frozenset({"studies.sources", "studies.topics"})
 
 
 def _describe(tp: Any) -> str:
@@ -179,8 +216,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             values[name] = _build(tp, data[name], dotted)
             continue
         value = data[name]
-        if value is None and typing.get_origin(tp) not in (typing.Union, types.UnionType):
-            raise ConfigError(f"{dotted}: expected {_describe(tp)}, got nothing")
+        optional = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        if value is None and (not optional or dotted in _NULL_REFUSED):
+            written = next(a for a in typing.get_args(tp) if a is not type(None)) \
+                if optional else tp
+            raise ConfigError(f"{dotted}: expected {_describe(written)}, got nothing")
         converted = _convert(dotted, value, tp)
         check = _CHECKS.get(dotted)
         problem = check(converted) if check and converted is not None else None

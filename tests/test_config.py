@@ -21,7 +21,28 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
     config = load_config(None)
     assert config.discord.api_base_url == "https://discord.com/api/v10"
     assert config.database.path == "data/studies.db"
-    assert config.studies.sources == ("data/studies.yaml",)
+    assert config.database_path == tmp_path / "data" / "studies.db"
+    # The bundled seed studies and topics (the repo's data/, installed as studybot_data).
+    assert config.studies.sources is None and config.studies.topics is None
+    assert config.source_paths == [(REPO / "data" / "studies.yaml").resolve()]
+    assert config.topics_path == (REPO / "data" / "topics.yaml").resolve()
+
+
+def test_a_config_elsewhere_uses_the_bundled_data_and_resolves_its_own_paths(tmp_path):
+    folder = tmp_path / "etc" / "studybot"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("database:\n  path: state/studies.db\n")
+    config = load_config(folder / "config.yaml")
+    assert config.database_path == folder / "state" / "studies.db"
+    assert config.topics_path.read_text() == (REPO / "data" / "topics.yaml").read_text()
+    assert [p.name for p in config.source_paths] == ["studies.yaml"]
+    assert config.source_paths[0].is_file()
+    (folder / "config.yaml").write_text(
+        "studies:\n  sources: [mine.yaml, /srv/more.yaml]\n  topics: vocab/topics.yaml\n")
+    config = load_config(folder / "config.yaml")
+    assert config.source_paths == [folder / "mine.yaml", Path("/srv/more.yaml")]
+    assert config.topics_path == folder / "vocab" / "topics.yaml"
+    assert parse_config("studies:\n  sources: []\n").source_paths == []
 
 
 @pytest.mark.parametrize(
@@ -34,6 +55,7 @@ def test_defaults_without_a_file(tmp_path, monkeypatch):
         ("logging:\n  level: LOUD\n", "logging.level: expected one of"),
         ("discord:\n  api_base_url: ftp://x\n", "discord.api_base_url: expected an http(s) URL"),
         ("studies:\n  sources:\n", "studies.sources: expected a list of strings, got nothing"),
+        ("studies:\n  topics:\n", "studies.topics: expected a string, got nothing"),
         ("discussions:\n  archive_after_minutes: 5\n", "discussions.archive_after_minutes"),
         ("databse: {}\n", "databse: unknown key"),
         ("- 1\n- 2\n", "config: expected a mapping"),

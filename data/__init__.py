@@ -1,0 +1,1 @@
+"""The bundled topic vocabulary and seed studies, installed as the package `studybot_data`."""
