@@ -43,7 +43,7 @@ from bot.database import (
 from bot.errors import UserFacingError
 from bot.model import STUDY_TYPE_LABELS, Study
 from bot.render import NO_PINGS, ThreadLink, safe
-from bot.text import truncate
+from bot.text import clean_text, strip_markup_words, truncate
 
 if TYPE_CHECKING:
     from bot.importing import ImportReport
@@ -72,8 +72,8 @@ def parse_iso(text: str) -> datetime:
 
 
 def thread_name(title: str) -> str:
-    """The study title cut to Discord's 100 characters at a word boundary."""
-    title = " ".join(title.split()) or "Study"
+    """The study title, as plain text, cut to Discord's 100 characters at a word boundary."""
+    title = " ".join(strip_markup_words(clean_text(title) or "").split()) or "Study"
     if len(title) <= THREAD_NAME_LIMIT:
         return title
     cut = title[:THREAD_NAME_LIMIT + 1]

@@ -20,7 +20,7 @@ from bot.model import (
     Suggestion,
     format_month_year,
 )
-from bot.text import truncate
+from bot.text import link_or_none, truncate
 from bot.topics import TopicVocabulary
 
 NO_PINGS = discord.AllowedMentions.none()
@@ -69,6 +69,23 @@ def safe(text: str | None) -> str:
     return _MENTION_START.sub("@\u200b", text) if "@" in text else text
 
 
+# In escaped text, an escaped *x* or **x** around whole words (what the importers write for
+# <i>/<b>); only those asterisks are unescaped, so nothing but emphasis can come of it.
+_ESCAPED_EMPHASIS = re.compile(
+    r"(?<![\w\\*])(?P<mark>\\\*(?:\\\*)?)(?P<inner>(?:[^\s\\*]|\\[^*\s])"
+    r"(?:[^\\*\n]|\\[^*\n]){0,600}?(?<![\s\\]))(?P=mark)(?![\w*]|\\\*)")
+
+
+def rich(text: str | None) -> str:
+    """Like safe, but emphasis around whole words (*in vitro*, **bold**) stays emphasis."""
+    escaped = safe(text)
+    if "\\*" not in escaped:
+        return escaped
+    return _ESCAPED_EMPHASIS.sub(
+        lambda m: m["mark"].replace("\\", "") + m["inner"] + m["mark"].replace("\\", ""),
+        escaped)
+
+
 def authors_line(authors: Sequence[str], limit: int = 3) -> str:
     if not authors:
         return "Unknown authors"
@@ -100,8 +117,8 @@ class ThreadLink:
 
 def study_embed(study: Study, topics: TopicVocabulary, thread: ThreadLink | None = None
                 ) -> discord.Embed:
-    embed = discord.Embed(title=truncate(study.title, TITLE_LIMIT), url=study.source_url,
-                          colour=COLOUR)
+    embed = discord.Embed(title=truncate(study.title, TITLE_LIMIT),
+                          url=link_or_none(study.source_url), colour=COLOUR)
     embed.add_field(name="Authors", value=truncate(safe(authors_line(study.authors)),
                                                    FIELD_LIMIT), inline=False)
     published = study.published + (f" in *{safe(study.journal)}*" if study.journal else "")
@@ -129,9 +146,9 @@ def study_embed(study: Study, topics: TopicVocabulary, thread: ThreadLink | None
                         inline=False)
     embed.set_footer(text=truncate(f"id: {study.id}", FOOTER_LIMIT))
     # The TLDR set apart, then the summary, in whatever room is left.
-    head = f"**TLDR** {safe(study.tldr)}" if study.tldr else ""
+    head = f"**TLDR** {rich(study.tldr)}" if study.tldr else ""
     room = min(DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - len(embed) - 10)
-    summary = safe(study.summary) if study.summary else ""
+    summary = rich(study.summary) if study.summary else ""
     parts = [p for p in (head, summary) if p]
     description = "\n\n".join(parts) if parts else "*No summary yet.*"
     embed.description = truncate(description, max(20, room))
@@ -144,9 +161,10 @@ def study_view(study: Study) -> discord.ui.View:
                                     custom_id=STUDY_RELATED.format(study_id=study.id)))
     view.add_item(discord.ui.Button(label="Discuss", style=discord.ButtonStyle.success,
                                     custom_id=STUDY_DISCUSS.format(study_id=study.id)))
-    if study.source_url and len(study.source_url) <= 512:
+    source = link_or_none(study.source_url)
+    if source:
         view.add_item(discord.ui.Button(label="Source", style=discord.ButtonStyle.link,
-                                        url=study.source_url))
+                                        url=source))
     return view
 
 
@@ -213,7 +231,7 @@ def pager_view(prev_id: str, next_id: str, has_prev: bool, has_next: bool,
 def related_embed(study: Study, entries: Sequence[RelatedEntry], offset: int, total: int,
                   sort: str, threads: dict[str, ThreadLink] | None = None) -> discord.Embed:
     embed = discord.Embed(title=truncate(f"Related to: {study.title}", TITLE_LIMIT),
-                          url=study.source_url, colour=COLOUR)
+                          url=link_or_none(study.source_url), colour=COLOUR)
     lines = []
     for i, entry in enumerate(entries):
         target = entry.study

@@ -7,6 +7,7 @@ cleared, so memory stays proportional to one record, not to the document tree.""
 
 from __future__ import annotations
 
+import html
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -16,6 +17,7 @@ from bot.importers import ImportFormatError
 
 _ENTITY_DECLARATION = re.compile(r"<!\s*ENTITY", re.IGNORECASE)
 _CHUNK = 1 << 16
+_MARKUP_DEPTH = 30
 
 T = TypeVar("T")
 
@@ -86,6 +88,33 @@ def text_of(element: ET.Element | None) -> str | None:
         return None
     text = "".join(element.itertext())
     return " ".join(text.split()) or None
+
+
+def markup_of(element: ET.Element | None) -> str | None:
+    """An element's text with its inline markup kept as tags (<sup>, <i>, MathML...), the
+    text escaped, for bot.text.clean_text to turn into what the source meant (10² rather
+    than 102). Nesting deeper than a document has reason to is read as plain text."""
+    if element is None:
+        return None
+    parts: list[str] = []
+    _markup_into(element, parts, 0, outer=True)
+    text = "".join(parts)
+    return " ".join(text.split()) or None
+
+
+def _markup_into(element: ET.Element, parts: list[str], depth: int, *, outer: bool) -> None:
+    name = local(element.tag)
+    if depth > _MARKUP_DEPTH:
+        parts.append(html.escape("".join(element.itertext()), quote=False))
+        return
+    if not outer:
+        parts.append(f"<{name}>")
+    parts.append(html.escape(element.text or "", quote=False))
+    for child in element:
+        _markup_into(child, parts, depth + 1, outer=False)
+        parts.append(html.escape(child.tail or "", quote=False))
+    if not outer:
+        parts.append(f"</{name}>")
 
 
 def local(tag: object) -> str:

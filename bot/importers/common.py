@@ -9,7 +9,16 @@ from typing import Any
 
 from bot.importers import ImportFormatError
 from bot.model import InvalidRecord, SimilarRef, StudyRecord, normalise_study_type
-from bot.text import clean_paragraphs, clean_text, normalise_doi, normalise_pmid, sanitise_id
+from bot.text import (
+    clean_paragraphs,
+    clean_text,
+    has_unwanted_characters,
+    normalise_doi,
+    normalise_pmid,
+    normalise_url,
+    sanitise_id,
+    translated_title,
+)
 
 MONTHS = {
     name: number
@@ -57,22 +66,30 @@ def study_type_from(publication_types: Iterable[str]) -> str | None:
     return None
 
 
-def clean(value: object) -> str | None:
-    """clean_text, cheaper for the common text without markup or entities: str.split() and
-    the regex's \\s agree on what white space is (both Py_UNICODE_ISSPACE)."""
+def clean(value: object, *, emphasis: bool = False) -> str | None:
+    """clean_text, cheaper for the common text without markup, entities or invisible
+    characters: str.split() and the regex's \\s agree on what white space is (both
+    Py_UNICODE_ISSPACE)."""
     if value is None:
         return None
     text = value if type(value) is str else str(value)
-    if "<" in text or "&" in text:
-        return clean_text(text)
+    if "<" in text or "&" in text or has_unwanted_characters(text):
+        return clean_text(text, emphasis=emphasis)
     return " ".join(text.split()) or None
 
 
-def clean_block(value: object) -> str | None:
+def clean_block(value: object, *, emphasis: bool = False) -> str | None:
     """clean_paragraphs, skipping the paragraph split for text on one line."""
     if type(value) is str and "\n" not in value and "\r" not in value:
-        return clean(value)
-    return clean_paragraphs(value)
+        return clean(value, emphasis=emphasis)
+    return clean_paragraphs(value, emphasis=emphasis)
+
+
+def clean_title(value: object) -> str | None:
+    """A title: cleaned, and PubMed's "[Translated title]." shown as "Translated title
+    (translated)" (title_key and ids ignore the note, so matching is unchanged)."""
+    text = clean(value, emphasis=True)
+    return translated_title(text) if text and text[0] == "[" else text
 
 
 def parse_month(value: object) -> int | None:
@@ -161,17 +178,17 @@ def build_record(
 
     With strict (the native format) a malformed DOI, PMID, year or study type makes the record
     invalid; otherwise (foreign formats, written by other tools) such a value is dropped."""
-    clean_title = clean(title)
-    if not clean_title:
+    title_text = clean_title(title)
+    if not title_text:
         if fields.get("pmid") or fields.get("doi"):
             # An indexed entry without a title (errata, notices, untranslated records) cannot
             # be shown or discussed: it is skipped with a note, not fatal to the import.
             return InvalidRecord(source, "title", "indexed entry without a title: skipped",
                                  empty=True)
         return InvalidRecord(source, "title", "missing title")
-    if len(clean_title) > 1000:
-        return InvalidRecord(source, "title", f"title is {len(clean_title)} characters (max 1000)")
-    values: dict[str, Any] = {"title": clean_title, "source": source}
+    if len(title_text) > 1000:
+        return InvalidRecord(source, "title", f"title is {len(title_text)} characters (max 1000)")
+    values: dict[str, Any] = {"title": title_text, "source": source}
     warnings: list[str] = []
 
     raw_id = fields.get("id")
@@ -229,11 +246,18 @@ def build_record(
             return InvalidRecord(source, "study_type", f"unknown study type {raw_type!r}")
         values["study_type"] = study_type
 
-    for name in ("journal", "tldr", "url"):
-        text = clean(fields.get(name))
-        if text:
-            values[name] = text
-    summary = clean_block(fields.get("summary"))
+    journal = clean(fields.get("journal"))
+    if journal:
+        values["journal"] = journal
+    tldr = clean(fields.get("tldr"), emphasis=True)
+    if tldr:
+        values["tldr"] = tldr
+    url, url_warning = link_from(fields.get("url"))
+    if url:
+        values["url"] = url
+    elif url_warning:
+        warnings.append(f"{source}: url: {url_warning}")
+    summary = clean_block(fields.get("summary"), emphasis=True)
     if summary:
         values["summary"] = summary
     for name in ("authors", "topics", "keywords"):
@@ -246,6 +270,20 @@ def build_record(
     if warnings:
         values["warnings"] = tuple(warnings)
     return StudyRecord(**values)
+
+
+def link_from(value: object) -> tuple[str | None, str | None]:
+    """The first http(s) link in a url field, or None and why it was dropped (a card cannot
+    carry a link Discord would refuse)."""
+    text = clean(value)
+    if not text:
+        return None, None
+    for candidate in text.split(" "):
+        url = normalise_url(candidate)
+        if url:
+            return url, None
+    shown = text if len(text) <= 80 else text[:79] + "…"
+    return None, f"dropped {shown!r} (not an http(s) link of at most 512 characters)"
 
 
 def similar_from_mapping(entry: object, source: str) -> SimilarRef | InvalidRecord:

@@ -1,7 +1,8 @@
 """PubMed XML (EFetch and the annual baseline): PubmedArticleSet, PubmedArticle, PubmedBookArticle.
 
-- Title: ArticleTitle (inline markup such as <i>, <sub> and MathML reduced to its text), else
-  VernacularTitle; for books the chapter's ArticleTitle, else the BookTitle.
+- Title: ArticleTitle (inline markup kept for bot.text: <sub> as subscripts, <i> as
+  emphasis, MathML as its text), else VernacularTitle; for books the chapter's ArticleTitle,
+  else the BookTitle.
 - Authors "Family, Given" from LastName with ForeName (or Initials), or CollectiveName.
 - Date: PubDate (Year/Month/Day, Season or MedlineDate), else ArticleDate, else the book's date.
 - Abstract: the AbstractText parts, "LABEL: text" for structured abstracts, one per line; an
@@ -16,6 +17,7 @@ Records are numbered in document order: "file.xml[3]" is the fourth article."""
 
 from __future__ import annotations
 
+import html
 import itertools
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -59,7 +61,7 @@ def _article(element: ET.Element, where: str) -> StudyRecord | InvalidRecord:
         article = ET.Element("Article")
     data = element.find("PubmedData")
 
-    title = _xml.text_of(article.find("ArticleTitle")) or _xml.text_of(
+    title = _xml.markup_of(article.find("ArticleTitle")) or _xml.markup_of(
         article.find("VernacularTitle"))
     journal = article.find("Journal")
     journal_title = None
@@ -126,8 +128,8 @@ def _book_article(element: ET.Element, where: str) -> StudyRecord | InvalidRecor
     book = document.find("Book")
     if book is None:
         book = ET.Element("Book")
-    chapter_title = _xml.text_of(document.find("ArticleTitle"))
-    book_title = _xml.text_of(book.find("BookTitle"))
+    chapter_title = _xml.markup_of(document.find("ArticleTitle"))
+    book_title = _xml.markup_of(book.find("BookTitle"))
     authors = _authors(document.find("AuthorList")) or _authors(book.find("AuthorList"))
 
     year, month, day = _pub_date(book.find("PubDate"))
@@ -201,10 +203,11 @@ def _abstract(abstract: ET.Element | None) -> str | None:
         return None
     parts = []
     for part in abstract.findall("AbstractText"):
-        text = _xml.text_of(part)
+        text = _xml.markup_of(part)
         if not text:
             continue
         label = (part.get("Label") or "").strip()
+        label = html.escape(label, quote=False)  # text is escaped markup: so is the label
         parts.append(f"{label}: {text}" if label and label.upper() != "UNLABELLED" else text)
     return "\n".join(parts) or None
 
