@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -245,20 +247,43 @@ async def cmd_db(config: Config, args: argparse.Namespace) -> int:
                 raise UserError(f"{db.path}: integrity check failed")
             print("integrity: ok")
         elif args.action == "backup":
-            if not args.target:
-                raise UserError("db backup needs a target path")
-            target = Path(args.target)
-            if target.exists() and not args.force:
-                raise UserError(f"{target}: already exists (use --force to overwrite)")
-            if target.resolve() == db.path.resolve():
-                raise UserError("the backup target is the database itself")
-            if not target.parent.is_dir():
-                raise UserError(f"{target.parent}: no such directory")
-            await db.backup(target)
-            print(f"backed up to {target}")
+            await _backup(db, args)
     finally:
         await db.close()
     return 0
+
+
+async def _backup(db: Database, args: argparse.Namespace) -> None:
+    """To a file, or into a folder as `<db name>-<UTC time>.db`, keeping the newest --keep."""
+    if not args.target:
+        raise UserError("db backup needs a target path")
+    folder = Path(args.target) if Path(args.target).is_dir() else None
+    if args.keep is not None and folder is None:
+        raise UserError("--keep needs a folder as the backup target")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = folder / f"{db.path.stem}-{stamp}.db" if folder else Path(args.target)
+    if target.exists() and not args.force:
+        raise UserError(f"{target}: already exists (use --force to overwrite)")
+    if target.resolve() == db.path.resolve():
+        raise UserError("the backup target is the database itself")
+    if not target.parent.is_dir():
+        raise UserError(f"{target.parent}: no such directory")
+    # Written aside and renamed: an interrupted backup never replaces a good one.
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)
+    try:
+        await db.backup(partial)
+        partial.replace(target)
+    except (OSError, sqlite3.Error) as exc:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"{target}: backup failed ({exc})") from None
+    print(f"backed up to {target}")
+    if folder is not None and args.keep is not None:
+        pattern = re.compile(re.escape(db.path.stem) + r"-\d{8}T\d{6}Z\.db")
+        ours = sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name))
+        for old in ours[:-args.keep]:
+            old.unlink()
+            print(f"removed {old}")
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
@@ -278,6 +303,12 @@ def _year(text: str) -> int:
 def _limit(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 1000:
         raise argparse.ArgumentTypeError("expected a number from 1 to 1000")
+    return int(text)
+
+
+def _keep(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise argparse.ArgumentTypeError("expected a number from 1 to 10000")
     return int(text)
 
 
@@ -324,8 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("db", parents=[common], help="database maintenance")
     p.add_argument("action", choices=("check", "stats", "backup"))
-    p.add_argument("target", nargs="?", metavar="PATH", help="backup file (for backup)")
+    p.add_argument("target", nargs="?", metavar="PATH",
+                   help="backup file, or a folder to back up into with a dated name")
     p.add_argument("--force", action="store_true", help="overwrite an existing backup file")
+    p.add_argument("--keep", type=_keep, metavar="N",
+                   help="backing up into a folder: keep its newest N backups, remove older")
     p.add_argument("--json", action="store_true", help="JSON output (stats)")
     return parser
 

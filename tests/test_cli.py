@@ -54,6 +54,30 @@ def test_import_search_show_related_stats(tmp_path):
     assert refused.returncode == 1 and "already exists" in refused.stderr
 
 
+def test_backup_into_a_folder_keeps_the_newest(tmp_path):
+    db = tmp_path / "studies.db"
+    assert run("import", "--db", db, DATA / "studies.yaml").returncode == 0
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    # Older backups of this database, and files that are not its backups.
+    for name in ("studies-20200101T000000Z.db", "studies-20210101T000000Z.db",
+                 "other-20190101T000000Z.db", "notes.txt"):
+        (backups / name).write_text("old")
+    result = run("db", "backup", backups, "--keep", "2", "--db", db)
+    assert result.returncode == 0, result.stderr
+    made = [p for p in backups.iterdir() if p.name.startswith("studies-") and
+            not p.name.startswith(("studies-2020", "studies-2021"))]
+    assert len(made) == 1 and f"backed up to {made[0]}" in result.stdout
+    assert sorted(p.name for p in backups.iterdir()) == sorted(
+        [made[0].name, "studies-20210101T000000Z.db", "other-20190101T000000Z.db", "notes.txt"])
+    copy = run("db", "stats", "--db", made[0], "--json")
+    original = run("db", "stats", "--db", db, "--json")
+    assert json.loads(copy.stdout)["studies"] == json.loads(original.stdout)["studies"] > 0
+    refused = run("db", "backup", tmp_path / "one.db", "--keep", "2", "--db", db)
+    assert refused.returncode == 1
+    assert refused.stderr == "studybot: --keep needs a folder as the backup target\n"
+
+
 def test_user_errors_exit_1_with_one_line_and_usage_errors_exit_2(tmp_path):
     db = tmp_path / "e.db"
     missing = run("show", "--db", db, "nothing-here")
