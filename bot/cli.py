@@ -94,6 +94,13 @@ def print_report(report: ImportReport, out: TextIO, limit: int = 20) -> None:
         print(f"  invalid: {problem}", file=out)
     if len(report.invalid) > limit:
         print(f"  ... and {len(report.invalid) - limit} more invalid record(s)", file=out)
+    if report.kept_moderated:
+        print(f"  kept the moderators' version of {', '.join(report.kept_ids[:5])}"
+              f"{' ...' if report.kept_moderated > 5 else ''} (--overwrite-moderated applies "
+              "the file's records)", file=out)
+    if report.removed_skipped:
+        print(f"  removed earlier, skipped: {', '.join(report.removed_ids[:5])}"
+              f"{' ...' if report.removed_skipped > 5 else ''} (restore them first)", file=out)
     for note in report.skipped[:5]:
         print(f"  skipped: {note}", file=out)
     if len(report.skipped) > 5:
@@ -126,7 +133,8 @@ async def cmd_import(config: Config, args: argparse.Namespace) -> int:
     progress = _Progress()
     try:
         report = await library.import_paths(args.paths, skip_invalid=args.skip_invalid,
-                                            dry_run=args.dry_run, progress=progress)
+                                            dry_run=args.dry_run, progress=progress,
+                                            overwrite_moderated=args.overwrite_moderated)
     except ImportAborted as exc:
         progress.done()
         print_report(exc.report, sys.stderr)
@@ -330,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--skip-invalid", action="store_true",
                    help="import the valid records even if some are invalid")
+    p.add_argument("--overwrite-moderated", action="store_true",
+                   help="apply records to studies a moderator changed since (default: keep "
+                   "the moderator's version)")
     p.add_argument("--dry-run", action="store_true", help="report what would change; write "
                    "nothing")
 

@@ -21,11 +21,12 @@ import yarl
 from discord.ext import commands
 
 from bot.config import DEFAULT_API_BASE_URL, TOKEN_ENV, Config, discord_token
-from bot.database import CommunityStore, Database, GuildSettingsStore
+from bot.database import SOURCE_FILE, CommunityStore, Database, GuildSettingsStore
 from bot.discussions import DiscussionService
 from bot.errors import StudyTree
 from bot.importing import ImportAborted
 from bot.library import StudyLibrary
+from bot.outbox import InvalidRequestBudget
 from bot.ratelimits import RetryAfterGate
 from bot.topics import TopicVocabulary
 
@@ -47,7 +48,11 @@ class StudyBot(commands.Bot):
         intents = discord.Intents.none()
         intents.guilds = True  # channels, threads and roles; nothing privileged
         self.rate_gate = RetryAfterGate()
-        options.setdefault("http_trace", self.rate_gate.trace_config())
+        # Invalid requests from the outbox and discussion paths, counted process-wide.
+        self.invalid_requests = InvalidRequestBudget()
+        trace = self.rate_gate.trace_config()
+        self.invalid_requests.attach(trace)
+        options.setdefault("http_trace", trace)
         super().__init__(
             command_prefix=commands.when_mentioned,  # unused: slash commands only
             intents=intents,
@@ -106,7 +111,7 @@ class StudyBot(commands.Bot):
             await self.load_extension(name)
         if self.config.discord.sync_commands:
             await self.sync_commands()
-        self.discussions.start()  # the outbox drainer: automatic threads
+        self.discussions.start()  # the outbox: automatic threads, thread updates
         if self.freeze_gc_when_ready:
             self._freezer = asyncio.create_task(self._freeze_gc_when_ready())
 
@@ -129,8 +134,10 @@ class StudyBot(commands.Bot):
         if not paths:
             return
         try:
+            # A source file never overwrites a moderator's change, nor brings back a study
+            # they removed (bot/importing.py).
             report = await self.library.import_paths(
-                paths, collect_new_ids=True,
+                paths, collect_new_ids=True, source_kind=SOURCE_FILE,
                 after_write=self.discussions.after_import if self.discussions else None)
         except ImportAborted as exc:
             # Start anyway with what the database holds; the moderators see why in the log.

@@ -15,9 +15,9 @@ import logging
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -246,9 +246,14 @@ def row_hash(values: Sequence[Any]) -> str:
 
 _FTS_COLUMNS = "title, tldr, summary, authors, journal, topics, keywords"
 _INSERT_STUDY = ("INSERT INTO studies (id, " + ", ".join(_ROW_FIELDS) + ", content_hash, "
-                 "created_at, updated_at) VALUES (" + ", ".join("?" * (len(_ROW_FIELDS) + 4))
-                 + ")")
+                 "created_at, updated_at, source_kind, source_name, source_hash, moderated_at) "
+                 "VALUES (" + ", ".join("?" * (len(_ROW_FIELDS) + 8)) + ")")
+# Where a study's current content came from (studies.source_kind).
+SOURCE_FILE, IMPORT, MODERATOR, FEED = "source-file", "import", "moderator", "feed"
+_UPSERT_IDENTIFIER = ("INSERT INTO study_identifiers (kind, value, study_pk) VALUES (?, ?, ?) "
+                      "ON CONFLICT (kind, value) DO UPDATE SET study_pk = excluded.study_pk")
 _TOPICS_AT = _ROW_FIELDS.index("topics")
+_DOI_AT, _PMID_AT = _ROW_FIELDS.index("doi"), _ROW_FIELDS.index("pmid")
 # The import connection's page cache while it indexes in bulk (KiB, as cache_size wants).
 BULK_CACHE_KIB = 65536
 # FTS5's in-memory buffer of new terms (its 'hashsize'): default, and while bulk indexing.
@@ -271,6 +276,10 @@ class ImportWriter:
         self._fts_from: int | None = None
         self._fts_removed: set[int] = set()
         self._dropped_indexes: list[tuple[str, str]] = []  # (name, CREATE statement)
+        # Set while identifier rows are deferred too: rows with a larger pk get theirs from
+        # their columns in one statement (finish_fts); matching reads the columns meanwhile.
+        self._ids_from: int | None = None
+        self._tombstones: bool | None = None
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -287,6 +296,7 @@ class ImportWriter:
             return
         self._fts_from = self.conn.execute(
             "SELECT coalesce(max(pk), 0) FROM studies").fetchone()[0]
+        self._ids_from = self._fts_from
         self._fts_removed = set()
         self.conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS import_fts_old "
                           f"(pk INTEGER PRIMARY KEY, {_FTS_COLUMNS})")
@@ -325,6 +335,7 @@ class ImportWriter:
             return
         self.conn.execute("DELETE FROM meta WHERE key = 'fts_deferred'")
         self.index_deferred()
+        self._add_deferred_identifiers()
         if self._fts_removed:
             self.conn.execute(
                 f"INSERT INTO studies_fts (studies_fts, rowid, {_FTS_COLUMNS}) "
@@ -343,20 +354,157 @@ class ImportWriter:
         self._fts_from = None
         self._fts_removed = set()
 
-    def match(self, study_id: str | None, doi: str | None, pmid: str | None,
-              title_key: str | None, year: int | None) -> int | None:
-        """The study a record is about, in one query: by id, then DOI, then PMID, then
-        normalised title and year (the oldest such study)."""
-        # coalesce() stops at the first subquery that finds a study (half the cost of a
-        # UNION ALL ordered by priority, which runs all four and sorts).
+    def _add_deferred_identifiers(self) -> None:
+        if self._ids_from is None:
+            return
+        for kind in ("id", "doi", "pmid"):
+            # INSERT OR IGNORE: an identifier another study carried before stays with it.
+            self.conn.execute(
+                f"INSERT OR IGNORE INTO study_identifiers (kind, value, study_pk) "
+                f"SELECT '{kind}', {kind}, pk FROM studies WHERE pk > ? AND {kind} IS NOT NULL",
+                (self._ids_from,))
+        self._ids_from = None
+
+    def match_identifiers(self, study_id: str | None, doi: str | None, pmid: str | None
+                          ) -> int | None:
+        """The study a record's id, DOI or PMID (in that order) names: carried now, or
+        before (a merged duplicate's, an earlier DOI), in one query."""
+        # coalesce() stops at the first subquery that finds a study. The columns first: they
+        # hold every current identifier even while identifier rows are deferred.
         return self.conn.execute(
             "SELECT coalesce((SELECT pk FROM studies WHERE id = ?1), "
+            "(SELECT study_pk FROM study_identifiers WHERE kind = 'id' AND value = ?1), "
             "(SELECT pk FROM studies WHERE doi = ?2), "
+            "(SELECT study_pk FROM study_identifiers WHERE kind = 'doi' AND value = ?2), "
             "(SELECT pk FROM studies WHERE pmid = ?3), "
-            "(SELECT pk FROM studies WHERE title_key = ?4 AND year IS ?5 "
-            "ORDER BY title_key, year, pk LIMIT 1))",
-            (study_id, doi, pmid, title_key or None, year),
+            "(SELECT study_pk FROM study_identifiers WHERE kind = 'pmid' AND value = ?3))",
+            (study_id, doi, pmid),
         ).fetchone()[0]
+
+    def title_candidates(self, title_key: str, year: int | None, limit: int = 50
+                         ) -> list[tuple[int, str | None, str | None, str | None]]:
+        """(pk, doi, pmid, journal) of the studies with this normalised title and year,
+        oldest first."""
+        return self.conn.execute(
+            "SELECT pk, doi, pmid, journal FROM studies WHERE title_key = ? AND year IS ? "
+            "ORDER BY title_key, year, pk LIMIT ?", (title_key, year, limit)).fetchall()
+
+    def identifiers_of(self, pk: int) -> list[tuple[str, str]]:
+        """Every (kind, value) a study carries or carried."""
+        return self.conn.execute(
+            "SELECT kind, value FROM study_identifiers WHERE study_pk = ? ORDER BY kind, value",
+            (pk,)).fetchall()
+
+    def carries(self, pk: int, kind: str, value: str) -> bool:
+        return self.conn.execute(
+            "SELECT 1 FROM study_identifiers WHERE kind = ? AND value = ? AND study_pk = ?",
+            (kind, value, pk)).fetchone() is not None
+
+    def set_identifiers(self, pk: int, identifiers: Iterable[tuple[str, str]]) -> None:
+        """These identifiers name this study from now on (taken from any study that
+        carried them before)."""
+        self.conn.executemany(_UPSERT_IDENTIFIER, [(k, v, pk) for k, v in identifiers if v])
+
+    def add_identifiers(self, pk: int, identifiers: Iterable[tuple[str, str]]) -> None:
+        """These identifiers name this study too, unless another study carries one."""
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO study_identifiers (kind, value, study_pk) VALUES (?, ?, ?)",
+            [(k, v, pk) for k, v in identifiers if v])
+
+    def move_identifiers(self, from_pk: int, to_pk: int) -> None:
+        """Every identifier of one study names another (a merge)."""
+        self.conn.execute("UPDATE study_identifiers SET study_pk = ? WHERE study_pk = ?",
+                          (to_pk, from_pk))
+
+    # Tombstones ------------------------------------------------------------------------------
+
+    def has_tombstones(self) -> bool:
+        if self._tombstones is None:
+            self._tombstones = self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM removed_studies)").fetchone()[0] == 1
+        return self._tombstones
+
+    def removed_match(self, study_id: str | None, doi: str | None, pmid: str | None
+                      ) -> str | None:
+        """The removed study a record's id, DOI or PMID names, if any."""
+        if not self.has_tombstones():
+            return None
+        return self.conn.execute(
+            "SELECT coalesce("
+            "(SELECT study_id FROM removed_identifiers WHERE kind = 'id' AND value = ?1), "
+            "(SELECT study_id FROM removed_identifiers WHERE kind = 'doi' AND value = ?2), "
+            "(SELECT study_id FROM removed_identifiers WHERE kind = 'pmid' AND value = ?3))",
+            (study_id, doi, pmid)).fetchone()[0]
+
+    def removed_title_candidates(self, title_key: str, year: int | None
+                                 ) -> list[tuple[str, str | None, str | None]]:
+        """(study_id, doi, pmid) of removed studies with this normalised title and year."""
+        if not self.has_tombstones():
+            return []
+        return self.conn.execute(
+            "SELECT study_id, doi, pmid FROM removed_studies WHERE title_key = ? AND year IS ? "
+            "ORDER BY removed_at LIMIT 50", (title_key, year)).fetchall()
+
+    def add_tombstone(self, pk: int, row: StudyRow, reason: str, audit_id: int,
+                      timestamp: str) -> None:
+        """Remember a study being removed (before its row is deleted), with every
+        identifier it carried."""
+        self.conn.execute(
+            "INSERT INTO removed_studies (study_id, title, title_key, year, doi, pmid, reason, "
+            "audit_id, removed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (study_id) DO UPDATE SET title = excluded.title, "
+            "title_key = excluded.title_key, year = excluded.year, doi = excluded.doi, "
+            "pmid = excluded.pmid, reason = excluded.reason, audit_id = excluded.audit_id, "
+            "removed_at = excluded.removed_at",
+            (row.id, row.title, row.title_key, row.year, row.doi, row.pmid, reason, audit_id,
+             timestamp))
+        identifiers = {(k, v) for k, v in self.identifiers_of(pk)}
+        identifiers.update((k, v) for k, v in (("id", row.id), ("doi", row.doi),
+                                               ("pmid", row.pmid)) if v)
+        self.conn.executemany(
+            "INSERT INTO removed_identifiers (kind, value, study_id) VALUES (?, ?, ?) "
+            "ON CONFLICT (kind, value) DO UPDATE SET study_id = excluded.study_id",
+            [(k, v, row.id) for k, v in sorted(identifiers)])
+        self._tombstones = True
+
+    def tombstone(self, study_id: str) -> tuple[str | None, int | None] | None:
+        """(reason, audit entry id) of a removed study, or None."""
+        row = self.conn.execute("SELECT reason, audit_id FROM removed_studies WHERE study_id = ?",
+                                (study_id,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def removed_identifiers(self, study_id: str) -> list[tuple[str, str]]:
+        return self.conn.execute(
+            "SELECT kind, value FROM removed_identifiers WHERE study_id = ? ORDER BY kind, value",
+            (study_id,)).fetchall()
+
+    def drop_tombstone(self, study_id: str) -> None:
+        self.conn.execute("DELETE FROM removed_studies WHERE study_id = ?", (study_id,))
+
+    # Provenance ------------------------------------------------------------------------------
+
+    def provenance(self, pk: int) -> tuple[str, str | None, str | None]:
+        """(hash of the record last imported from a source, kind of the current content's
+        source, when a moderator last changed it). A study written before migration 6 has
+        no source hash: its content hash is what its last import wrote."""
+        return self.conn.execute(
+            "SELECT coalesce(source_hash, content_hash), source_kind, moderated_at "
+            "FROM studies WHERE pk = ?", (pk,)).fetchone()
+
+    def record_conflict(self, pk: int, record_hash: str, moderated_at: str, source_kind: str,
+                        source_name: str | None, timestamp: str) -> bool:
+        """Remember a source's record kept out by a moderator's change; True the first time
+        (for this study, record and moderator change)."""
+        return self.conn.execute(
+            "INSERT OR IGNORE INTO source_conflicts (study_pk, record_hash, moderated_at, "
+            "source_kind, source_name, seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (pk, record_hash, moderated_at, source_kind, source_name, timestamp)).rowcount > 0
+
+    def match(self, study_id: str | None, doi: str | None, pmid: str | None,
+              title_key: str | None, year: int | None) -> int | None:
+        """The study a record is about, by identifiers only (see StudyImporter.match for the
+        title and year rule)."""
+        return self.match_identifiers(study_id, doi, pmid)
 
     def commit(self) -> None:
         self.conn.execute("COMMIT")
@@ -364,6 +512,8 @@ class ImportWriter:
     def rollback(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+        self._ids_from = None
+        self._tombstones = None
         if self._fts_from is not None:
             self._fts_from = None
             self._dropped_indexes = []  # the rollback restored them, and the FTS settings
@@ -381,8 +531,12 @@ class ImportWriter:
         return row[0] if row else None
 
     def id_taken(self, study_id: str) -> bool:
-        return self.conn.execute("SELECT 1 FROM studies WHERE id = ?", (study_id,)).fetchone() \
-            is not None
+        """Whether an id names a study, now or before (merged, removed)."""
+        return self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM studies WHERE id = ?1) "
+            "OR EXISTS (SELECT 1 FROM study_identifiers WHERE kind = 'id' AND value = ?1) "
+            "OR EXISTS (SELECT 1 FROM removed_identifiers WHERE kind = 'id' AND value = ?1)",
+            (study_id,)).fetchone()[0] == 1
 
     def load_row(self, pk: int) -> tuple[StudyRow, str]:
         row = self.conn.execute(
@@ -397,15 +551,27 @@ class ImportWriter:
         return row[0] if row else None
 
     def insert_values(self, study_id: str, values: Sequence[Any], content_hash: str,
-                      timestamp: str) -> int:
-        """A new study, given as its _ROW_FIELDS values and their hash."""
-        pk = self.conn.execute(_INSERT_STUDY, (study_id, *values, content_hash, timestamp,
-                                               timestamp)).lastrowid
+                      timestamp: str, *, source_kind: str = IMPORT,
+                      source_name: str | None = None) -> int:
+        """A new study, given as its _ROW_FIELDS values and their hash, from a source (a
+        moderator's is no source: its record hash is not kept)."""
+        moderated = source_kind == MODERATOR
+        pk = self.conn.execute(_INSERT_STUDY, (
+            study_id, *values, content_hash, timestamp, timestamp, source_kind, source_name,
+            None if moderated else content_hash, timestamp if moderated else None)).lastrowid
         assert pk is not None
         self._write_topics(pk, values[_TOPICS_AT], replace=False)
+        if self._ids_from is None:
+            self.set_identifiers(pk, (("id", study_id), ("doi", values[_DOI_AT]),
+                                      ("pmid", values[_PMID_AT])))
         return pk
 
-    def update(self, pk: int, row: StudyRow, timestamp: str) -> None:
+    def update(self, pk: int, row: StudyRow, timestamp: str, *,
+               source: tuple[str, str | None, str] | None = None,
+               moderated: bool = False) -> None:
+        """Write a study's new values. `source`: (kind, name, record hash) of the import
+        whose record this is; `moderated`: a moderator's change. Neither: provenance kept
+        (e.g. a similar link moved by a merge)."""
         if self._fts_from is not None and pk <= self._fts_from \
                 and pk not in self._fts_removed:
             # Already indexed: finish_fts takes it out of the index with the values kept here
@@ -415,12 +581,24 @@ class ImportWriter:
                 f"INSERT INTO temp.import_fts_old (pk, {_FTS_COLUMNS}) "
                 f"SELECT pk, {_FTS_COLUMNS} FROM studies WHERE pk = ?", (pk,))
             self._fts_removed.add(pk)
+        if source is not None:
+            provenance = "source_kind = ?, source_name = ?, source_hash = ?"
+            extra: tuple[Any, ...] = source
+        elif moderated:
+            # The record hash stays (a NULL one reads as the content hash: keep that).
+            provenance = ("source_kind = ?, moderated_at = ?, "
+                          "source_hash = coalesce(source_hash, content_hash)")
+            extra = (MODERATOR, timestamp)
+        else:
+            provenance, extra = "source_hash = coalesce(source_hash, content_hash)", ()
         self.conn.execute(
             "UPDATE studies SET " + ", ".join(f"{f} = ?" for f in _ROW_FIELDS)
-            + ", content_hash = ?, updated_at = ? WHERE pk = ?",
-            (*(getattr(row, f) for f in _ROW_FIELDS), row.content_hash(), timestamp, pk),
+            + f", content_hash = ?, updated_at = ?, {provenance} WHERE pk = ?",
+            (*(getattr(row, f) for f in _ROW_FIELDS), row.content_hash(), timestamp, *extra,
+             pk),
         )
         self._write_topics(pk, row.topics, replace=True)
+        self.set_identifiers(pk, (("id", row.id), ("doi", row.doi), ("pmid", row.pmid)))
 
     def _write_topics(self, pk: int, topics: str, replace: bool) -> None:
         if replace:
@@ -430,6 +608,17 @@ class ImportWriter:
                 "INSERT OR IGNORE INTO study_topics (topic, study_pk) VALUES (?, ?)",
                 [(t, pk) for t in topics.split()],
             )
+
+    def add_audit(self, guild_id: int | None, moderator_id: int | None,
+                  moderator_name: str | None, action: str, study_id: str | None,
+                  details: str, timestamp: str) -> int:
+        """An audit entry, in the writer's transaction (with the change it records)."""
+        cursor = self.conn.execute(
+            "INSERT INTO audit_log (guild_id, moderator_id, moderator_name, action, study_id, "
+            "details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (guild_id, moderator_id, moderator_name, action, study_id, details, timestamp))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute(
@@ -545,6 +734,17 @@ class Database:
         assert column in ("id", "doi", "pmid", "pk")
         row = await self._fetchone(f"SELECT {STUDY_COLUMNS} FROM studies WHERE {column} = ?",
                                    (value,))
+        return study_from_row(row) if row else None
+
+    async def study_by_identifier(self, kind: str, value: str) -> Study | None:
+        """The study that carries, or carried, this id, DOI or PMID (a merged duplicate's
+        identifiers name the study it was merged into)."""
+        assert kind in ("id", "doi", "pmid")
+        row = await self._fetchone(
+            f"SELECT {STUDY_COLUMNS} FROM studies WHERE pk = coalesce("
+            f"(SELECT pk FROM studies WHERE {kind} = ?1), "
+            "(SELECT study_pk FROM study_identifiers WHERE kind = ?2 AND value = ?1))",
+            (value, kind))
         return study_from_row(row) if row else None
 
     async def studies_by_title_key(self, key: str, limit: int = 5) -> list[Study]:
@@ -845,11 +1045,12 @@ class CommunityStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._commands: Counter[tuple[str, str]] = Counter()
+        self._commands: Counter[tuple[str, int, str]] = Counter()
         self._views: Counter[str] = Counter()
         self._flushed_at = time.monotonic()
-        # Views this process saved (never deleted): a popular search's repeat needs no write.
-        self._saved: LRU[str, bool] = LRU(SAVED_VIEW_MEMORY)
+        # Views this process saved or used today (key -> that day): a popular search's repeat
+        # needs no write. Cleared when states are pruned.
+        self._saved: LRU[str, str] = LRU(SAVED_VIEW_MEMORY)
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self.db.write_lock:
@@ -861,25 +1062,50 @@ class CommunityStore:
             return cursor.rowcount
 
     async def save_view(self, key: str, kind: str, state: str) -> None:
-        if self._saved.get(key):
+        """Save a button's state (or mark it used: at most one write per state a day)."""
+        stamp = now_iso()
+        if self._saved.get(key) == stamp[:10]:
             return
         await self._write(
-            "INSERT INTO saved_views (key, kind, state, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (key) DO NOTHING", (key, kind, state, now_iso()))
-        self._saved.put(key, True)
+            "INSERT INTO saved_views (key, kind, state, created_at, last_used_at) "
+            "VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET last_used_at = excluded.last_used_at",
+            (key, kind, state, stamp, stamp))
+        self._saved.put(key, stamp[:10])
 
     async def load_view(self, key: str) -> tuple[str, str] | None:
-        row = await self.db._fetchone("SELECT kind, state FROM saved_views WHERE key = ?",
-                                      (key,))
-        return (row[0], row[1]) if row else None
+        row = await self.db._fetchone(
+            "SELECT kind, state, last_used_at FROM saved_views WHERE key = ?", (key,))
+        if row is None:
+            return None
+        today = now_iso()[:10]
+        if (row[2] or "")[:10] != today and self._saved.get(key) != today:
+            # Used again: kept another views.keep_days (a failed mark only shortens that).
+            try:
+                await self._write("UPDATE saved_views SET last_used_at = ? WHERE key = ?",
+                                  (now_iso(), key))
+                self._saved.put(key, today)
+            except DatabaseError as exc:
+                log.warning("saved view %s: last use not recorded: %s", key, exc)
+        return (row[0], row[1])
+
+    async def prune_views(self, keep_days: int) -> int:
+        """Delete the saved states nobody used for `keep_days`; returns how many."""
+        cutoff = (datetime.now(UTC) - timedelta(days=keep_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        deleted = await self._write(
+            "DELETE FROM saved_views WHERE coalesce(last_used_at, created_at) < ?", (cutoff,))
+        self._saved.clear()
+        return deleted
 
     # Usage counters are kept in memory and written in one transaction every few seconds:
     # two commits per interaction would queue behind (and delay) the reads of the next ones.
     FLUSH_SECONDS = 5.0
     FLUSH_ENTRIES = 500
 
-    async def record_command(self, command: str, study_id: str | None = None) -> None:
-        self._commands[(now_iso()[:10], command)] += 1
+    async def record_command(self, command: str, study_id: str | None = None, *,
+                             guild_id: int | None = None) -> None:
+        """Count a command served (per day and server: 0 when not in a server)."""
+        self._commands[(now_iso()[:10], guild_id or 0, command)] += 1
         if study_id:
             self._views[study_id] += 1
         if time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS or \
@@ -899,9 +1125,10 @@ class CommunityStore:
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 await conn.executemany(
-                    "INSERT INTO command_usage (day, command, count) VALUES (?, ?, ?) "
-                    "ON CONFLICT (day, command) DO UPDATE SET count = count + excluded.count",
-                    [(day, command, n) for (day, command), n in commands.items()])
+                    "INSERT INTO command_usage (day, guild_id, command, count) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (day, guild_id, command) "
+                    "DO UPDATE SET count = count + excluded.count",
+                    [(day, guild, command, n) for (day, guild, command), n in commands.items()])
                 await conn.executemany(
                     "INSERT INTO study_views (study_id, views, last_viewed_at) VALUES (?, ?, ?) "
                     "ON CONFLICT (study_id) DO UPDATE SET views = views + excluded.views, "
@@ -913,10 +1140,14 @@ class CommunityStore:
                     await conn.execute("ROLLBACK")
                 log.warning("usage counters not saved: %s", describe_sqlite_error(exc))
 
-    async def commands_since(self, day: str) -> int:
+    async def commands_since(self, day: str, guild_id: int | None = None) -> int:
+        """Commands served since `day`: in one server, or (None) in all of them."""
         await self.flush_usage()
+        where, params = "day >= ?", [day]
+        if guild_id is not None:
+            where, params = "day >= ? AND guild_id = ?", [day, guild_id]
         row = await self.db._fetchone(
-            "SELECT coalesce(sum(count), 0) FROM command_usage WHERE day >= ?", (day,))
+            f"SELECT coalesce(sum(count), 0) FROM command_usage WHERE {where}", params)
         return int(row[0])
 
     async def most_viewed(self, limit: int = 5) -> list[tuple[str, int]]:
@@ -970,34 +1201,107 @@ class GuildSettingsStore:
     _COLUMNS = frozenset({"discussion_channel_id", "auto_threads", "archive_after_minutes",
                           "log_channel_id"})
 
-    async def update(self, guild_id: int, **values: int | bool | None) -> None:
-        """Set some settings of a server (others unchanged)."""
+    async def _change(self, sql: str, params: Sequence[Any], audit: AuditDraft | None,
+                      details: Callable[[], Awaitable[dict[str, Any]]] | None = None
+                      ) -> tuple[int, AuditEntry | None]:
+        """One statement and, when it changed a row, its audit entry: one transaction (a
+        crash leaves both or neither). `details` is read in the transaction, before the
+        change. A locked or full database raises DatabaseError (the "busy" answer)."""
+        conn = self.db._conn
+        async with self.db.write_lock:
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    extra = await details() if details is not None else {}
+                    cursor = await conn.execute(sql, params)
+                    changed = cursor.rowcount
+                    entry = None
+                    if audit is not None and changed > 0:
+                        entry = await audit.write(conn, extra)
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        await conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise DatabaseError(describe_sqlite_error(exc)) from None
+        return changed, entry
+
+    async def update(self, guild_id: int, audit: AuditDraft | None = None,
+                     **values: int | bool | None) -> AuditEntry | None:
+        """Set some settings of a server (others unchanged); with `audit`, its entry (whose
+        details get each setting's value before and after) in the same transaction."""
         unknown = set(values) - self._COLUMNS
         if unknown:
             raise ValueError(f"unknown settings: {sorted(unknown)}")
         columns = sorted(values)
         assignments = ", ".join(f"{c} = excluded.{c}" for c in columns)
-        async with self.db.write_lock:
-            await self.db._conn.execute(
-                f"INSERT INTO guild_settings (guild_id, {', '.join(columns)}, updated_at) "
-                f"VALUES (?, {', '.join('?' * len(columns))}, ?) "
-                f"ON CONFLICT (guild_id) DO UPDATE SET {assignments}, "
-                "updated_at = excluded.updated_at",
-                (guild_id, *(values[c] for c in columns), now_iso()))
 
-    async def add_moderator_role(self, guild_id: int, role_id: int) -> bool:
-        async with self.db.write_lock:
-            cursor = await self.db._conn.execute(
-                "INSERT OR IGNORE INTO moderator_roles (guild_id, role_id) VALUES (?, ?)",
-                (guild_id, role_id))
-            return cursor.rowcount > 0
+        async def before() -> dict[str, Any]:
+            row = await self.db._fetchone(
+                f"SELECT {', '.join(columns)} FROM guild_settings WHERE guild_id = ?",
+                (guild_id,))
+            old = dict(zip(columns, row, strict=True)) if row else dict.fromkeys(columns)
+            if len(columns) == 1:
+                return {"setting": columns[0], "before": _setting_value(columns[0], old),
+                        "after": values[columns[0]]}
+            return {"before": {c: _setting_value(c, old) for c in columns},
+                    "after": {c: values[c] for c in columns}}
 
-    async def remove_moderator_role(self, guild_id: int, role_id: int) -> bool:
-        async with self.db.write_lock:
-            cursor = await self.db._conn.execute(
-                "DELETE FROM moderator_roles WHERE guild_id = ? AND role_id = ?",
-                (guild_id, role_id))
-            return cursor.rowcount > 0
+        _changed, entry = await self._change(
+            f"INSERT INTO guild_settings (guild_id, {', '.join(columns)}, updated_at) "
+            f"VALUES (?, {', '.join('?' * len(columns))}, ?) "
+            f"ON CONFLICT (guild_id) DO UPDATE SET {assignments}, "
+            "updated_at = excluded.updated_at",
+            (guild_id, *(values[c] for c in columns), now_iso()), audit,
+            before if audit is not None else None)
+        return entry
+
+    async def add_moderator_role(self, guild_id: int, role_id: int,
+                                 audit: AuditDraft | None = None) -> bool:
+        changed, _entry = await self._change(
+            "INSERT OR IGNORE INTO moderator_roles (guild_id, role_id) VALUES (?, ?)",
+            (guild_id, role_id), audit)
+        return changed > 0
+
+    async def remove_moderator_role(self, guild_id: int, role_id: int,
+                                    audit: AuditDraft | None = None) -> bool:
+        changed, _entry = await self._change(
+            "DELETE FROM moderator_roles WHERE guild_id = ? AND role_id = ?",
+            (guild_id, role_id), audit)
+        return changed > 0
+
+
+def _setting_value(column: str, row: dict[str, Any]) -> Any:
+    value = row[column]
+    return None if value is None else bool(value) if column == "auto_threads" else value
+
+
+@dataclass(slots=True)
+class AuditDraft:
+    """An audit entry to write in the transaction of the change it records (settings and
+    moderator roles); `entry` is the written entry, once written."""
+
+    guild_id: int | None
+    moderator_id: int | None
+    moderator_name: str | None
+    action: str
+    details: dict[str, Any] = field(default_factory=dict)
+    entry: AuditEntry | None = None
+
+    async def write(self, conn: aiosqlite.Connection, extra: dict[str, Any]) -> AuditEntry:
+        details = json.dumps({**self.details, **extra}, ensure_ascii=False,
+                             separators=(",", ":"))
+        timestamp = now_iso()
+        cursor = await conn.execute(
+            "INSERT INTO audit_log (guild_id, moderator_id, moderator_name, action, study_id, "
+            "details, created_at) VALUES (?, ?, ?, ?, NULL, ?, ?)",
+            (self.guild_id, self.moderator_id, self.moderator_name, self.action, details,
+             timestamp))
+        assert cursor.lastrowid is not None
+        self.entry = AuditEntry(cursor.lastrowid, self.guild_id, self.moderator_id,
+                                self.moderator_name, self.action, None, details, timestamp)
+        return self.entry
 
 
 # --- discussion threads (bot/discussions.py) ------------------------------------------------
@@ -1014,19 +1318,50 @@ class ThreadMapping:
     claimed_at: str | None
     created_at: str
     origin: str  # 'member' or 'auto'
+    created_by: int | None = None  # the member who asked for it
+    closed: str | None = None  # 'removed': the bot locked it because its study was removed
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
+    """A job of the outbox (bot/outbox.py): 'create' an automatic thread, or 'sync' a
+    study's thread with its study after a change (queued by triggers, migration 8)."""
+
     id: int
     guild_id: int
     study_id: str
     attempts: int
     next_attempt_at: str
+    kind: str = "create"
+    generation: int = 0
+    step: str | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJob:
+    """An outbox job stopped for good (a permanent 4xx), shown in /studyadmin stats."""
+
+    kind: str
+    study_id: str
+    attempts: int
+    last_error: str | None
+    failed_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class StudyFate:
+    """What became of a study that is no longer in the database (for its threads)."""
+
+    merged_into: str | None = None  # the study kept, when it was merged
+    removal_reason: str | None = None
+    moderator: str | None = None  # "name, id" of the moderator who did it
 
 
 _MAPPING_COLUMNS = ("guild_id, study_id, channel_id, thread_id, state, claimed_at, created_at, "
-                    "origin")
+                    "origin, created_by, closed")
+_OUTBOX_COLUMNS = ("id, guild_id, study_id, attempts, next_attempt_at, kind, generation, step, "
+                   "last_error")
 # Servers whose new studies get threads: their own setting, else the config default; the
 # config's discussion channel counts for the server holding it (:default_guild).
 _AUTO_GUILDS_SQL = (
@@ -1034,10 +1369,19 @@ _AUTO_GUILDS_SQL = (
     "AND (discussion_channel_id IS NOT NULL OR guild_id = :default_guild) "
     "UNION SELECT :default_guild WHERE :default_guild IS NOT NULL AND :default_auto = 1 "
     "AND NOT EXISTS (SELECT 1 FROM guild_settings WHERE guild_id = :default_guild)")
-_QUEUE_SQL = ("INSERT INTO thread_outbox (guild_id, study_id, created_at, next_attempt_at) "
-              "SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM threads "
+_QUEUE_SQL = ("INSERT INTO thread_outbox (kind, guild_id, study_id, created_at, next_attempt_at) "
+              "SELECT 'create', ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM threads "
               "WHERE guild_id = ?1 AND study_id = ?2) "
-              "ON CONFLICT (guild_id, study_id) DO NOTHING")
+              "ON CONFLICT (guild_id, study_id, kind) DO NOTHING")
+# Queue a sync job (as the triggers of migration 8 do): a job already queued is marked as
+# having news; a stopped one starts again.
+_QUEUE_SYNC_SQL = (
+    "INSERT INTO thread_outbox (kind, guild_id, study_id, created_at, next_attempt_at) "
+    "VALUES ('sync', ?, ?, ?, ?) ON CONFLICT (guild_id, study_id, kind) DO UPDATE SET "
+    "generation = generation + 1, "
+    "attempts = CASE WHEN failed_at IS NULL THEN attempts ELSE 0 END, "
+    "next_attempt_at = CASE WHEN failed_at IS NULL THEN min(next_attempt_at, "
+    "excluded.next_attempt_at) ELSE excluded.next_attempt_at END, failed_at = NULL")
 
 
 def queue_threads_sync(conn: sqlite3.Connection, study_ids: Sequence[str],
@@ -1111,16 +1455,32 @@ class DiscussionStore:
         return {study_id: thread_id for study_id, thread_id in rows}
 
     async def claim(self, guild_id: int, study_id: str, channel_id: int, timestamp: str,
-                    stale_before: str) -> bool:
+                    stale_before: str, created_by: int | None = None,
+                    member_limit: tuple[int, str] | None = None) -> bool:
         """Claim the creation of a study's thread: True when this caller may create it (no
-        row yet, or a claim older than stale_before that it takes over)."""
+        row yet, or a claim older than stale_before that it takes over). With member_limit
+        (count, since), a member who started that many threads since then gets no claim."""
+        limit, since = member_limit or (-1, "")
         return await self._write(
             "INSERT INTO threads (guild_id, study_id, channel_id, thread_id, state, claimed_at, "
-            "created_at, updated_at) VALUES (?, ?, ?, NULL, 'creating', ?, ?, ?) "
+            "created_at, updated_at, created_by) SELECT ?1, ?2, ?3, NULL, 'creating', ?4, ?4, ?4, "
+            "?6 WHERE ?7 < 0 OR (SELECT count(*) FROM threads WHERE guild_id = ?1 "
+            "AND created_by = ?6 AND created_at >= ?8) < ?7 "
             "ON CONFLICT (guild_id, study_id) DO UPDATE SET channel_id = excluded.channel_id, "
-            "claimed_at = excluded.claimed_at, updated_at = excluded.updated_at "
-            "WHERE threads.state = 'creating' AND threads.claimed_at < ?",
-            (guild_id, study_id, channel_id, timestamp, timestamp, timestamp, stale_before)) > 0
+            "claimed_at = excluded.claimed_at, updated_at = excluded.updated_at, "
+            "created_by = excluded.created_by "
+            "WHERE threads.state = 'creating' AND threads.claimed_at < ?5",
+            (guild_id, study_id, channel_id, timestamp, stale_before, created_by, limit,
+             since)) > 0
+
+    async def member_threads_since(self, guild_id: int, member_id: int, since: str
+                                   ) -> tuple[int, str | None]:
+        """How many threads a member started in a server since a time, and the oldest's
+        time (threads being created count too)."""
+        row = await self.db._fetchone(
+            "SELECT count(*), min(created_at) FROM threads WHERE guild_id = ? "
+            "AND created_by = ? AND created_at >= ?", (guild_id, member_id, since))
+        return row[0], row[1]
 
     async def activate(self, guild_id: int, study_id: str, thread_id: int, timestamp: str,
                        origin: str) -> None:
@@ -1129,8 +1489,8 @@ class DiscussionStore:
             ("UPDATE threads SET state = 'active', thread_id = ?, claimed_at = NULL, "
              "created_at = ?, updated_at = ?, origin = ? WHERE guild_id = ? AND study_id = ?",
              (thread_id, timestamp, timestamp, origin, guild_id, study_id)),
-            ("DELETE FROM thread_outbox WHERE guild_id = ? AND study_id = ?",
-             (guild_id, study_id)),
+            ("DELETE FROM thread_outbox WHERE guild_id = ? AND study_id = ? "
+             "AND kind = 'create'", (guild_id, study_id)),
         ])
 
     async def release_claim(self, guild_id: int, study_id: str) -> None:
@@ -1202,45 +1562,141 @@ class DiscussionStore:
              for guild_id, study_id in entries])
         return sum(counts)
 
-    async def due_outbox(self, now: str, exclude_guilds: Sequence[int] = (), limit: int = 20
-                         ) -> list[OutboxEntry]:
-        marks = ", ".join("?" * len(exclude_guilds))
-        skip = f"AND guild_id NOT IN ({marks}) " if exclude_guilds else ""
+    async def due_outbox(self, now: str, exclude_create_guilds: Sequence[int] = (),
+                         limit: int = 20) -> list[OutboxEntry]:
+        """Jobs due now, oldest first; automatic threads of capped servers left out."""
+        marks = ", ".join("?" * len(exclude_create_guilds))
+        skip = f"AND NOT (kind = 'create' AND guild_id IN ({marks})) " \
+            if exclude_create_guilds else ""
         rows = await self.db._fetchall(
-            "SELECT id, guild_id, study_id, attempts, next_attempt_at FROM thread_outbox "
-            f"WHERE next_attempt_at <= ? {skip}ORDER BY next_attempt_at, id LIMIT ?",
-            (now, *exclude_guilds, limit))
+            f"SELECT {_OUTBOX_COLUMNS} FROM thread_outbox WHERE failed_at IS NULL "
+            f"AND next_attempt_at <= ? {skip}ORDER BY next_attempt_at, id LIMIT ?",
+            (now, *exclude_create_guilds, limit))
         return [OutboxEntry(*r) for r in rows]
 
-    async def next_outbox_time(self, exclude_guilds: Sequence[int] = ()) -> str | None:
-        marks = ", ".join("?" * len(exclude_guilds))
-        skip = f" WHERE guild_id NOT IN ({marks})" if exclude_guilds else ""
+    async def next_outbox_time(self, exclude_create_guilds: Sequence[int] = ()) -> str | None:
+        marks = ", ".join("?" * len(exclude_create_guilds))
+        skip = f" AND NOT (kind = 'create' AND guild_id IN ({marks}))" \
+            if exclude_create_guilds else ""
         row = await self.db._fetchone(
-            f"SELECT min(next_attempt_at) FROM thread_outbox{skip}", tuple(exclude_guilds))
+            f"SELECT min(next_attempt_at) FROM thread_outbox WHERE failed_at IS NULL{skip}",
+            tuple(exclude_create_guilds))
         return row[0] if row else None
+
+    async def outbox_entry(self, entry_id: int) -> OutboxEntry | None:
+        row = await self.db._fetchone(
+            f"SELECT {_OUTBOX_COLUMNS} FROM thread_outbox WHERE id = ?", (entry_id,))
+        return OutboxEntry(*row) if row else None
 
     async def postpone(self, entry_id: int, next_attempt_at: str, error: str) -> None:
         await self._write(
             "UPDATE thread_outbox SET attempts = attempts + 1, next_attempt_at = ?, "
             "last_error = ? WHERE id = ?", (next_attempt_at, error[:500], entry_id))
 
+    async def stop_job(self, entry_id: int, error: str, timestamp: str) -> None:
+        """Stop a job for good (kept, with why, for /studyadmin stats)."""
+        await self._write(
+            "UPDATE thread_outbox SET attempts = attempts + 1, last_error = ?, failed_at = ? "
+            "WHERE id = ?", (error[:500], timestamp, entry_id))
+
+    async def set_step(self, entry_id: int, step: str) -> None:
+        await self._write("UPDATE thread_outbox SET step = ? WHERE id = ?", (step, entry_id))
+
+    async def finish_job(self, entry: OutboxEntry, timestamp: str) -> bool:
+        """A sync job done: deleted, unless its study changed again meanwhile (its
+        generation moved on): then it is due again at once. True when deleted."""
+        deleted = await self._write("DELETE FROM thread_outbox WHERE id = ? AND generation = ?",
+                                    (entry.id, entry.generation))
+        if not deleted:
+            await self._write("UPDATE thread_outbox SET attempts = 0, step = NULL, "
+                              "next_attempt_at = ? WHERE id = ?", (timestamp, entry.id))
+        return deleted > 0
+
     async def drop_outbox(self, entry_id: int) -> None:
         await self._write("DELETE FROM thread_outbox WHERE id = ?", (entry_id,))
 
-    async def drop_outbox_of_study(self, study_id: str) -> int:
-        return await self._write("DELETE FROM thread_outbox WHERE study_id = ?", (study_id,))
+    async def queue_sync(self, guild_id: int, study_id: str, timestamp: str) -> None:
+        await self._write(_QUEUE_SYNC_SQL, (guild_id, study_id, timestamp, timestamp))
 
-    async def move_outbox(self, from_study: str, to_study: str) -> None:
-        await self._transaction([
-            ("UPDATE OR IGNORE thread_outbox SET study_id = ? WHERE study_id = ?",
-             (to_study, from_study)),
-            ("DELETE FROM thread_outbox WHERE study_id = ?", (from_study,)),
+    async def hand_over_thread(self, guild_id: int, from_study: str, to_study: str,
+                               timestamp: str) -> bool:
+        """A merged duplicate's thread becomes the kept study's (when that has none in the
+        server), and is queued to show the kept study's card: one transaction."""
+        moved, _queued = await self._transaction([
+            ("UPDATE threads SET study_id = ?, updated_at = ? WHERE guild_id = ? "
+             "AND study_id = ? AND NOT EXISTS (SELECT 1 FROM threads WHERE guild_id = ?3 "
+             "AND study_id = ?1)", (to_study, timestamp, guild_id, from_study)),
+            (_QUEUE_SYNC_SQL, (guild_id, to_study, timestamp, timestamp)),
         ])
+        return moved > 0
+
+    async def set_closed(self, guild_id: int, study_id: str, closed: str | None) -> None:
+        await self._write("UPDATE threads SET closed = ? WHERE guild_id = ? AND study_id = ?",
+                          (closed, guild_id, study_id))
+
+    async def fate_of(self, study_id: str) -> StudyFate:
+        """A study no longer in the database: merged (its id now names another study), or
+        removed (the tombstone's reason); the moderator from the audit log."""
+        row = await self.db._fetchone(
+            "SELECT s.id FROM study_identifiers i JOIN studies s ON s.pk = i.study_pk "
+            "WHERE i.kind = 'id' AND i.value = ? AND s.id <> ?1", (study_id,))
+        if row is not None:
+            keep = row[0]
+            audit = await self.db._fetchone(
+                "SELECT moderator_name, moderator_id FROM audit_log WHERE study_id = ? "
+                "AND action = 'merge' AND json_extract(details, '$.duplicate') = ? "
+                "ORDER BY id DESC LIMIT 1", (keep, study_id))
+            return StudyFate(merged_into=keep, moderator=_moderator(audit))
+        tomb = await self.db._fetchone(
+            "SELECT r.reason, a.moderator_name, a.moderator_id FROM removed_studies r "
+            "LEFT JOIN audit_log a ON a.id = r.audit_id WHERE r.study_id = ?", (study_id,))
+        if tomb is not None:
+            return StudyFate(removal_reason=tomb[0], moderator=_moderator(tomb[1:]))
+        audit = await self.db._fetchone(
+            "SELECT json_extract(details, '$.reason'), moderator_name, moderator_id "
+            "FROM audit_log WHERE study_id = ? AND action = 'remove' ORDER BY id DESC LIMIT 1",
+            (study_id,))
+        if audit is not None:
+            return StudyFate(removal_reason=audit[0], moderator=_moderator(audit[1:]))
+        return StudyFate()
+
+    async def last_moderator(self, study_id: str) -> str | None:
+        """Who last changed a study (for the audit-log reason of the thread's update)."""
+        row = await self.db._fetchone(
+            "SELECT moderator_name, moderator_id FROM audit_log WHERE study_id = ? "
+            "AND moderator_id IS NOT NULL ORDER BY id DESC LIMIT 1", (study_id,))
+        return _moderator(row)
 
     async def outbox_counts(self) -> dict[int, int]:
+        """Automatic threads waiting, per server."""
         rows = await self.db._fetchall(
-            "SELECT guild_id, count(*) FROM thread_outbox GROUP BY guild_id ORDER BY guild_id")
+            "SELECT guild_id, count(*) FROM thread_outbox WHERE kind = 'create' "
+            "AND failed_at IS NULL GROUP BY guild_id ORDER BY guild_id")
         return {guild_id: count for guild_id, count in rows}
+
+    async def pending_counts(self, guild_id: int) -> dict[str, int]:
+        """Jobs waiting in a server, per kind."""
+        rows = await self.db._fetchall(
+            "SELECT kind, count(*) FROM thread_outbox WHERE guild_id = ? AND failed_at IS NULL "
+            "GROUP BY kind", (guild_id,))
+        return {kind: count for kind, count in rows}
+
+    async def failed_jobs(self, guild_id: int, limit: int = 5) -> tuple[list[FailedJob], int]:
+        """The newest jobs stopped for good in a server, and how many there are."""
+        rows = await self.db._fetchall(
+            "SELECT kind, study_id, attempts, last_error, failed_at FROM thread_outbox "
+            "WHERE guild_id = ? AND failed_at IS NOT NULL ORDER BY failed_at DESC LIMIT ?",
+            (guild_id, limit))
+        total = (await self.db._fetchone(
+            "SELECT count(*) FROM thread_outbox WHERE guild_id = ? AND failed_at IS NOT NULL",
+            (guild_id,)))[0]
+        return [FailedJob(*r) for r in rows], total
+
+
+def _moderator(row: Sequence[Any] | None) -> str | None:
+    if row is None or row[1] is None:
+        return None
+    return f"{row[0]}, {row[1]}"
 
 
 # --- moderation: audit log, study edits (cogs/admin.py) -------------------------------------
@@ -1260,6 +1716,8 @@ class AuditEntry:
     reverted_by: int | None = None
 
 
+# Audit actions about one server (its settings), not the library every server shares.
+SERVER_AUDIT_ACTIONS = ("settings", "modroles", "sync")
 _AUDIT_COLUMNS = ("id, guild_id, moderator_id, moderator_name, action, study_id, details, "
                   "created_at, reverted_by")
 
@@ -1267,16 +1725,6 @@ _AUDIT_COLUMNS = ("id, guild_id, moderator_id, moderator_name, action, study_id,
 class ModerationWriter(ImportWriter):
     """Moderators' changes to studies, each written with its audit entry in one transaction
     (sync, on its own connection, like imports)."""
-
-    def add_audit(self, guild_id: int | None, moderator_id: int | None,
-                  moderator_name: str | None, action: str, study_id: str | None,
-                  details: str, timestamp: str) -> int:
-        cursor = self.conn.execute(
-            "INSERT INTO audit_log (guild_id, moderator_id, moderator_name, action, study_id, "
-            "details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (guild_id, moderator_id, moderator_name, action, study_id, details, timestamp))
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
 
     def audit_entry(self, entry_id: int) -> AuditEntry | None:
         row = self.conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE id = ?",
@@ -1314,6 +1762,14 @@ class ModerationWriter(ImportWriter):
         self.conn.execute("DELETE FROM study_views WHERE study_id = ?", (study_id,))
 
 
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _like_prefix(text: str) -> str:
+    return _like_escape(text) + "%"
+
+
 class ModerationStore:
     """The audit log and moderation counters, read (and settings entries written) on the
     bot's connection."""
@@ -1338,6 +1794,54 @@ class ModerationStore:
         return AuditEntry(cursor.lastrowid, guild_id, moderator_id, moderator_name, action,
                           study_id, details, timestamp)
 
+    async def audited_write(self, statements: Sequence[tuple[str, Sequence[Any]]],
+                            guild_id: int | None, moderator_id: int | None,
+                            moderator_name: str | None, action: str, study_id: str | None,
+                            details: str) -> AuditEntry:
+        """Run a change's statements and write its audit entry in one transaction on the
+        bot's connection (settings, moderator roles): both happen, or neither."""
+        timestamp = now_iso()
+        async with self.db.write_lock:
+            conn = self.db._conn
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for sql, params in statements:
+                        await conn.execute(sql, params)
+                    cursor = await conn.execute(
+                        "INSERT INTO audit_log (guild_id, moderator_id, moderator_name, "
+                        "action, study_id, details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (guild_id, moderator_id, moderator_name, action, study_id, details,
+                         timestamp))
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    await conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise DatabaseError(describe_sqlite_error(exc)) from None
+        assert cursor.lastrowid is not None
+        return AuditEntry(cursor.lastrowid, guild_id, moderator_id, moderator_name, action,
+                          study_id, details, timestamp)
+
+    async def conflict_count(self) -> int:
+        """Records of sources (or imports) kept out because a moderator had changed the
+        study since, for studies still in the library."""
+        row = await self.db._fetchone(
+            "SELECT count(*) FROM source_conflicts c JOIN studies s ON s.pk = c.study_pk")
+        return row[0] if row else 0
+
+    async def removed_studies(self, prefix: str = "", limit: int = 25
+                              ) -> list[tuple[str, str]]:
+        """(id, title) of removed studies that can be restored, newest removal first; ids or
+        titles starting with `prefix` (case-insensitive) first."""
+        text = prefix.strip().lower()
+        rows = await self.db._fetchall(
+            "SELECT study_id, coalesce(title, study_id) FROM removed_studies "
+            "WHERE ?1 = '' OR study_id LIKE ?2 ESCAPE '\\' OR lower(title) LIKE ?3 ESCAPE '\\' "
+            "ORDER BY (study_id LIKE ?2 ESCAPE '\\') DESC, removed_at DESC LIMIT ?4",
+            (text, _like_prefix(text), "%" + _like_escape(text) + "%", limit))
+        return [(r[0], r[1]) for r in rows]
+
     async def entry(self, entry_id: int) -> AuditEntry | None:
         row = await self.db._fetchone(f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE id = ?",
                                       (entry_id,))
@@ -1347,8 +1851,12 @@ class ModerationStore:
                       moderator_id: int | None = None, actions: Sequence[str] = (),
                       unreverted: bool = False, limit: int = 10, offset: int = 0
                       ) -> tuple[list[AuditEntry], int]:
-        """A server's entries, newest first, with the total matching."""
-        where, params = ["guild_id = ?"], [guild_id]
+        """What a server's moderators see, newest first, with the total matching: the
+        library's changes, made in any server (one library serves them all), and this
+        server's own settings entries."""
+        marks = ", ".join("?" * len(SERVER_AUDIT_ACTIONS))
+        where = [f"(guild_id = ? OR action NOT IN ({marks}))"]
+        params: list[Any] = [guild_id, *SERVER_AUDIT_ACTIONS]
         if study_id is not None:
             where.append("study_id = ?")
             params.append(study_id)
@@ -1374,5 +1882,6 @@ class ModerationStore:
             "SELECT count(*) FROM threads WHERE guild_id = ? AND state = 'active'",
             (guild_id,)))[0]
         queued = (await self.db._fetchone(
-            "SELECT count(*) FROM thread_outbox WHERE guild_id = ?", (guild_id,)))[0]
+            "SELECT count(*) FROM thread_outbox WHERE guild_id = ? AND kind = 'create' "
+            "AND failed_at IS NULL", (guild_id,)))[0]
         return threads, queued

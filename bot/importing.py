@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import multiprocessing
+import re
 import sqlite3
-from collections import deque
+import unicodedata
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from bot import importers
 from bot.database import (
+    IMPORT,
+    MODERATOR,
     ROW_FIELDS,
     DatabaseError,
     ImportWriter,
@@ -39,6 +44,7 @@ BLOCK_BYTES = 1 << 20  # about 650 lines of the benchmark corpus
 # A bulk import adds its new rows to the full-text index every this many records.
 INDEX_EVERY = 2000
 Progress = Callable[[int], None]
+log = logging.getLogger("studybot.importing")
 
 
 @dataclass
@@ -50,16 +56,28 @@ class ImportReport:
     skipped: list[InvalidRecord] = field(default_factory=list)  # entries holding no study
     warnings: list[str] = field(default_factory=list)  # first WARNINGS_KEPT
     warning_count: int = 0
+    # Topics the records name that the vocabulary does not know (left out, not created).
+    unknown_topics: Counter[str] = field(default_factory=Counter)
     new_ids: list[str] = field(default_factory=list)  # first SAMPLE_SIZE
     updated_ids: list[str] = field(default_factory=list)
     unchanged_ids: list[str] = field(default_factory=list)
+    # Records of studies removed earlier: skipped (a tombstone keeps them out).
+    removed_skipped: int = 0
+    removed_ids: list[str] = field(default_factory=list)
+    # Records that would change a study a moderator changed since: kept out (the
+    # moderator's version stays) unless the import overwrites moderators' changes.
+    kept_moderated: int = 0
+    kept_ids: list[str] = field(default_factory=list)
+    new_conflicts: int = 0  # of those, first seen by this import (logged)
+    overwritten_moderated: int = 0  # counted in `updated` too
     all_new_ids: list[str] | None = None  # every new id, when the caller asked for them
     committed: bool = False
     dry_run: bool = False
 
     @property
     def total(self) -> int:
-        return self.new + self.updated + self.unchanged + len(self.invalid)
+        return (self.new + self.updated + self.unchanged + len(self.invalid)
+                + self.removed_skipped + self.kept_moderated)
 
     @property
     def changed(self) -> int:
@@ -70,6 +88,12 @@ class ImportReport:
                 f"{len(self.invalid)} invalid")
         if self.skipped:
             text += f", {len(self.skipped)} skipped"
+        if self.removed_skipped:
+            text += f", {self.removed_skipped} removed earlier (skipped)"
+        if self.kept_moderated:
+            text += f", {self.kept_moderated} kept as a moderator changed them"
+        if self.overwritten_moderated:
+            text += f" ({self.overwritten_moderated} moderator change(s) overwritten)"
         if self.warning_count:
             text += f", {self.warning_count} warning(s)"
         if self.dry_run:
@@ -110,15 +134,64 @@ class Prepared(NamedTuple):
     topics_given: bool  # values' topics are the record's own, not found by tagging
     source: str
     warnings: tuple[str, ...]
+    unknown_topics: tuple[str, ...] = ()  # named by the record, not in the vocabulary
 
 
-_TITLE, _TITLE_KEY, _YEAR, _DOI, _PMID, _TOPICS = (
-    ROW_FIELDS.index(name) for name in ("title", "title_key", "year", "doi", "pmid", "topics"))
+_TITLE, _TITLE_KEY, _YEAR, _DOI, _PMID, _TOPICS, _JOURNAL = (
+    ROW_FIELDS.index(name) for name in ("title", "title_key", "year", "doi", "pmid", "topics",
+                                        "journal"))
+_SOURCE_POSITION = re.compile(r"(?::\d+|\[\d+\])$")
+# Words that abbreviations and translations of a journal's name drop or change.
+_JOURNAL_FILLER = frozenset({"the", "of", "and", "for", "in", "on", "a", "an", "de", "la",
+                             "el", "y", "et", "der", "und", "fur"})
+
+
+def source_name(source: str) -> str:
+    """'studies.yaml' from a record's 'studies.yaml:12' or 'x.json[3]'."""
+    return _SOURCE_POSITION.sub("", source)[:300]
+
+
+def _journal_words(name: str) -> list[str]:
+    folded = "".join(c for c in unicodedata.normalize("NFKD", name.casefold())
+                     if not unicodedata.combining(c))
+    return [w for w in re.findall(r"[a-z0-9]+", folded) if w not in _JOURNAL_FILLER]
+
+
+def journals_differ(a: str | None, b: str | None) -> bool:
+    """Whether two journal names name different journals: case, accents, punctuation and
+    filler words aside, and an abbreviation ('J Am Acad Dermatol') is its full name's. A
+    missing name differs from nothing."""
+    if not a or not b:
+        return False
+    words_a, words_b = _journal_words(a), _journal_words(b)
+    if not words_a or not words_b or words_a == words_b:
+        return False
+    if len(words_a) != len(words_b):
+        return True
+    pairs = zip(words_a, words_b, strict=True)
+    return not all(x.startswith(y) or y.startswith(x) for x, y in pairs)
+
+
+def same_work(doi: str | None, pmid: str | None, journal: str | None,
+              other_doi: str | None, other_pmid: str | None, other_journal: str | None
+              ) -> bool:
+    """Whether a record with this title and year may be folded into a study with the same
+    title and year: their identifiers do not contradict each other (the same DOI or PMID,
+    or one side has none) and their journals do not differ."""
+    if doi and other_doi and doi != other_doi:
+        return False
+    if pmid and other_pmid and pmid != other_pmid:
+        return False
+    return not journals_differ(journal, other_journal)
 
 
 def prepare(record: StudyRecord, topics: TopicVocabulary) -> Prepared:
-    if record.topics:
-        row_topics = topics.normalise(record.topics)
+    # Only the vocabulary's topics: an unknown name is reported, never made a topic (and a
+    # record naming none the vocabulary knows is tagged from its text, as one naming none).
+    unknown = topics.unknown(record.topics)
+    known = [t for t in record.topics if t not in unknown]
+    if known:
+        row_topics = topics.normalise(known)
     else:
         row_topics = topics.tag(
             (record.title, record.tldr, record.summary, " ; ".join(record.keywords)))
@@ -128,8 +201,8 @@ def prepare(record: StudyRecord, topics: TopicVocabulary) -> Prepared:
               record.year, record.month, record.day, record.citations, record.tldr,
               record.summary, record.url, record.doi, record.pmid, " ".join(row_topics),
               record.study_type, _join(record.keywords), similar)
-    return Prepared(record.id, values, row_hash(values), bool(record.topics), record.source,
-                    record.warnings)
+    return Prepared(record.id, values, row_hash(values), bool(known), record.source,
+                    record.warnings, tuple(unknown))
 
 
 Item = StudyRecord | InvalidRecord | Prepared
@@ -192,9 +265,36 @@ def _parallel_prepare(path: str | Path, module_name: str, topics: TopicVocabular
 class StudyImporter:
     """Turns records into rows and writes them through an ImportWriter."""
 
-    def __init__(self, writer: ImportWriter, topics: TopicVocabulary) -> None:
+    def __init__(self, writer: ImportWriter, topics: TopicVocabulary, *,
+                 source_kind: str = IMPORT, overwrite_moderated: bool = False) -> None:
         self.writer = writer
         self.topics = topics
+        self.source_kind = source_kind
+        self.overwrite_moderated = overwrite_moderated
+
+    def match(self, study_id: str | None, values: Sequence[Any]) -> int | None:
+        """The study a record is about: by id, DOI or PMID (carried now or before), else by
+        normalised title and year when nothing contradicts (see same_work)."""
+        pk = self.writer.match_identifiers(study_id, values[_DOI], values[_PMID])
+        if pk is not None or not values[_TITLE_KEY]:
+            return pk
+        for candidate, doi, pmid, journal in self.writer.title_candidates(
+                values[_TITLE_KEY], values[_YEAR]):
+            if same_work(values[_DOI], values[_PMID], values[_JOURNAL], doi, pmid, journal):
+                return candidate
+        return None
+
+    def removed(self, study_id: str | None, values: Sequence[Any]) -> str | None:
+        """The removed study a record is about, if any (same rule as match)."""
+        writer = self.writer
+        found = writer.removed_match(study_id, values[_DOI], values[_PMID])
+        if found is not None or not values[_TITLE_KEY]:
+            return found
+        for removed_id, doi, pmid in writer.removed_title_candidates(values[_TITLE_KEY],
+                                                                     values[_YEAR]):
+            if same_work(values[_DOI], values[_PMID], None, doi, pmid, None):
+                return removed_id
+        return None
 
     def _merged_row(self, item: Prepared, existing: StudyRow) -> StudyRow:
         """What the record gives replaces, what it lacks is kept."""
@@ -223,38 +323,80 @@ class StudyImporter:
         if isinstance(item, StudyRecord):
             item = prepare(item, self.topics)
         values = item.values
-        # By id, then DOI, then PMID, then normalised title and year.
-        pk = self.writer.match(item.id, values[_DOI], values[_PMID], values[_TITLE_KEY],
-                               values[_YEAR])
+        writer = self.writer
+        # Identifiers first (live studies, then removed ones), then title and year.
+        pk = writer.match_identifiers(item.id, values[_DOI], values[_PMID])
+        removed = None
         if pk is None:
-            # A record that matched nothing has a DOI and PMID no study holds.
+            removed = writer.removed_match(item.id, values[_DOI], values[_PMID])
+            if removed is None:
+                pk = self.match(item.id, values)
+                if pk is None:
+                    removed = self.removed(item.id, values)
+        if removed is not None:
+            report.removed_skipped += 1
+            if len(report.removed_ids) < SAMPLE_SIZE:
+                report.removed_ids.append(removed)
+            return
+        if pk is None:
+            # A record that matched nothing has an id, DOI and PMID no study holds.
             study_id = item.id or self._new_id(values[_TITLE], values[_YEAR])
-            self.writer.insert_values(study_id, values, item.content_hash, timestamp)
+            writer.insert_values(study_id, values, item.content_hash, timestamp,
+                                 source_kind=self.source_kind,
+                                 source_name=source_name(item.source))
             report.new += 1
             if len(report.new_ids) < SAMPLE_SIZE:
                 report.new_ids.append(study_id)
             if report.all_new_ids is not None:
                 report.all_new_ids.append(study_id)
             return
-        existing, old_hash = self.writer.load_row(pk)
+        existing, old_hash = writer.load_row(pk)
+        record_hash, kind, moderated_at = writer.provenance(pk)
+        moderated = kind == MODERATOR
+        if not moderated and item.content_hash == record_hash:
+            # The source's record did not change since it was last imported: whatever
+            # changed the study since (another import) stays.
+            self._unchanged(report, existing.id)
+            return
         row = self._merged_row(item, existing)
+        for column in ("doi", "pmid"):
+            value, old = getattr(row, column), getattr(existing, column)
+            if value and old and value != old and writer.carries(pk, column, value):
+                # Named by an identifier it carried before (a merged edition's): keep the
+                # current one.
+                row = replace(row, **{column: old})
         for column in ("doi", "pmid"):
             value = getattr(row, column)
             if value and getattr(existing, column) != value:
-                owner = self.writer.owner_of(column, value)
+                owner = writer.owner_of(column, value)
                 if owner is not None and owner != row.id:
                     report.invalid.append(InvalidRecord(
                         item.source, column, f"{value} already belongs to study {owner}"))
                     return
         if row.content_hash() == old_hash:
-            report.unchanged += 1
-            if len(report.unchanged_ids) < SAMPLE_SIZE:
-                report.unchanged_ids.append(row.id)
-        else:
-            self.writer.update(pk, row, timestamp)
-            report.updated += 1
-            if len(report.updated_ids) < SAMPLE_SIZE:
-                report.updated_ids.append(row.id)
+            self._unchanged(report, row.id)
+            return
+        name = source_name(item.source)
+        if moderated and not self.overwrite_moderated:
+            report.kept_moderated += 1
+            if len(report.kept_ids) < SAMPLE_SIZE:
+                report.kept_ids.append(row.id)
+            if writer.record_conflict(pk, item.content_hash, moderated_at or timestamp,
+                                      self.source_kind, name, timestamp):
+                report.new_conflicts += 1
+            return
+        if moderated:
+            report.overwritten_moderated += 1
+        writer.update(pk, row, timestamp, source=(self.source_kind, name, item.content_hash))
+        report.updated += 1
+        if len(report.updated_ids) < SAMPLE_SIZE:
+            report.updated_ids.append(row.id)
+
+    @staticmethod
+    def _unchanged(report: ImportReport, study_id: str) -> None:
+        report.unchanged += 1
+        if len(report.unchanged_ids) < SAMPLE_SIZE:
+            report.unchanged_ids.append(study_id)
 
 
 def run_import(
@@ -268,6 +410,8 @@ def run_import(
     collect_new_ids: bool = False,
     after_write: Callable[[ImportWriter, ImportReport], None] | None = None,
     bulk_after: int | None = BULK_AFTER,
+    source_kind: str = IMPORT,
+    overwrite_moderated: bool = False,
 ) -> ImportReport:
     """Import every item in one transaction.
 
@@ -277,11 +421,18 @@ def run_import(
 
     Any invalid record rolls everything back unless skip_invalid; dry_run always rolls back
     (the report then says what would have happened). `after_write` runs inside the
-    transaction before commit (e.g. queueing discussion threads for the new studies).
+    transaction before commit (e.g. queueing discussion threads for the new studies, the
+    import's audit entry).
+
+    `source_kind` says where the records come from (SOURCE_FILE: studies.sources at
+    start-up; IMPORT: a moderator's upload or `studybot import`). A record that would change
+    a study a moderator changed since is kept out (and the conflict remembered) unless
+    `overwrite_moderated`; a record of a removed study is skipped.
     Raises ImportAborted (with the report) when nothing was written because of bad input."""
     report = ImportReport(dry_run=dry_run, all_new_ids=[] if collect_new_ids else None)
     writer = ImportWriter(conn)
-    importer = StudyImporter(writer, topics)
+    importer = StudyImporter(writer, topics, source_kind=source_kind,
+                             overwrite_moderated=overwrite_moderated)
     timestamp = now_iso()
     try:
         writer.begin()
@@ -320,6 +471,10 @@ def run_import(
             after_write(writer, report)
         writer.commit()
         report.committed = True
+        if report.new_conflicts:
+            log.warning("%s: kept the moderators' version of %d studies the import would have "
+                        "changed (e.g. %s); /studyadmin stats counts them", source_kind,
+                        report.new_conflicts, ", ".join(report.kept_ids[:5]))
         return report
     except ImportFormatError as exc:
         writer.rollback()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import importers, related
-from bot.database import Database, DatabaseStats, ImportWriter
+from bot.database import IMPORT, Database, DatabaseStats, ImportWriter
 from bot.importing import ImportReport, Item, Progress, prepared_items, run_import
 from bot.lru import LRU
 from bot.model import STUDY_TYPES, RelatedEntry, SearchPage, SimilarRef, Study, Suggestion
@@ -97,27 +97,27 @@ class StudyLibrary:
 
     async def lookup(self, identifier: str) -> Study | None:
         """By id, DOI (bare or URL), PMID (or PubMed URL), study URL ending in its id, or exact
-        title."""
+        title. Ids, DOIs and PMIDs a study carried before (a merged duplicate's) find it too."""
         text = identifier.strip()
         if not text or len(text) > 2000:
             return None
         doi = normalise_doi(text)
         if doi:
-            return await self.db.study_by("doi", doi)
+            return await self.db.study_by_identifier("doi", doi)
         if text.isdigit() or text.lower().startswith(("pmid:", "http")):
             pmid = normalise_pmid(text)
             if pmid:
-                study = await self.db.study_by("pmid", pmid)
+                study = await self.db.study_by_identifier("pmid", pmid)
                 if study or text.isdigit():
-                    return study or await self.db.study_by("id", text)
+                    return study or await self.db.study_by_identifier("id", text)
         match = _STUDY_URL.match(text)
         if match:
-            study = await self.db.study_by("id", match.group(1).lower())
+            study = await self.db.study_by_identifier("id", match.group(1).lower())
             if study:
                 return study
         study_id = sanitise_id(text)
         if study_id and study_id == text.lower():
-            study = await self.db.study_by("id", study_id)
+            study = await self.db.study_by_identifier("id", study_id)
             if study:
                 return study
         key = title_key(text)
@@ -287,11 +287,11 @@ class StudyLibrary:
     # Related research ---------------------------------------------------------------------------
 
     async def resolve_ref(self, ref: SimilarRef) -> Study | None:
-        if ref.id and (study := await self.db.study_by("id", ref.id)):
+        if ref.id and (study := await self.db.study_by_identifier("id", ref.id)):
             return study
-        if ref.doi and (study := await self.db.study_by("doi", ref.doi)):
+        if ref.doi and (study := await self.db.study_by_identifier("doi", ref.doi)):
             return study
-        if ref.pmid and (study := await self.db.study_by("pmid", ref.pmid)):
+        if ref.pmid and (study := await self.db.study_by_identifier("pmid", ref.pmid)):
             return study
         if ref.title:
             found = await self.db.studies_by_title_key(title_key(ref.title), limit=5)
@@ -434,15 +434,19 @@ class StudyLibrary:
         progress: Progress | None = None,
         collect_new_ids: bool = False,
         after_write: Callable[[ImportWriter, ImportReport], None] | None = None,
+        source_kind: str = IMPORT,
+        overwrite_moderated: bool = False,
     ) -> ImportReport:
         """Run an import in a worker thread on its own connection, serialised with other
-        writers of this process."""
+        writers of this process (see run_import for the options)."""
         def work() -> ImportReport:
             conn = self.db.connect_writer()
             try:
                 return run_import(conn, items(), self.topics, skip_invalid=skip_invalid,
                                   dry_run=dry_run, progress=progress,
-                                  collect_new_ids=collect_new_ids, after_write=after_write)
+                                  collect_new_ids=collect_new_ids, after_write=after_write,
+                                  source_kind=source_kind,
+                                  overwrite_moderated=overwrite_moderated)
             finally:
                 conn.close()
 

@@ -26,6 +26,9 @@ import yaml
 
 from bot import importers
 from bot.database import (
+    MODERATOR,
+    ROW_FIELDS,
+    SERVER_AUDIT_ACTIONS,
     AuditEntry,
     DatabaseError,
     ImportWriter,
@@ -37,9 +40,11 @@ from bot.database import (
 )
 from bot.errors import UserFacingError
 from bot.importers.common import build_record, parse_date
-from bot.importing import ImportReport, StudyImporter
+from bot.importers.csv_table import neutralise_cell
+from bot.importing import ImportReport, StudyImporter, prepare
 from bot.library import StudyLibrary
 from bot.model import InvalidRecord, SimilarRef, Study, StudyRecord
+from bot.render import safe
 from bot.text import clean_paragraphs, clean_text, title_key
 
 T = TypeVar("T")
@@ -171,6 +176,19 @@ def _study_dict(row: StudyRow) -> dict[str, Any]:
     return data
 
 
+def _row_from_dict(study_id: str, data: dict[str, Any]) -> StudyRow:
+    """The study an audit entry kept (see _study_dict), as a row again."""
+    values = {name: data.get(name) for name in StudyRow.__slots__}
+    values["id"] = study_id
+    values["title_key"] = title_key(str(data["title"]))
+    for name in ("authors", "topics", "keywords"):
+        values[name] = values[name] or ""
+    similar = data.get("similar")
+    values["similar"] = json.dumps(similar, ensure_ascii=False, separators=(",", ":")) \
+        if similar else None
+    return StudyRow(**values)
+
+
 # --- export --------------------------------------------------------------------------------
 
 def _literal(value: str, clean: Callable[[object], str | None] = clean_text) -> str:
@@ -223,7 +241,7 @@ def csv_row(study: Study) -> list[str]:
         "topics": _csv_list(study.topics), "study_type": study.study_type,
         "keywords": _csv_list(data.get("keywords", [])),
     }
-    return ["" if values[c] is None else str(values[c]) for c in CSV_COLUMNS]
+    return [neutralise_cell("" if values[c] is None else str(values[c])) for c in CSV_COLUMNS]
 
 
 def export_text(studies: list[Study], fmt: str) -> str:
@@ -288,7 +306,7 @@ class Moderation:
         return pk
 
     @staticmethod
-    def _audit(writer: ModerationWriter, actor: Actor, action: str, study_id: str | None,
+    def _audit(writer: ImportWriter, actor: Actor, action: str, study_id: str | None,
                details: dict[str, Any], timestamp: str) -> AuditEntry:
         text = json.dumps(details, ensure_ascii=False, separators=(",", ":"))
         entry_id = writer.add_audit(actor.guild_id, actor.user_id, actor.name, action, study_id,
@@ -311,15 +329,20 @@ class Moderation:
         topics = self.library.topics
 
         def work(writer: ModerationWriter) -> tuple[str, AuditEntry]:
-            existing = writer.match(None, record.doi, record.pmid, title_key(record.title),
-                                    record.year)
+            importer = StudyImporter(writer, topics, source_kind=MODERATOR)
+            prepared = prepare(record, topics)
+            existing = importer.match(None, prepared.values)
             if existing is not None:
                 row, _hash = writer.load_row(existing)
                 raise UserFacingError(f"That study is already in the database as `{row.id}`; "
                                       "use `/studyadmin edit` to change it.")
+            removed = importer.removed(None, prepared.values)
+            if removed is not None:
+                raise UserFacingError(f"That study was removed earlier (`{removed}`); bring "
+                                      "it back with `/studyadmin restore`.")
             timestamp = now_iso()
             report = ImportReport()
-            StudyImporter(writer, topics).apply(record, report, timestamp)
+            importer.apply(prepared, report, timestamp)
             study_id = report.new_ids[0]
             writer.mark_studies_changed(timestamp)
             pk = self._pk(writer, study_id)
@@ -342,7 +365,7 @@ class Moderation:
                 return None
             self._check_identifiers(writer, study_id, changed)
             timestamp = now_iso()
-            writer.update(pk, _with_values(row, changed), timestamp)
+            writer.update(pk, _with_values(row, changed), timestamp, moderated=True)
             writer.mark_studies_changed(timestamp)
             return self._audit(writer, actor, "edit", study_id,
                                {"before": {k: current[k] for k in changed}, "after": changed},
@@ -366,14 +389,17 @@ class Moderation:
         since."""
         def work(writer: ModerationWriter) -> AuditEntry:
             entry = writer.audit_entry(entry_id)
-            if entry is None or entry.guild_id != actor.guild_id:
-                raise UserFacingError(f"There is no change #{entry_id} on this server.")
-            if entry.action != "edit" or entry.study_id is None:
-                raise UserFacingError(f"Change #{entry_id} ({entry.action}) is not an edit; "
-                                      "only edits can be reverted.")
+            # Any server's library change: the caller checked this moderator curates it.
+            if entry is None or entry.action in SERVER_AUDIT_ACTIONS:
+                raise UserFacingError(f"There is no library change #{entry_id}.")
+            if entry.action not in ("edit", "remove") or entry.study_id is None:
+                raise UserFacingError(f"Change #{entry_id} ({entry.action}) is not an edit "
+                                      "or a removal; only those can be reverted.")
             if entry.reverted_by is not None:
                 raise UserFacingError(f"Change #{entry_id} was already reverted "
                                       f"(change #{entry.reverted_by}).")
+            if entry.action == "remove":
+                return self._restore(writer, actor, entry.study_id)
             details = details_of(entry)
             before, after = details.get("before") or {}, details.get("after") or {}
             pk = self._pk(writer, entry.study_id)
@@ -386,7 +412,7 @@ class Moderation:
                     "since. Edit the study instead.")
             self._check_identifiers(writer, entry.study_id, before)
             timestamp = now_iso()
-            writer.update(pk, _with_values(row, before), timestamp)
+            writer.update(pk, _with_values(row, before), timestamp, moderated=True)
             writer.mark_studies_changed(timestamp)
             revert = self._audit(writer, actor, "revert", entry.study_id,
                                  {"change": entry_id, "before": after, "after": before},
@@ -403,11 +429,14 @@ class Moderation:
             pk = self._pk(writer, study_id)
             row, _hash = writer.load_row(pk)
             timestamp = now_iso()
+            entry = self._audit(writer, actor, "remove", study_id,
+                                {"reason": reason, "study": _study_dict(row)}, timestamp)
+            # The tombstone keeps sources and imports from bringing it back.
+            writer.add_tombstone(pk, row, reason, entry.id, timestamp)
             writer.delete_study(pk)
             writer.drop_views(study_id)
             writer.mark_studies_changed(timestamp)
-            return self._audit(writer, actor, "remove", study_id,
-                               {"reason": reason, "study": _study_dict(row)}, timestamp)
+            return entry
 
         return await self._write(work)
 
@@ -423,8 +452,10 @@ class Moderation:
             dup, _ = writer.load_row(dup_pk)
             merged, filled = _merge_rows(keep, dup)
             timestamp = now_iso()
+            # The duplicate's id, DOI and PMID (and those it carried before) name keep now.
+            writer.move_identifiers(dup_pk, keep_pk)
             writer.delete_study(dup_pk)  # first: its DOI and PMID may move to keep
-            writer.update(keep_pk, merged, timestamp)
+            writer.update(keep_pk, merged, timestamp, moderated=True)
             needles = [n for n in (duplicate_id, dup.doi, dup.pmid) if n]
             moved = 0
             for pk in writer.studies_mentioning(needles):
@@ -440,6 +471,51 @@ class Moderation:
                                 "links_moved": moved, "study": _study_dict(dup)}, timestamp)
 
         return await self._write(work)
+
+    # Restore ------------------------------------------------------------------------------------
+
+    async def restore(self, actor: Actor, study_id: str) -> AuditEntry:
+        """Bring a removed study back as it was removed, with every identifier it carried;
+        its removal is marked reverted."""
+        return await self._write(lambda writer: self._restore(writer, actor, study_id))
+
+    def _restore(self, writer: ModerationWriter, actor: Actor, study_id: str) -> AuditEntry:
+        tombstone = writer.tombstone(study_id)
+        if tombstone is None:
+            if writer.find_pk("id", study_id) is not None:
+                raise UserFacingError(f"`{study_id}` is in the database; nothing to restore.")
+            raise UserFacingError(f"There is no removed study `{study_id}`.")
+        _reason, removal_id = tombstone
+        removal = writer.audit_entry(removal_id) if removal_id is not None else None
+        data = details_of(removal).get("study") if removal is not None else None
+        if not isinstance(data, dict) or not data.get("title"):
+            raise UserFacingError(f"The removal of `{study_id}` did not keep the study; it "
+                                  "cannot be restored (add it again instead).")
+        row = _row_from_dict(study_id, data)
+        if writer.find_pk("id", study_id) is not None:
+            raise UserFacingError(f"The id `{study_id}` is in use again; merge or remove "
+                                  "that study first.")
+        for column in ("doi", "pmid"):
+            value = getattr(row, column)
+            owner = writer.owner_of(column, value) if value else None
+            if owner is not None:
+                raise UserFacingError(
+                    f"The {column.upper()} {value} of `{study_id}` belongs to `{owner}` now; "
+                    f"edit or remove `{owner}` first, then restore.")
+        timestamp = now_iso()
+        values = tuple(getattr(row, name) for name in ROW_FIELDS)
+        pk = writer.insert_values(study_id, values, row.content_hash(), timestamp,
+                                  source_kind=MODERATOR)
+        # The identifiers it carried (a merged duplicate's too), unless another study took
+        # one since.
+        writer.add_identifiers(pk, writer.removed_identifiers(study_id))
+        writer.drop_tombstone(study_id)
+        writer.mark_studies_changed(timestamp)
+        details: dict[str, Any] = {"change": removal_id, "study": _study_dict(row)}
+        entry = self._audit(writer, actor, "restore", study_id, details, timestamp)
+        if removal_id is not None:
+            writer.mark_reverted(removal_id, entry.id)
+        return entry
 
     # Imports ------------------------------------------------------------------------------------
 
@@ -457,18 +533,29 @@ class Moderation:
     async def apply_import(self, actor: Actor, pending: PendingImport, data: bytes,
                            progress: Callable[[int], None] | None = None,
                            after_write: Callable[[ImportWriter, ImportReport], None] | None
-                           = None) -> tuple[ImportReport, AuditEntry]:
+                           = None, *, overwrite_moderated: bool = False
+                           ) -> tuple[ImportReport, AuditEntry]:
         """Import the file in one transaction (invalid records left out, as the preview
-        said) and record it."""
+        said) with its audit entry. Records that would change a study a moderator changed
+        since are left out unless `overwrite_moderated`."""
+        entries: list[AuditEntry] = []
+
+        def audited(writer: ImportWriter, report: ImportReport) -> None:
+            if after_write is not None:
+                after_write(writer, report)
+            entries.append(self._audit(writer, actor, "import", None, {
+                "file": pending.filename, "bytes": pending.size, "new": report.new,
+                "updated": report.updated, "unchanged": report.unchanged,
+                "invalid": len(report.invalid), "skipped": len(report.skipped),
+                "removed_skipped": report.removed_skipped,
+                "kept_moderated": report.kept_moderated,
+                "overwritten_moderated": report.overwritten_moderated,
+                "new_ids": report.new_ids, "updated_ids": report.updated_ids}, now_iso()))
+
         report = await self.library.import_items(
             self._items(data, pending.filename), skip_invalid=True, progress=progress,
-            collect_new_ids=True, after_write=after_write)
-        entry = await self.record(actor, "import", {
-            "file": pending.filename, "bytes": pending.size, "new": report.new,
-            "updated": report.updated, "unchanged": report.unchanged,
-            "invalid": len(report.invalid), "skipped": len(report.skipped),
-            "new_ids": report.new_ids, "updated_ids": report.updated_ids})
-        return report, entry
+            collect_new_ids=True, after_write=audited, overwrite_moderated=overwrite_moderated)
+        return report, entries[0]
 
     def stage_import(self, data: bytes, filename: str, guild_id: int, user_id: int
                      ) -> PendingImport:
@@ -630,7 +717,15 @@ def _shown(value: Any, limit: int = 80) -> str:
     if isinstance(value, list):
         value = "; ".join(map(str, value))
     text = " ".join(str(value).split())
-    return f"“{text[:limit - 1] + '…' if len(text) > limit else text}”"
+    # Cut first, then escape: user text reads as itself, never as markdown, a link or a ping.
+    return f"“{safe(text[:limit - 1] + '…' if len(text) > limit else text)}”"
+
+
+def _title_of(details: dict[str, Any], key: str) -> str:
+    """' “Title”' of the study an add, remove or restore entry kept, when it has one."""
+    study = details.get(key)
+    title = study.get("title") if isinstance(study, dict) else None
+    return f" {_shown(title, 100)}" if title else ""
 
 
 def _setting_value(name: str, value: Any) -> str:
@@ -660,9 +755,11 @@ def describe(entry: AuditEntry, *, full: bool = False) -> str:
                             for name in fields)
         return head
     if action == "add":
-        return f"added {study}"
+        return f"added {study}{_title_of(d, 'after')}"
     if action == "remove":
-        return f"removed {study} ({_shown(d.get('reason'), 120)})"
+        return f"removed {study}{_title_of(d, 'study')} ({_shown(d.get('reason'), 120)})"
+    if action == "restore":
+        return f"restored {study}{_title_of(d, 'study')}"
     if action == "merge":
         return (f"merged `{d.get('duplicate')}` into {study} ({d.get('links_moved', 0)} similar "
                 f"link(s) moved; filled: {', '.join(d.get('filled') or []) or 'nothing'})")

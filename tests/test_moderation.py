@@ -82,8 +82,13 @@ async def test_add_edit_revert(moderation: Moderation):
         await moderation.revert(ACTOR, edit.id)
     with pytest.raises(UserFacingError, match="not an edit"):
         await moderation.revert(ACTOR, added.id)
-    with pytest.raises(UserFacingError, match="no change"):
+    # The library is one for every server: the check of who may revert is the caller's.
+    with pytest.raises(UserFacingError, match="not an edit"):
         await moderation.revert(Actor(2, 1, "other server"), revert.id)
+    setting = await moderation.record(ACTOR, "settings", {"setting": "log_channel_id"})
+    for entry_id in (setting.id, setting.id + 1000):
+        with pytest.raises(UserFacingError, match="no library change"):
+            await moderation.revert(ACTOR, entry_id)
 
     # A later edit of the same field blocks reverting the earlier one.
     first = await moderation.edit_study(ACTOR, study.id, values(summary="One."))
@@ -125,8 +130,10 @@ async def test_merge_moves_similar_links(moderation: Moderation, tmp_path: Path)
         "  - {id: other, title: Other, similar: [{id: keep}, {id: dup}]}\n")
     await moderation.library.import_paths([path])
     entry = await moderation.merge(ACTOR, "keep", "dup")
-    assert await moderation.library.lookup("dup") is None
     keep = await moderation.library.resolve("keep")
+    # The duplicate's id names the study kept (old links and buttons open it).
+    assert await moderation.library.lookup("dup") == keep
+    assert await moderation.library.db.study_by("id", "dup") is None
     assert keep.doi == "10.1000/dup" and keep.tldr == "Only the duplicate has a TLDR."
     assert keep.year == 2020
     assert [r.id for r in keep.similar] == ["other"]
