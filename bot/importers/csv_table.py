@@ -22,7 +22,9 @@ case-insensitively, with spaces, underscores and hyphens alike, and these aliase
     keywords    keywords, manual tags, automatic tags, author keywords, index keywords,
                 mesh terms, tags (all of them; ";"-separated, else ",")
 
-Other columns are ignored; wholly empty rows are skipped. A row without a title is an
+A cell starting with "'" and then =, +, -, @, tab or carriage return has the "'" dropped: export
+writes it so that spreadsheets do not run the cell as a formula. Other columns are ignored;
+wholly empty rows are skipped. A row without a title is an
 InvalidRecord. Sources name the line where a row starts: "file.csv:7" (quoted cells may span
 lines)."""
 
@@ -67,8 +69,27 @@ _LINK_COLUMNS = ("url", "link", "open url link", "links")
 _HEADER_SEPARATORS = re.compile(r"[\s_\-]+")
 _LINE = re.compile(r"[^\r\n]+")
 _PY_LIST = re.compile(r"""'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)\"""")
-_EMBASE_SOURCE = re.compile(r"^(?P<journal>[^()]{1,300}?)\s*\((?P<year>\d{4})\)")
-_DATE_OF_PUBLICATION = re.compile(r"Date of Publication:\s*(.+)$", re.IGNORECASE)
+_EMBASE_YEAR = re.compile(r"(\d{4})\)")
+# Possessive: "Date of Publication:" + 20,000 spaces cost seconds when nothing followed.
+_DATE_OF_PUBLICATION = re.compile(r"Date of Publication:\s*+(.+)$", re.IGNORECASE)
+
+
+# A spreadsheet runs a cell starting with one of these as a formula (OWASP's list).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NEUTRALISED = re.compile(r"'+[=+\-@\t\r]")
+
+
+def neutralise_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text: a leading "'" before a formula character, and
+    before text that already starts with quotes and one (so restore_cell is exact)."""
+    if value.startswith(FORMULA_STARTS) or _NEUTRALISED.match(value):
+        return "'" + value
+    return value
+
+
+def restore_cell(value: str) -> str:
+    """What neutralise_cell was given: one leading "'" dropped before a formula character."""
+    return value[1:] if _NEUTRALISED.match(value) else value
 
 
 def sniff(head: str) -> bool:
@@ -154,24 +175,24 @@ def _record(
         index = columns.get(name)
         if index is None or index >= len(row):
             return None
-        value = row[index].strip()
+        value = restore_cell(row[index].strip())
         return value or None
 
     def named(column: str) -> str | None:
         if column in header:
             index = header[column]
             if index < len(row) and row[index].strip():
-                return row[index].strip()
+                return restore_cell(row[index].strip())
         return None
 
     journal = cell("journal")
     year_text = cell("year")
     embase_source = named("source")
     if embase_source and (journal is None or year_text is None):
-        match = _EMBASE_SOURCE.match(embase_source)
-        if match:
-            journal = journal or match["journal"]
-            year_text = year_text or match["year"]
+        found = _embase_journal_year(embase_source)
+        if found:
+            journal = journal or found[0]
+            year_text = year_text or found[1]
 
     year = parse_date(year_text)[0] if year_text else None
     month = parse_month(cell("month")) if cell("month") else None
@@ -241,6 +262,17 @@ def _split(value: str | None, commas: bool = False) -> list[str]:
     return [item.strip() for item in items if item.strip()]
 
 
+def _embase_journal_year(source: str) -> tuple[str, str] | None:
+    """'Journal Name (2012) 12:3 (123-130)' -> ('Journal Name', '2012'), with string
+    operations (a lazy regex over the journal cost 300 steps per character of spaces)."""
+    head, paren, rest = source.partition("(")
+    journal = head.rstrip()
+    match = _EMBASE_YEAR.match(rest) if paren else None
+    if match and 0 < len(journal) <= 300:
+        return journal, match.group(1)
+    return None
+
+
 def _split_commas(value: str) -> list[str]:
     """Split on commas outside parentheses: "cyst (diagnosis, surgery), colonoscopy"."""
     items, depth, start = [], 0, 0
@@ -261,8 +293,9 @@ def _authors(value: str | None) -> list[str]:
         return []
     if value.startswith("[") or ";" in value or "\n" in value:
         names = _split(value)
-    elif re.search(r"\s+and\s+", value):
-        names = re.split(r"\s+and\s+", value)
+    elif " and " in (spaced := " ".join(value.split())):
+        # String operations: the regex \s+and\s+ was quadratic on long runs of spaces.
+        names = spaced.split(" and ")
     else:
         pieces = [p.strip() for p in value.split(",") if p.strip()]
         # "Liu R., Adler D.G." (Embase, Scopus): every piece is a whole name
