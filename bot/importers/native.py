@@ -34,6 +34,18 @@ COMPAT_FIELDS = frozenset({
 })
 _KNOWN = FIELDS | COMPAT_FIELDS
 _JSON_START = re.compile(r"^\s*[\[{]")
+ALIASES_REFUSED = "YAML aliases (&/*) are not accepted"
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases: a few hundred bytes of nested aliases
+    expand to gigabytes once anything reads the values as text."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(None, None, ALIASES_REFUSED, event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def sniff(head: str) -> bool:
@@ -75,7 +87,7 @@ def parse(text: str, source: str) -> Iterator[StudyRecord | InvalidRecord]:
         return
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _NoAliasLoader(text)
         node = loader.get_single_node()
         document = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:

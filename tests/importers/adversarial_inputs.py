@@ -21,7 +21,7 @@ def _yaml_alias_bomb() -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def yaml_alias_bomb(levels: int = 10) -> bytes:
+def yaml_alias_bomb(levels: int = 8) -> bytes:
     """About 500 bytes: anchors under x_ keys, each level nine aliases of the one before,
     used as a keyword and as the year (text made of it is 5 * 9**levels words long)."""
     lines = ["studies:", "- title: Alias bomb", '  x_0: &b0 ["lol","lol","lol","lol","lol"]']
