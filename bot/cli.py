@@ -233,7 +233,8 @@ async def cmd_related(config: Config, args: argparse.Namespace) -> int:
 
 
 async def cmd_db(config: Config, args: argparse.Namespace) -> int:
-    db, _library = await _open(config, args, create=args.action != "check")
+    # A check or a backup of a database that is not there must not create an empty one.
+    db, _library = await _open(config, args, create=args.action == "stats")
     try:
         if args.action == "stats":
             stats = await db.stats()
