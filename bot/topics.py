@@ -29,7 +29,18 @@ class Topic:
 class TopicVocabulary:
     def __init__(self, topics: Iterable[Topic] = ()) -> None:
         self.topics: dict[str, Topic] = {t.slug: t for t in topics}
+        # resolve(): every slug, name and synonym by its folded words ('Platelet-rich plasma',
+        # 'platelet rich plasma' and 'platelet-rich-plasma' are one key). Slugs and names
+        # first, so a synonym shared with another topic never takes a topic's own name.
         self._lookup: dict[str, str] = {}
+        for terms in ((t.slug for t in self.topics.values()),
+                      (t.name for t in self.topics.values())):
+            for term, slug in zip(terms, self.topics, strict=True):
+                self._lookup.setdefault(topic_key(term), slug)
+        for topic in self.topics.values():
+            for synonym in topic.synonyms:
+                self._lookup.setdefault(topic_key(synonym), topic.slug)
+        self._lookup.pop("", None)
         # Terms are matched as sequences of whole words: indexed by their first word, so
         # tagging costs one pass over the text's words, not one regex per synonym.
         self._phrases: dict[str, list[tuple[str, str]]] = {}
@@ -76,8 +87,21 @@ class TopicVocabulary:
         return cls(topics)
 
     def resolve(self, text: str) -> str | None:
-        """The slug for a topic's slug, name or synonym; None when unknown."""
-        return self._lookup.get(fold(text).strip())
+        """The slug for a topic's slug, name or synonym (case, accents and punctuation
+        ignored); None when unknown."""
+        return self._lookup.get(topic_key(text[:200]))
+
+    def unknown(self, topics: Iterable[str]) -> list[str]:
+        """The topics (as written, once each) that resolve to no topic of the vocabulary:
+        what an import preview lists instead of creating them silently. Without a vocabulary
+        nothing is unknown (topics are then free-form)."""
+        out: list[str] = []
+        if not self.topics:
+            return out
+        for topic in topics:
+            if topic.strip() and self.resolve(topic) is None and topic not in out:
+                out.append(topic)
+        return out
 
     def normalise(self, topics: Iterable[str]) -> tuple[str, ...]:
         """Known topics become their slugs; unknown ones are kept as slugs of their own."""
@@ -87,6 +111,25 @@ class TopicVocabulary:
             if slug not in out:
                 out.append(slug)
         return tuple(out)
+
+    def matching(self, text: str) -> list[str]:
+        """Slugs of the topics whose slug, name or a synonym contains `text` (folded), those
+        whose name starts with it first: what topic autocomplete offers."""
+        needle = topic_key(text[:100])
+        if not needle:
+            return list(self.topics)
+        exact = self._lookup.get(needle)
+        starts, contains = [], []
+        for topic in self.topics.values():
+            keys = [topic_key(t) for t in (topic.name, topic.slug, *topic.synonyms)]
+            if any(k.startswith(needle) for k in keys):
+                starts.append(topic.slug)
+            elif any(needle in k for k in keys):
+                contains.append(topic.slug)
+        found = starts + contains
+        if exact is not None:
+            found = [exact] + [s for s in found if s != exact]
+        return found
 
     def display_name(self, slug: str) -> str:
         topic = self.topics.get(slug)
@@ -131,6 +174,11 @@ class TopicVocabulary:
 
 
 _WORDS = re.compile(r"[^\W_]+")
+
+
+def topic_key(text: str) -> str:
+    """A term's folded words joined by single spaces: the key topics are resolved by."""
+    return " ".join(_WORDS.findall(fold(text)))
 # words_of: what _WORDS finds, with str.translate and str.split (5x faster).
 _ASCII_NON_WORD = "".join(chr(c) for c in range(128) if not chr(c).isalnum())
 _ASCII_SPACES = str.maketrans(_ASCII_NON_WORD, " " * len(_ASCII_NON_WORD))

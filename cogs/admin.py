@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import re
+import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -22,7 +23,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.client import StudyBot
-from bot.database import GuildSettingsStore, ModerationStore
+from bot.database import SERVER_AUDIT_ACTIONS, AuditDraft, GuildSettingsStore, ModerationStore
 from bot.discussions import REQUIRED_PERMISSIONS
 from bot.errors import NotAllowed, UserFacingError, report_error
 from bot.importing import ImportAborted, ImportReport
@@ -36,7 +37,7 @@ from bot.moderation import (
     published_text,
 )
 from bot.moderation import form_values as parse_form
-from bot.permissions import audit_reason, is_moderator
+from bot.permissions import Access, access_for, refusal
 from bot.render import NO_PINGS, safe
 from bot.text import truncate
 
@@ -47,6 +48,8 @@ ExportFormat = Literal["yaml", "jsonl", "csv"]
 AUDIT_PAGE = 8
 SHOWN_PER_KIND = 5
 PROGRESS_EVERY_SECONDS = 1.0
+# An interaction's token lasts 15 minutes: edits of its reply stop a minute before.
+TOKEN_LIFETIME = timedelta(minutes=14)
 
 IMPORT_ID = "sa:imp:{key}:{action}"
 IMPORT_RE = r"sa:imp:(?P<key>[0-9a-f]{16}):(?P<action>[yn])"
@@ -91,6 +94,13 @@ def actor_of(interaction: discord.Interaction[Any]) -> Actor:
     return Actor(interaction.guild_id, interaction.user.id, str(interaction.user))
 
 
+def draft_of(interaction: discord.Interaction[Any], action: str,
+             details: dict[str, Any] | None = None) -> AuditDraft:
+    """The audit entry a settings change writes in its own transaction."""
+    return AuditDraft(interaction.guild_id, interaction.user.id, str(interaction.user), action,
+                      details or {})
+
+
 def size_text(size: int) -> str:
     if size >= 1 << 20:
         return f"{size / (1 << 20):.1f} MB"
@@ -99,8 +109,14 @@ def size_text(size: int) -> str:
     return f"{size} bytes"
 
 
+def token_alive(interaction: discord.Interaction[Any]) -> bool:
+    """Whether the interaction's reply can still be edited (its token expires at 15 min)."""
+    return datetime.now(UTC) < interaction.created_at + TOKEN_LIFETIME
+
+
 class Progress:
-    """Edits the reply with a record count while an import runs in its worker thread."""
+    """Edits the reply with a record count while an import runs in its worker thread, until
+    shortly before the interaction's token expires."""
 
     def __init__(self, interaction: discord.Interaction[Any], label: str) -> None:
         self.interaction = interaction
@@ -118,6 +134,10 @@ class Progress:
         while True:
             await self._changed.wait()
             self._changed.clear()
+            if not token_alive(self.interaction):
+                log.info("import progress: no more edits (the interaction's token expires "
+                         "15 minutes after the command); the import goes on")
+                return
             try:
                 await self.interaction.edit_original_response(
                     content=f"{self.label} {self.count:,} records read…")
@@ -159,6 +179,15 @@ def report_embed(title: str, report: ImportReport, *, note: str = "") -> discord
         lines = [f"• {safe(str(p))}" for p in report.skipped[:3]]
         embed.add_field(name="Skipped (no study in them)",
                         value=truncate("\n".join(lines), render.FIELD_LIMIT), inline=False)
+    unknown_topics = report.unknown_topics
+    if unknown_topics:
+        shown = ", ".join(f"{safe(truncate(name, 60))} ({count:,})"
+                          for name, count in unknown_topics.most_common(10))
+        more = len(unknown_topics) - 10
+        embed.add_field(name=f"Unknown topics ({len(unknown_topics):,}, left out)",
+                        value=truncate(shown + (f" and {more:,} more" if more > 0 else "")
+                                       + ". Add them to the topic vocabulary to keep them.",
+                                       render.FIELD_LIMIT), inline=False)
     if report.warning_count:
         lines = [f"• {safe(w)}" for w in report.warnings[:3]]
         embed.add_field(name=f"Warnings ({report.warning_count:,})",
@@ -203,27 +232,40 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
 
     # --- the run-time check on every command and component --------------------------------
 
-    async def ensure_moderator(self, interaction: discord.Interaction[Any]) -> None:
-        guild = interaction.guild
-        if guild is None:
+    async def ensure_moderator(self, interaction: discord.Interaction[Any],
+                               access: Access = Access.SERVER) -> None:
+        """The check of every command, button and form (bot.permissions.refusal)."""
+        if interaction.guild is None:
             raise app_commands.NoPrivateMessage()
-        settings = await self.settings.get(guild.id)
-        if not is_moderator(interaction.user, settings, self.config):
+        why = await refusal(interaction, access, self.settings, self.config)
+        if why is not None:
             what = interaction.command.qualified_name if interaction.command else \
                 (interaction.data or {}).get("custom_id", "?")
-            log.warning("refused %s to non-moderator %s (%s) in guild %s", what,
-                        interaction.user, interaction.user.id, guild.id)
-            raise NotAllowed("Only this server's moderators (Manage Server, or a moderator "
-                             "role) can use this.")
+            log.warning("refused %s (%s) to %s (%s) in guild %s", what, access.value,
+                        interaction.user, interaction.user.id, interaction.guild.id)
+            raise NotAllowed(why)
+
+    async def allowed(self, interaction: discord.Interaction[Any], access: Access) -> bool:
+        """The same check for autocompletes, which answer a refusal with no suggestions."""
+        if interaction.guild is None:
+            return False
+        return await refusal(interaction, access, self.settings, self.config) is None
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
-        await self.ensure_moderator(interaction)
+        name = interaction.command.qualified_name if interaction.command else ""
+        await self.ensure_moderator(interaction, access_for(name.removeprefix("studyadmin ")))
         return True
 
     async def post_audit(self, guild: discord.Guild | None, entry: Any) -> None:
-        """Also show an audit entry in the server's log channel, if it has one (no pings)."""
-        if guild is None:
+        """Also show an audit entry in the log channel (no pings): a server's own settings
+        in that server's, a change of the library every server shares in every server's."""
+        if guild is None or entry is None:
             return
+        guilds = [guild] if entry.action in SERVER_AUDIT_ACTIONS else self.bot.guilds
+        for each in guilds:
+            await self._post_audit_in(each, entry)
+
+    async def _post_audit_in(self, guild: discord.Guild, entry: Any) -> None:
         channel_id = (await self.settings.get(guild.id)).log_channel_id
         channel = guild.get_channel(channel_id) if channel_id else None
         if not isinstance(channel, discord.TextChannel):
@@ -234,6 +276,13 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         except discord.HTTPException as exc:
             log.warning("guild %s: could not post audit entry #%s in the log channel %s: %s",
                         guild.id, entry.id, channel.id, exc)
+
+    def threads_follow(self) -> None:
+        """A study changed: its threads are updated by the outbox (queued by the database
+        in the change's transaction); wake it now rather than at its next look."""
+        discussions = getattr(self.bot, "discussions", None)
+        if discussions is not None:
+            discussions.wake()
 
     async def _hook(self, what: str, call: Any) -> str:
         """Run a discussions hook; a failure is logged and mentioned, the change stands."""
@@ -290,7 +339,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
 
     async def confirm_import(self, interaction: discord.Interaction[Any], key: str,
                              confirmed: bool) -> None:
-        await self.ensure_moderator(interaction)
+        await self.ensure_moderator(interaction, Access.LIBRARY)
         pending, data = self.moderation.claim_pending(key, interaction.guild_id or 0)
         if not confirmed:
             await interaction.response.edit_message(
@@ -316,10 +365,14 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                 f"{safe(exc.reason)}", embed=None, view=None)
             return
         await progress.stop()
-        await interaction.edit_original_response(
-            content=None, view=None,
-            embed=report_embed(f"Imported: {pending.filename}", report,
-                               note=f"Recorded as change #{entry.id}."))
+        if token_alive(interaction):
+            await interaction.edit_original_response(
+                content=None, view=None,
+                embed=report_embed(f"Imported: {pending.filename}", report,
+                                   note=f"Recorded as change #{entry.id}."))
+        else:
+            log.info("import of %s finished after the interaction expired: change #%s, %s",
+                     pending.filename, entry.id, report.summary_line())
         await self.post_audit(interaction.guild, entry)
 
     # --- add, edit, remove, merge -------------------------------------------------------------
@@ -329,7 +382,8 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
     async def add(self, interaction: discord.Interaction[Any],
                   doi: app_commands.Range[str, 1, 300] | None = None,
                   pmid: app_commands.Range[str, 1, 100] | None = None) -> None:
-        await interaction.response.send_modal(StudyModal(self, None, doi=doi, pmid=pmid))
+        await interaction.response.send_modal(StudyModal(self, interaction, None, doi=doi,
+                                                         pmid=pmid))
 
     @app_commands.command(name="edit", description="Correct a study through a form "
                           "(pre-filled).")
@@ -339,11 +393,11 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
     async def edit(self, interaction: discord.Interaction[Any], study: StudyArg,
                    doi: app_commands.Range[str, 1, 300] | None = None,
                    pmid: app_commands.Range[str, 1, 100] | None = None) -> None:
-        await interaction.response.send_modal(StudyModal(self, study, doi=doi, pmid=pmid))
+        await interaction.response.send_modal(StudyModal(self, interaction, study, doi=doi,
+                                                         pmid=pmid))
 
     async def submit_form(self, interaction: discord.Interaction[Any], modal: StudyModal
                           ) -> None:
-        await self.ensure_moderator(interaction)
         values = modal.values()
         actor = actor_of(interaction)
         if modal.study is None:
@@ -361,6 +415,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             if entry is None:
                 await interaction.response.send_message("Nothing changed.", ephemeral=True)
                 return
+            self.threads_follow()
             study = await self.library.resolve(modal.study.id)
             await interaction.response.send_message(
                 truncate(f"Saved change #{entry.id}: {describe(entry, full=True)}", 2000),
@@ -387,7 +442,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
 
     async def confirm_remove(self, interaction: discord.Interaction[Any], key: str,
                              confirmed: bool) -> None:
-        await self.ensure_moderator(interaction)
+        await self.ensure_moderator(interaction, Access.LIBRARY)
         saved = await self.community.load_view(key)
         if saved is None or saved[0] != "remove":
             raise UserFacingError("This confirmation has expired; run `/studyadmin remove` "
@@ -400,14 +455,10 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         await interaction.response.defer()
         study_id, reason = state["study_id"], state["reason"]
         entry = await self.moderation.remove_study(actor_of(interaction), study_id, reason)
-        note = ""
-        discussions = getattr(self.bot, "discussions", None)
-        if discussions is not None:
-            note = await self._hook("study_removed", discussions.study_removed(
-                study_id, reason, audit_reason(interaction, f"Study {study_id} removed: "
-                                               f"{reason}")))
+        self.threads_follow()
         await interaction.edit_original_response(
-            content=f"Removed `{study_id}` (change #{entry.id}).{note}", view=None)
+            content=f"Removed `{study_id}` (change #{entry.id}). Its discussion threads get "
+            "the note and are locked in the background.", view=None)
         await self.post_audit(interaction.guild, entry)
 
     @app_commands.command(name="merge", description="Merge a duplicate into the study to "
@@ -418,14 +469,9 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                     duplicate: StudyArg) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         entry = await self.moderation.merge(actor_of(interaction), keep.id, duplicate.id)
-        note = ""
-        discussions = getattr(self.bot, "discussions", None)
-        if discussions is not None:
-            note = await self._hook("studies_merged", discussions.studies_merged(
-                keep.id, duplicate.id, audit_reason(
-                    interaction, f"Study {duplicate.id} merged into {keep.id}")))
+        self.threads_follow()
         await interaction.followup.send(
-            truncate(f"Done (change #{entry.id}): {describe(entry)}.{note}", 2000),
+            truncate(f"Done (change #{entry.id}): {describe(entry)}.", 2000),
             ephemeral=True, allowed_mentions=NO_PINGS)
         await self.post_audit(interaction.guild, entry)
 
@@ -435,10 +481,11 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                    ) -> Any:
         guild_id = interaction.guild_id
         assert guild_id is not None
-        before = getattr(await self.settings.get(guild_id), setting)
-        await self.settings.update(guild_id, **{setting: value})
-        return await self.moderation.record(actor_of(interaction), "settings", {
-            "setting": setting, "before": before, "after": value})
+        # The change and its audit entry in one transaction (the entry has the before value).
+        entry = await self.settings.update(guild_id, draft_of(interaction, "settings"),
+                                           **{setting: value})
+        assert entry is not None
+        return entry
 
     @staticmethod
     def _bot_missing(channel: discord.abc.GuildChannel, needed: tuple[str, ...]) -> list[str]:
@@ -500,10 +547,10 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             raise UserFacingError("Pick a role people are given (not @everyone or a bot's "
                                   "role).")
         assert interaction.guild_id is not None
-        if not await self.settings.add_moderator_role(interaction.guild_id, role.id):
+        draft = draft_of(interaction, "modroles", {"change": "add", "role_id": role.id})
+        if not await self.settings.add_moderator_role(interaction.guild_id, role.id, draft):
             raise UserFacingError(f"{role.mention} is already a moderator role.")
-        entry = await self.moderation.record(actor_of(interaction), "modroles",
-                                             {"change": "add", "role_id": role.id})
+        entry = draft.entry
         await interaction.response.send_message(f"Members with {role.mention} can now use "
                                                 "/studyadmin.", ephemeral=True,
                                                 allowed_mentions=NO_PINGS)
@@ -514,10 +561,10 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
     async def modroles_remove(self, interaction: discord.Interaction[Any], role: discord.Role
                               ) -> None:
         assert interaction.guild_id is not None
-        if not await self.settings.remove_moderator_role(interaction.guild_id, role.id):
+        draft = draft_of(interaction, "modroles", {"change": "remove", "role_id": role.id})
+        if not await self.settings.remove_moderator_role(interaction.guild_id, role.id, draft):
             raise UserFacingError(f"{role.mention} is not a moderator role.")
-        entry = await self.moderation.record(actor_of(interaction), "modroles",
-                                             {"change": "remove", "role_id": role.id})
+        entry = draft.entry
         await interaction.response.send_message(f"{role.mention} is no longer a moderator "
                                                 "role.", ephemeral=True,
                                                 allowed_mentions=NO_PINGS)
@@ -619,6 +666,8 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
     @audit.autocomplete("study")
     async def audit_study_autocomplete(self, interaction: discord.Interaction[Any], value: str
                                        ) -> list[app_commands.Choice[str]]:
+        if not await self.allowed(interaction, Access.SERVER):
+            return []
         suggestions = await self.library.suggest(value, limit=25)
         return [app_commands.Choice(name=s.label, value=s.id) for s in suggestions]
 
@@ -644,7 +693,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
 
     async def page_audit(self, interaction: discord.Interaction[Any], key: str, offset: int,
                          direction: str) -> None:
-        await self.ensure_moderator(interaction)
+        await self.ensure_moderator(interaction, Access.SERVER)
         saved = await self.community.load_view(key)
         if saved is None or saved[0] != "audit":
             raise UserFacingError("This list is no longer available; run `/studyadmin audit` "
@@ -662,6 +711,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
     async def revert(self, interaction: discord.Interaction[Any],
                      change: app_commands.Range[int, 1]) -> None:
         entry = await self.moderation.revert(actor_of(interaction), change)
+        self.threads_follow()
         await interaction.response.send_message(
             truncate(f"Reverted change #{change} (recorded as #{entry.id}): "
                      f"{describe(entry, full=True)}", 2000), ephemeral=True,
@@ -671,7 +721,8 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
     @revert.autocomplete("change")
     async def revert_autocomplete(self, interaction: discord.Interaction[Any], value: str
                                   ) -> list[app_commands.Choice[int]]:
-        if interaction.guild_id is None:
+        # The entries name moderators: only those who may revert see them.
+        if interaction.guild_id is None or not await self.allowed(interaction, Access.LIBRARY):
             return []
         entries, _ = await self.moderation.store.entries(
             interaction.guild_id, actions=("edit",), unreverted=True, limit=25)
@@ -691,8 +742,11 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                 _total, by_guild = await discussions.outbox_status()
                 queued = by_guild.get(interaction.guild_id, 0)
             today = datetime.now(UTC).date()
-            day = await self.community.commands_since(today.isoformat())
-            week = await self.community.commands_since((today - timedelta(days=6)).isoformat())
+            # Usage is per server; the library (studies, look-ups) is every server's.
+            here = interaction.guild_id
+            day = await self.community.commands_since(today.isoformat(), here)
+            week = await self.community.commands_since(
+                (today - timedelta(days=6)).isoformat(), here)
             top = await self.community.most_viewed(5)
             titles = await self.library.db.studies_by_ids([sid for sid, _ in top])
             embed = discord.Embed(title="studybot statistics", colour=render.COLOUR)
@@ -701,8 +755,11 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             embed.add_field(name="Database", value=size_text(stats.size_bytes))
             embed.add_field(name="Discussion threads", value=f"{threads:,}")
             embed.add_field(name="Automatic threads queued", value=f"{queued:,}")
+            if discussions is not None:
+                await self._outbox_fields(embed, discussions, interaction.guild_id)
             embed.add_field(name="Commands served",
-                            value=f"{day:,} today · {week:,} in the last 7 days")
+                            value=f"{day:,} today · {week:,} in the last 7 days "
+                            "(on this server)")
             lines = [f"{i}. {safe(truncate(titles[sid].title, 80)) if sid in titles else sid}"
                      f" (`{sid}`) · {views:,} look-ups" for i, (sid, views) in
                      enumerate(top, start=1)]
@@ -715,6 +772,28 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             return Reply(embed=embed)
 
         await answer(interaction, build, ephemeral=True)
+
+    @staticmethod
+    async def _outbox_fields(embed: discord.Embed, discussions: Any, guild_id: int) -> None:
+        """The outbox lines of /studyadmin stats: thread updates waiting, a pause, and the
+        jobs it stopped (Discord refused them five times), with why."""
+        store, outbox = discussions.store, discussions.outbox
+        pending = await store.pending_counts(guild_id)
+        embed.add_field(name="Thread updates waiting", value=f"{pending.get('sync', 0):,}")
+        if (paused := outbox.paused_for()) > 0:
+            embed.add_field(name="Outbox paused",
+                            value=f"{paused / 60:.0f} min more: Discord refused "
+                            f"{outbox.budget.limit} requests in 10 minutes (see the log)")
+        failed, total = await store.failed_jobs(guild_id)
+        if total:
+            lines = [f"{'new thread' if job.kind == 'create' else 'thread update'} of "
+                     f"`{job.study_id}`: {safe(truncate(job.last_error or 'refused', 120))} "
+                     f"({job.attempts} tries, stopped {job.failed_at[:16].replace('T', ' ')})"
+                     for job in failed]
+            if total > len(failed):
+                lines.append(f"… and {total - len(failed):,} more")
+            embed.add_field(name=f"Outbox jobs stopped ({total:,})",
+                            value=truncate("\n".join(lines), render.FIELD_LIMIT), inline=False)
 
     @app_commands.command(name="sync", description="Resync the application commands with "
                           "Discord.")
@@ -734,11 +813,14 @@ class StudyModal(discord.ui.Modal):
     """Title, authors, journal and date, TLDR, summary; pre-filled when editing. A field
     too long to show (over Discord's 4,000 characters) is left empty and kept as it is."""
 
-    def __init__(self, cog: AdminCog, study: Study | None, *, doi: str | None,
-                 pmid: str | None) -> None:
+    def __init__(self, cog: AdminCog, opened_by: discord.Interaction[Any], study: Study | None,
+                 *, doi: str | None, pmid: str | None) -> None:
+        # A custom id of its own per opening: discord.py finds a submitted form by its
+        # custom id alone, so two moderators' forms must never share one.
         super().__init__(title="Edit a study" if study else "Add a study", timeout=1800,
-                         custom_id=f"sa:form:{study.id}" if study else "sa:form:add")
+                         custom_id=f"sa:form:{secrets.token_hex(8)}")
         self.cog, self.study, self.doi, self.pmid = cog, study, doi, pmid
+        self.opener_id = opened_by.user.id
         current = {
             "title": study.title if study else "",
             "authors": "\n".join(study.authors) if study else "",
@@ -783,6 +865,16 @@ class StudyModal(discord.ui.Modal):
                           summary=typed["summary"],
                           doi=self.doi or (study.doi if study else None),
                           pmid=self.pmid or (study.pmid if study else None))
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
+        # Raising keeps the form open for its opener (discord.py stops it after a submit).
+        if interaction.user.id != self.opener_id:
+            log.warning("refused a form opened by %s to %s (%s)", self.opener_id,
+                        interaction.user, interaction.user.id)
+            raise NotAllowed("This form belongs to the moderator who opened it; open your "
+                             "own with `/studyadmin " + ("edit`." if self.study else "add`."))
+        await self.cog.ensure_moderator(interaction, Access.LIBRARY)
+        return True
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
         await self.cog.submit_form(interaction, self)

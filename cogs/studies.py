@@ -174,7 +174,8 @@ class StudiesCog(commands.Cog, name="Studies"):
                            "id or link.")
     async def study(self, interaction: discord.Interaction[Any], study: StudyArg) -> None:
         await answer(interaction, lambda: self.study_reply(study, interaction.guild_id))
-        await self.community.record_command("study", study.id)
+        await self.community.record_command("study", study.id,
+                                            guild_id=interaction.guild_id)
 
     @app_commands.command(name="search", description="Find studies by any words, with "
                           "optional filters.")
@@ -200,7 +201,7 @@ class StudiesCog(commands.Cog, name="Studies"):
         request = SearchRequest(text=query, topic=topic, since=since, until=until,
                                 study_type=type, sort=sort, limit=self.page_size)
         await self.answer_search(interaction, request)
-        await self.community.record_command("search")
+        await self.community.record_command("search", guild_id=interaction.guild_id)
 
     @search.autocomplete("topic")
     async def topic_autocomplete(self, interaction: discord.Interaction[Any], value: str
@@ -219,7 +220,8 @@ class StudiesCog(commands.Cog, name="Studies"):
                       sort: Sort = "relevance") -> None:
         await answer(interaction, lambda: self.related_reply(study, sort, 0,
                                                              interaction.guild_id))
-        await self.community.record_command("related", study.id)
+        await self.community.record_command("related", study.id,
+                                            guild_id=interaction.guild_id)
 
     @app_commands.command(name="topics", description="The topics the database covers, with "
                           "study counts.")
@@ -230,7 +232,7 @@ class StudiesCog(commands.Cog, name="Studies"):
             return Reply(embed=render.topics_embed(rows, total), view=render.topics_view(rows))
 
         await answer(interaction, build)
-        await self.community.record_command("topics")
+        await self.community.record_command("topics", guild_id=interaction.guild_id)
 
     @app_commands.command(name="help", description="What studybot does and how to use it.")
     async def help(self, interaction: discord.Interaction[Any]) -> None:
@@ -240,7 +242,7 @@ class StudiesCog(commands.Cog, name="Studies"):
                                                  stats.topics))
 
         await answer(interaction, build, ephemeral=True)
-        await self.community.record_command("help")
+        await self.community.record_command("help", guild_id=interaction.guild_id)
 
     # --- components (their state is in the custom id, so they work after a restart) -------
 
@@ -270,7 +272,8 @@ class StudiesCog(commands.Cog, name="Studies"):
         study = await self.library.resolve(study_id)
         await answer(interaction, lambda: self.study_reply(study, interaction.guild_id),
                      ephemeral=True)
-        await self.community.record_command("study", study.id)
+        await self.community.record_command("study", study.id,
+                                            guild_id=interaction.guild_id)
 
     async def show_related(self, interaction: discord.Interaction[Any], study_id: str) -> None:
         study = await self.library.resolve(study_id)
