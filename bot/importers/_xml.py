@@ -2,8 +2,9 @@
 
 Documents declaring entities are refused before parsing (billion laughs, external entities);
 the rest is read with xml.etree's pull parser, which fetches nothing from the network or disk
-(external DTDs are never loaded). Wanted elements are handed over as they complete and then
-cleared, so memory stays proportional to one record, not to the document tree."""
+(external DTDs are never loaded). Wanted elements are handed over as they complete; they and
+every other element are then cleared and detached, so memory stays proportional to one record
+(depth and elements per record bounded), not to the document tree."""
 
 from __future__ import annotations
 
@@ -11,12 +12,16 @@ import html
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from bot.importers import ImportFormatError
 
 _ENTITY_DECLARATION = re.compile(r"<!\s*ENTITY", re.IGNORECASE)
 _CHUNK = 1 << 16
+# Real records nest about 10 deep (MathML in a title a few more) and hold a few thousand
+# elements; beyond these the document is refused rather than held in memory.
+MAX_DEPTH = 256
+MAX_RECORD_ELEMENTS = 200_000
 _MARKUP_DEPTH = 30
 
 T = TypeVar("T")
@@ -39,16 +44,14 @@ def collect(
     returned until the document has been read to its end, so a malformed file is refused as a
     whole with an ImportFormatError naming the line and column."""
     check_no_entities(text, source)
-    tags = frozenset(wanted)
+    walk = _Walk(frozenset(wanted), handle, source)
     parser = ET.XMLPullParser(events=("start", "end"))
-    results: list[T] = []
-    depth = 0  # nesting of wanted elements: a wanted element inside another is not a record
     try:
         for start in range(0, len(text), _CHUNK):
             parser.feed(text[start : start + _CHUNK])
-            depth = _drain(parser, tags, handle, results, depth)
+            walk.drain(parser)
         parser.close()
-        _drain(parser, tags, handle, results, depth)
+        walk.drain(parser)
     except UnicodeEncodeError:  # lone surrogates: only from callers that built the text badly
         raise ImportFormatError(f"{source}: text is not valid Unicode") from None
     except ET.ParseError as exc:
@@ -57,29 +60,58 @@ def collect(
         raise ImportFormatError(
             f"{source}: malformed XML at line {line}, column {column + 1} ({message})"
         ) from None
-    return results
+    return walk.results
 
 
-def _drain(
-    parser: ET.XMLPullParser,
-    tags: frozenset[str],
-    handle: Callable[[ET.Element], T | None],
-    results: list[T],
-    depth: int,
-) -> int:
-    for event, element in parser.read_events():
-        if element.tag not in tags:
-            continue
-        if event == "start":
-            depth += 1
-            continue
-        depth -= 1
-        if depth == 0:
-            result = handle(element)
-            if result is not None:
-                results.append(result)
+class _Walk(Generic[T]):
+    """Follows the pull parser's events: a wanted element is kept whole until it ends and is
+    handed over; every other element outside one is cleared and detached from its parent as
+    soon as it ends, so the tree never holds more than the open elements and one record."""
+
+    def __init__(self, tags: frozenset[str], handle: Callable[[ET.Element], T | None],
+                 source: str) -> None:
+        self.tags = tags
+        self.handle = handle
+        self.source = source
+        self.results: list[T] = []
+        self.open: list[ET.Element] = []
+        self.inside = 0  # nesting of wanted elements: one inside another is not a record
+        self.record_elements = 0
+
+    def drain(self, parser: ET.XMLPullParser) -> None:
+        tags, open_elements = self.tags, self.open
+        for event, element in parser.read_events():
+            if event == "start":
+                open_elements.append(element)
+                if len(open_elements) > MAX_DEPTH:
+                    raise ImportFormatError(
+                        f"{self.source}: XML nested more than {MAX_DEPTH} elements deep")
+                if self.inside:
+                    self.record_elements += 1
+                    if self.record_elements > MAX_RECORD_ELEMENTS:
+                        raise ImportFormatError(
+                            f"{self.source}: a record holds more than "
+                            f"{MAX_RECORD_ELEMENTS:,} XML elements")
+                    if element.tag in tags:
+                        self.inside += 1
+                elif element.tag in tags:
+                    self.inside, self.record_elements = 1, 1
+                continue
+            open_elements.pop()
+            if self.inside:
+                if element.tag not in tags:
+                    continue  # part of the record being read
+                self.inside -= 1
+                if self.inside:
+                    continue
+                result = self.handle(element)
+                if result is not None:
+                    self.results.append(result)
             element.clear()
-    return depth
+            if open_elements:
+                # The parent's earlier children were all released the same way: this one
+                # is its only child, so this is constant time.
+                del open_elements[-1][:]
 
 
 def text_of(element: ET.Element | None) -> str | None:
