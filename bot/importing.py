@@ -351,6 +351,20 @@ class StudyImporter:
                 report.all_new_ids.append(study_id)
             return
         existing, old_hash = writer.load_row(pk)
+        pmid, doi = values[_PMID], values[_DOI]
+        if pmid and existing.pmid and pmid != existing.pmid and doi and item.id != existing.id \
+                and not writer.carries(pk, "pmid", pmid):
+            # Two PubMed articles sharing one DOI (an issue's DOI given to each letter): the
+            # DOI stays with the study that has it, and the record is its own study.
+            message = (f"{item.source}: doi: {doi} also names study {existing.id} (PMID "
+                       f"{existing.pmid}); kept there, left out of PMID {pmid}")
+            report.warning_count += 1
+            if len(report.warnings) < WARNINGS_KEPT:
+                report.warnings.append(message)
+            without_doi = (*values[:_DOI], None, *values[_DOI + 1:])
+            self.apply(item._replace(values=without_doi, content_hash=row_hash(without_doi)),
+                       report, timestamp)
+            return
         record_hash, kind, moderated_at = writer.provenance(pk)
         moderated = kind == MODERATOR
         if not moderated and item.content_hash == record_hash:
