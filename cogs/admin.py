@@ -52,7 +52,8 @@ PROGRESS_EVERY_SECONDS = 1.0
 TOKEN_LIFETIME = timedelta(minutes=14)
 
 IMPORT_ID = "sa:imp:{key}:{action}"
-IMPORT_RE = r"sa:imp:(?P<key>[0-9a-f]{16}):(?P<action>[yn])"
+# Actions: y confirm (moderators' changes kept), o confirm overwriting them, n cancel.
+IMPORT_RE = r"sa:imp:(?P<key>[0-9a-f]{16}):(?P<action>[yno])"
 REMOVE_ID = "sa:rm:{key}:{action}"
 REMOVE_RE = r"sa:rm:(?P<key>[0-9a-f]{12}):(?P<action>[yn])"
 AUDIT_ID = "sa:audit:{key}:{offset}:{direction}"
@@ -159,10 +160,19 @@ def report_embed(title: str, report: ImportReport, *, note: str = "") -> discord
               f"**{report.unchanged:,}** unchanged · **{len(report.invalid):,}** invalid")
     if report.skipped:
         counts += f" · {len(report.skipped):,} skipped"
+    if report.removed_skipped:
+        counts += f" · {report.removed_skipped:,} removed earlier, skipped"
+    if report.kept_moderated:
+        counts += f" · {report.kept_moderated:,} changed by a moderator, kept"
+    if report.overwritten_moderated:
+        counts += f" · {report.overwritten_moderated:,} moderator change(s) overwritten"
     embed.description = truncate("\n\n".join(p for p in (counts, note) if p),
                                  render.DESCRIPTION_LIMIT)
     for name, ids in (("New", report.new_ids), ("Updated", report.updated_ids),
-                      ("Unchanged", report.unchanged_ids)):
+                      ("Unchanged", report.unchanged_ids),
+                      ("Changed by a moderator (kept as they are)", report.kept_ids),
+                      ("Removed earlier (skipped; /studyadmin restore brings one back)",
+                       report.removed_ids)):
         if ids:
             shown = ", ".join(f"`{i}`" for i in ids[:SHOWN_PER_KIND])
             more = len(ids) > SHOWN_PER_KIND or (name == "New" and report.new > len(ids))
@@ -321,7 +331,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                 from None
         finally:
             await progress.stop()
-        if dry_run or not report.changed:
+        if dry_run or not (report.changed or report.kept_moderated):
             note = "Dry run: nothing was written." if dry_run else \
                 "Nothing to import: the database already has all of it."
             await interaction.edit_original_response(
@@ -334,11 +344,18 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             note += f" The {len(report.invalid):,} invalid record(s) will be left out."
         view = confirm_view(IMPORT_ID.format(key=pending.key, action="y"),
                             IMPORT_ID.format(key=pending.key, action="n"), "Confirm import")
+        if report.kept_moderated:
+            note += (f"\n{report.kept_moderated:,} record(s) would overwrite a moderator's "
+                     "change: **Confirm** keeps the moderators' version, **Overwrite "
+                     "moderators' changes** imports the file's.")
+            view.add_item(discord.ui.Button(
+                label="Overwrite moderators' changes", style=discord.ButtonStyle.danger,
+                custom_id=IMPORT_ID.format(key=pending.key, action="o")))
         await interaction.edit_original_response(
             content=None, embed=report_embed(f"Preview: {name}", report, note=note), view=view)
 
     async def confirm_import(self, interaction: discord.Interaction[Any], key: str,
-                             confirmed: bool) -> None:
+                             confirmed: bool, *, overwrite_moderated: bool = False) -> None:
         await self.ensure_moderator(interaction, Access.LIBRARY)
         pending, data = self.moderation.claim_pending(key, interaction.guild_id or 0)
         if not confirmed:
@@ -348,16 +365,18 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             return
         await interaction.response.edit_message(
             content=f"Importing **{safe(pending.filename)}**…", embed=None, view=None)
-        await self.apply_import(interaction, pending, data)
+        await self.apply_import(interaction, pending, data,
+                                overwrite_moderated=overwrite_moderated)
 
     async def apply_import(self, interaction: discord.Interaction[Any], pending: PendingImport,
-                           data: bytes) -> None:
+                           data: bytes, *, overwrite_moderated: bool = False) -> None:
         discussions = getattr(self.bot, "discussions", None)
         progress = Progress(interaction, f"Importing **{safe(pending.filename)}**:")
         try:
             report, entry = await self.moderation.apply_import(
                 actor_of(interaction), pending, data, progress,
-                after_write=discussions.after_import if discussions else None)
+                after_write=discussions.after_import if discussions else None,
+                overwrite_moderated=overwrite_moderated)
         except ImportAborted as exc:
             await progress.stop()
             await interaction.edit_original_response(
@@ -474,6 +493,28 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             truncate(f"Done (change #{entry.id}): {describe(entry)}.", 2000),
             ephemeral=True, allowed_mentions=NO_PINGS)
         await self.post_audit(interaction.guild, entry)
+
+    @app_commands.command(name="restore", description="Bring back a removed study.")
+    @app_commands.describe(study="The removed study: start typing its title or id.")
+    async def restore(self, interaction: discord.Interaction[Any],
+                      study: app_commands.Range[str, 1, 200]) -> None:
+        entry = await self.moderation.restore(actor_of(interaction), study.strip().lower())
+        self.threads_follow()
+        await interaction.response.send_message(
+            truncate(f"Restored `{entry.study_id}` as it was removed (change #{entry.id}).",
+                     2000),
+            ephemeral=True, allowed_mentions=NO_PINGS)
+        await self.post_audit(interaction.guild, entry)
+
+    @restore.autocomplete("study")
+    async def restore_autocomplete(self, interaction: discord.Interaction[Any], value: str
+                                   ) -> list[app_commands.Choice[str]]:
+        # Removed studies are moderators' business: only those who may restore see them.
+        if not await self.allowed(interaction, Access.LIBRARY):
+            return []
+        found = await self.moderation.store.removed_studies(value[:100], limit=25)
+        return [app_commands.Choice(name=truncate(f"{title} ({study_id})", 100),
+                                    value=study_id[:100]) for study_id, title in found]
 
     # --- settings --------------------------------------------------------------------------
 
@@ -755,6 +796,9 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             embed.add_field(name="Database", value=size_text(stats.size_bytes))
             embed.add_field(name="Discussion threads", value=f"{threads:,}")
             embed.add_field(name="Automatic threads queued", value=f"{queued:,}")
+            # Source records kept out because a moderator had changed the study since.
+            conflicts = await self.moderation.store.conflict_count()
+            embed.add_field(name="Kept over source changes", value=f"{conflicts:,}")
             if discussions is not None:
                 await self._outbox_fields(embed, discussions, interaction.guild_id)
             embed.add_field(name="Commands served",
@@ -903,7 +947,8 @@ class ImportButton(ReportingButton, template=IMPORT_RE):
         return cls(match["key"], match["action"])
 
     async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).confirm_import(interaction, self.key, self.action == "y")
+        await _cog(interaction).confirm_import(interaction, self.key, self.action in "yo",
+                                               overwrite_moderated=self.action == "o")
 
 
 class RemoveButton(ReportingButton, template=REMOVE_RE):

@@ -76,6 +76,7 @@ LEAF_OPTIONS = {
     "edit": lambda w: {"study": MESO},
     "remove": lambda w: {"study": MESO},
     "merge": lambda w: {"keep": MESO, "duplicate": "mesotherapy-what-is-new-2012"},
+    "restore": lambda w: {"study": MESO},
     "channel": lambda w: {"channel": w.channel_id},
     "autothreads": lambda w: {"enabled": True},
     "logchannel": lambda w: {"channel": w.channel_id},
@@ -344,7 +345,10 @@ async def test_remove_asks_then_locks_the_thread_with_a_reason(world):
     done = await final(await world.emu.click(ask, custom_ids(ask)[0], world.admin_id))
     assert done["content"].startswith(f"Removed `{MESO}`")
     assert await world.bot.library.lookup(MESO) is None
-    closed = world.emu.channel(int(thread["id"]))
+    # The outbox closes the thread in the background.
+    closed = await world.emu.wait_for(
+        lambda: (c := world.emu.channel(int(thread["id"])))["thread_metadata"]["locked"]
+        and c["thread_metadata"]["archived"] and c, TIMEOUT, "the thread to be locked")
     assert closed["thread_metadata"]["locked"] and closed["thread_metadata"]["archived"]
     edits = [r for r in world.emu.requests if r.method == "PATCH"
              and r.path.endswith(f"/channels/{thread['id']}")]
@@ -360,10 +364,14 @@ async def test_merge_keeps_one_study_and_moves_the_thread(world):
         "keep": MESO, "duplicate": "mesotherapy-what-is-new-2012"}))
     assert "merged `mesotherapy-what-is-new-2012` into `hair-mesotherapy-2012`" in \
         message["content"]
-    assert await world.bot.library.lookup("mesotherapy-what-is-new-2012") is None
     keep = await world.bot.library.resolve(MESO)
+    # The duplicate's id names the kept study from now on (see test_merged_identifiers...).
+    assert await world.bot.library.lookup("mesotherapy-what-is-new-2012") == keep
     assert "mesotherapy-what-is-new-2012" not in [r.id for r in keep.similar]
-    # The duplicate's thread is now the kept study's.
+    # The duplicate's thread is now the kept study's (the outbox moves it in the background).
+    (thread,) = world.emu.threads(world.guild_id)
+    await world.emu.wait_for(lambda: world.emu.channel(int(thread["id"]))["name"]
+                             == keep.title, TIMEOUT, "the thread to carry the kept study")
     assert await world.bot.discussions.has_thread(world.guild_id, MESO)
     assert len(world.emu.threads(world.guild_id)) == 1
 
