@@ -38,8 +38,11 @@ STUDY_COLUMNS = (
 BM25_WEIGHTS = "10.0, 4.0, 1.0, 2.0, 1.0, 3.0, 2.0"
 SORTS = {
     "relevance": "rank",
-    "citations": "coalesce(s.citations, -1) DESC, s.year DESC",
-    "newest": "coalesce(s.year, 0) DESC, coalesce(s.month, 0) DESC, coalesce(s.day, 0) DESC",
+    # Ties broken by the newest row, so that a search's pages never overlap or skip.
+    "citations": "coalesce(s.citations, -1) DESC, coalesce(s.year, 0) DESC, "
+                 "coalesce(s.month, 0) DESC, coalesce(s.day, 0) DESC, s.pk DESC",
+    "newest": "coalesce(s.year, 0) DESC, coalesce(s.month, 0) DESC, coalesce(s.day, 0) DESC, "
+              "s.pk DESC",
 }
 COUNT_CAP = 1000
 SAVED_VIEW_MEMORY = 4096

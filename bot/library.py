@@ -77,6 +77,13 @@ class SearchRequest:
     offset: int = 0
 
 
+def published_order(entry: RelatedEntry) -> tuple[int, int, int]:
+    """(year, month, day) of a related entry, unknown parts as 0: what sort 'newest' uses."""
+    if entry.study is not None:
+        return entry.study.year or 0, entry.study.month or 0, entry.study.day or 0
+    return entry.ref.year or 0, entry.ref.month or 0, 0
+
+
 class StudyLibrary:
     def __init__(self, db: Database, topics: TopicVocabulary) -> None:
         self.db = db
@@ -326,7 +333,7 @@ class StudyLibrary:
         if sort == "citations":
             entries.sort(key=lambda e: -(e.citations if e.citations is not None else -1))
         elif sort == "newest":
-            entries.sort(key=lambda e: -(e.year or 0))
+            entries.sort(key=published_order, reverse=True)  # stable: ties keep their rank
         return entries
 
     async def neighbours(self, study: Study, limit: int) -> list[tuple[Study, float]]:

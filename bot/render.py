@@ -41,6 +41,8 @@ SEARCH_PAGE = "search:{key}:{offset}:{direction}"
 SEARCH_PICK = "pick:{key}:{offset}"
 RELATED_PAGE = "related:{sort}:{offset}:{direction}:{study_id}"
 TOPIC_PICK = "topic:pick"
+SEARCH_AGAIN = "again:{key}"
+SEARCH_AGAIN_RE = r"again:(?P<key>[0-9a-f]{12})"
 
 STUDY_RELATED_RE = r"study:related:(?P<study_id>[a-z0-9_-]{1,80})"
 STUDY_DISCUSS_RE = r"study:discuss:(?P<study_id>[a-z0-9_-]{1,80})"
@@ -185,21 +187,39 @@ def count_text(total: int, cap: int = 1000) -> str:
 
 def search_embed(query: str, page: SearchPage, page_size: int, sort: str,
                  filters: str = "") -> discord.Embed:
+    return fit_search_page(query, page, sort, filters)[0]
+
+
+def fit_search_page(query: str, page: SearchPage, sort: str, filters: str = ""
+                    ) -> tuple[discord.Embed, int]:
+    """The results page with as many of `page.studies` as fit whole in the embed (a result
+    is never cut), and how many that is: the footer's "Results a–b" is exactly what shows,
+    and the next page starts after the last one shown."""
     title = f"Search: {query}" if query.strip() else "Studies"
     embed = discord.Embed(title=truncate(title, TITLE_LIMIT), colour=COLOUR)
-    lines = [_result_line(page.offset + i + 1, s.title, s.source_url, study_facts(s), s.tldr)
-             for i, s in enumerate(page.studies)]
     notes = []
     if page.corrected_query:
         notes.append(f"Showing results for **{safe(page.corrected_query)}**.")
     if filters:
         notes.append(filters)
-    embed.description = truncate("\n".join([*notes, "", "\n\n".join(lines)]).strip(),
-                                 DESCRIPTION_LIMIT)
-    first, last = page.offset + 1, page.offset + len(page.studies)
+    head = "\n".join(notes)
+    room = DESCRIPTION_LIMIT - len(head) - (2 if head else 0)
+    lines: list[str] = []
+    used = 0
+    for i, study in enumerate(page.studies):
+        line = _result_line(page.offset + i + 1, study.title, study.source_url,
+                            study_facts(study), study.tldr)
+        cost = len(line) + (2 if lines else 0)
+        if lines and used + cost > room:
+            break
+        lines.append(line)
+        used += cost
+    body = "\n\n".join(lines)
+    embed.description = truncate(f"{head}\n\n{body}" if head else body, DESCRIPTION_LIMIT)
+    first, last = page.offset + 1, page.offset + len(lines)
     embed.set_footer(text=f"Results {first}–{last} of {count_text(page.total)} · sorted by "
                           f"{sort} · pick one below to open it")
-    return embed
+    return embed, len(lines)
 
 
 def no_results_message(query: str, filters: str) -> str:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import re
+from dataclasses import replace
 from typing import Any, Literal
 
 import discord
@@ -13,6 +17,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.client import StudyBot
+from bot.database import DatabaseError
 from bot.errors import UserFacingError
 from bot.interactions import (
     Reply,
@@ -33,6 +38,9 @@ TYPE_CHOICES = [app_commands.Choice(name=STUDY_TYPE_LABELS[t], value=t) for t in
 RELATED_LIMIT = 50
 CARD_CACHE_SIZE = 256  # rendered study cards kept (a few KB each)
 SEARCH_PAGE_CACHE_SIZE = 256  # rendered search pages kept (the library caches 512 searches)
+PRUNE_EVERY_SECONDS = 24 * 3600
+
+log = logging.getLogger("studybot.studies")
 
 
 def stopped(view: discord.ui.View) -> discord.ui.View:
@@ -47,6 +55,7 @@ class StudiesCog(commands.Cog, name="Studies"):
         self.bot = bot
         self.library, self.community = bot.services()
         self.page_size = bot.config.studies.page_size
+        self.keep_days = bot.config.views.keep_days
         self.discussions = bot.discussions  # marks studies that have a thread here
         # Searches answered whose state is still being saved (key -> state): a page button
         # pressed in that moment reads it from here.
@@ -54,8 +63,30 @@ class StudiesCog(commands.Cog, name="Studies"):
         # Rendered replies, so a repeat costs no rendering: study cards by the study as read
         # and its thread link, search pages by the page object the library's cache returned.
         self.cards: LRU[tuple[Study, render.ThreadLink | None], Reply] = LRU(CARD_CACHE_SIZE)
-        self.search_pages: LRU[tuple[str, int], tuple[SearchPage, Reply]] = \
+        # (key, page start) -> the page as read, its reply, and how many results it shows.
+        self.search_pages: LRU[tuple[str, int], tuple[SearchPage, Reply, int]] = \
             LRU(SEARCH_PAGE_CACHE_SIZE)
+
+    # --- saved search states: pruned at start-up and daily ---------------------------------
+
+    async def cog_load(self) -> None:
+        self._pruner = asyncio.create_task(self._prune_views_daily())
+
+    async def cog_unload(self) -> None:
+        self._pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pruner
+
+    async def _prune_views_daily(self) -> None:
+        while True:
+            try:
+                pruned = await self.community.prune_views(self.keep_days)
+                if pruned:
+                    log.info("pruned %d saved button states unused for %d days", pruned,
+                             self.keep_days)
+            except DatabaseError as exc:  # busy now: the next day's run catches up
+                log.warning("saved button states not pruned: %s", exc)
+            await asyncio.sleep(PRUNE_EVERY_SECONDS)
 
     # --- rendering helpers shared by commands and components ----------------------------------
 
@@ -82,28 +113,53 @@ class StudiesCog(commands.Cog, name="Studies"):
         return reply
 
     async def search_reply(self, key: str, request: SearchRequest) -> Reply:
+        return (await self.search_page(key, request))[0]
+
+    async def search_page(self, key: str, request: SearchRequest) -> tuple[Reply, int]:
+        """The page of results starting at request.offset, and how many it shows."""
         page = await self.library.search(request)
         cached = self.search_pages.get((key, request.offset))
         if cached is not None and cached[0] is page:  # the library answered from its cache
-            return cached[1]
-        reply = self.render_search(key, request, page)
-        self.search_pages.put((key, request.offset), (page, reply))
-        return reply
+            return cached[1], cached[2]
+        reply, shown = self.render_search(key, request, page)
+        self.search_pages.put((key, request.offset), (page, reply, shown))
+        return reply, shown
 
-    def render_search(self, key: str, request: SearchRequest, page: SearchPage) -> Reply:
+    def render_search(self, key: str, request: SearchRequest, page: SearchPage
+                      ) -> tuple[Reply, int]:
         filters = self.describe_filters(request)
         if not page.studies:
             if request.offset:
                 raise UserFacingError("There are no more results.")
-            return Reply(content=render.no_results_message(request.text, filters))
-        embed = render.search_embed(request.text, page, self.page_size, request.sort, filters)
-        has_next = request.offset + len(page.studies) < page.total
+            return Reply(content=render.no_results_message(request.text, filters)), 0
+        # As many results as fit whole: the page's buttons carry its start, and the next
+        # page starts after the last result shown.
+        embed, shown = render.fit_search_page(request.text, page, request.sort, filters)
+        has_next = request.offset + shown < page.total
         view = render.pager_view(
             render.SEARCH_PAGE.format(key=key, offset=request.offset, direction="p"),
             render.SEARCH_PAGE.format(key=key, offset=request.offset, direction="n"),
             request.offset > 0, has_next,
-            render.SEARCH_PICK.format(key=key, offset=request.offset), page.studies)
-        return Reply(embed=embed, view=stopped(view))
+            render.SEARCH_PICK.format(key=key, offset=request.offset), page.studies[:shown])
+        return Reply(embed=embed, view=stopped(view)), shown
+
+    async def next_start(self, key: str, request: SearchRequest, start: int) -> int:
+        _reply, shown = await self.search_page(key, replace(request, offset=start))
+        return start + max(shown, 1)
+
+    async def previous_start(self, key: str, request: SearchRequest, start: int) -> int:
+        """Where the page before the one starting at `start` starts. Pages are laid out from
+        the first result on (each as many results as fit), so a search's pages are the same
+        whichever way they are reached: walk them from the first (cached pages cost
+        nothing; at most start / 1 steps, bounded by the 1,000 results a search counts)."""
+        previous, at = 0, 0
+        while at < start:
+            previous = at
+            following = await self.next_start(key, request, at)
+            if following <= at:
+                break
+            at = following
+        return previous
 
     def describe_filters(self, request: SearchRequest) -> str:
         parts = []
@@ -138,15 +194,69 @@ class StudiesCog(commands.Cog, name="Studies"):
         finally:
             self.unsaved_searches.pop(key, None)
 
-    async def load_search(self, key: str, offset: int) -> SearchRequest:
+    async def load_search(self, key: str, offset: int) -> SearchRequest | None:
+        """The search a button's key names; None when its saved state was pruned."""
         state = self.unsaved_searches.get(key)
         if state is None:
             saved = await self.community.load_view(key)
             if saved is None or saved[0] != "search":
-                raise UserFacingError("These results are no longer available; run `/search` "
-                                      "again.")
+                return None
             state = saved[1]
         return SearchRequest(limit=self.page_size, offset=offset, **json.loads(state))
+
+    async def offer_search_again(self, interaction: discord.Interaction[Any]) -> None:
+        """A button of results whose saved state was pruned: say so, and offer to run the
+        search again (read back from the results message itself)."""
+        expired = (f"These results have expired (searches are kept {self.keep_days} days "
+                   "after their last use).")
+        request = self.request_from_message(interaction.message)
+        if request is None:
+            raise UserFacingError(expired + " Run `/search` again.")
+        key, state = self.search_state(request)
+        await self.community.save_view(key, "search", state)
+        view = discord.ui.View(timeout=None)
+        view.add_item(discord.ui.Button(label="Search again", style=discord.ButtonStyle.primary,
+                                        custom_id=render.SEARCH_AGAIN.format(key=key)))
+        await interaction.response.send_message(expired, view=stopped(view), ephemeral=True,
+                                                allowed_mentions=render.NO_PINGS)
+
+    def request_from_message(self, message: discord.Message | None) -> SearchRequest | None:
+        """The search a results message shows, read from what render put there (its title,
+        filters line and footer); None when it cannot be read back whole."""
+        if message is None or not message.embeds:
+            return None
+        embed = message.embeds[0]
+        title, footer = embed.title or "", embed.footer.text or ""
+        sort = re.search(r"· sorted by (relevance|citations|newest) ·", footer)
+        if sort is None or not (title == "Studies" or title.startswith("Search: ")):
+            return None
+        text = title.removeprefix("Search: ") if title != "Studies" else ""
+        if text.endswith("…") and len(title) >= render.TITLE_LIMIT:
+            return None  # the query was cut to fit the title
+        values: dict[str, Any] = {"text": text, "sort": sort[1]}
+        filters = re.search(r"^Filters: (.*)\.$", embed.description or "", re.MULTILINE)
+        for part in filters[1].split(", ") if filters else ():
+            name, _, value = part.partition(": ")
+            if name == "topic":
+                values["topic"] = self.library.topics.resolve(value) or value
+            elif name == "years":
+                since, _, until = value.partition("–")
+                values["since"] = int(since) if since.isdigit() else None
+                values["until"] = int(until) if until.isdigit() else None
+            elif name == "type":
+                types = {label: code for code, label in STUDY_TYPE_LABELS.items()}
+                if value not in types:
+                    return None
+                values["study_type"] = types[value]
+            else:
+                return None
+        return SearchRequest(limit=self.page_size, **values)
+
+    async def search_again(self, interaction: discord.Interaction[Any], key: str) -> None:
+        request = await self.load_search(key, 0)
+        if request is None:
+            raise UserFacingError("This search has expired too; run `/search` again.")
+        await update(interaction, lambda: self.search_reply(key, request))
 
     async def related_reply(self, study: Study, sort: str, offset: int,
                             guild_id: int | None = None) -> Reply:
@@ -206,12 +316,20 @@ class StudiesCog(commands.Cog, name="Studies"):
     @search.autocomplete("topic")
     async def topic_autocomplete(self, interaction: discord.Interaction[Any], value: str
                                  ) -> list[app_commands.Choice[str]]:
-        needle = value.strip().lower()
-        rows = await self.library.topic_counts()
-        matches = [(slug, name, n) for slug, name, n in rows
-                   if not needle or needle in name.lower() or needle in slug]
-        return [app_commands.Choice(name=render.truncate(f"{name} ({n})", 100), value=slug)
-                for slug, name, n in matches[:25]]
+        """Topics whose name, slug or a synonym ('rogaine', 'platelet rich') matches what
+        is typed, those with studies first."""
+        counts = {slug: n for slug, _name, n in await self.library.topic_counts()}
+        vocabulary = self.library.topics
+        if value.strip():
+            slugs = vocabulary.matching(value)
+            slugs += [s for s in counts if s not in vocabulary.topics and value.strip().lower()
+                      in s]  # topics of studies outside the vocabulary
+        else:
+            slugs = list(counts)
+        slugs.sort(key=lambda s: counts.get(s, 0) == 0)  # stable: the match order within
+        return [app_commands.Choice(
+            name=render.truncate(f"{vocabulary.display_name(s)} ({counts.get(s, 0):,})", 100),
+            value=s[:100]) for s in slugs[:25]]
 
     @app_commands.command(name="related", description="Research related to a study.")
     @app_commands.describe(study="The study: start typing its title, or paste a DOI, PMID, "
@@ -248,8 +366,15 @@ class StudiesCog(commands.Cog, name="Studies"):
 
     async def page_search(self, interaction: discord.Interaction[Any], key: str,
                           offset: int, direction: str) -> None:
-        step = self.page_size if direction == "n" else -self.page_size
-        request = await self.load_search(key, max(0, offset + step))
+        base = await self.load_search(key, 0)
+        if base is None:
+            await self.offer_search_again(interaction)
+            return
+        if direction == "n":
+            start = await self.next_start(key, base, offset)
+        else:
+            start = await self.previous_start(key, base, offset)
+        request = replace(base, offset=start)
         if owns_message(interaction):
             await update(interaction, lambda: self.search_reply(key, request))
         else:  # someone else's results: page through a copy of their own
@@ -358,6 +483,22 @@ class StudyPickSelect(ReportingSelect, template=render.SEARCH_PICK_RE):
         await _cog(interaction).open_study(interaction, value)
 
 
+class SearchAgainButton(ReportingButton, template=render.SEARCH_AGAIN_RE):
+    def __init__(self, key: str) -> None:
+        super().__init__(discord.ui.Button(label="Search again",
+                                           custom_id=render.SEARCH_AGAIN.format(key=key)))
+        self.key = key
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> SearchAgainButton:
+        return cls(match["key"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).search_again(interaction, self.key)
+
+
 class TopicPickSelect(ReportingSelect, template=re.escape(render.TOPIC_PICK)):
     def __init__(self) -> None:
         super().__init__(discord.ui.Select(custom_id=render.TOPIC_PICK,
@@ -374,7 +515,7 @@ class TopicPickSelect(ReportingSelect, template=re.escape(render.TOPIC_PICK)):
 
 
 DYNAMIC_ITEMS = (RelatedButton, SearchPageButton, RelatedPageButton, StudyPickSelect,
-                 TopicPickSelect)
+                 TopicPickSelect, SearchAgainButton)
 
 
 async def setup(bot: StudyBot) -> None:
