@@ -10,9 +10,9 @@
   process, and a claim row (threads.state = 'creating') in the database for other processes
   and restarts; stale claims are reconciled against the server's active threads;
 - notices archived, locked and deleted threads, deleted channels and missing permissions;
-- drains the persistent outbox of automatic threads in the background, within a cap per
-  server per hour and Discord's rate limits (discord.py already waits every 429's
-  retry_after; a request that still fails is retried later, never sooner than retry_after).
+- limits the new threads a member (not a moderator) starts: discussions.member_threads_per_hour;
+- does the outbox's jobs (bot/outbox.py runs them in the background): automatic threads, and
+  threads brought up to date when their study is edited, removed, merged or restored.
 
 Member-facing problems raise DiscussionProblem (a UserFacingError) after logging the cause for
 the moderators."""
@@ -37,11 +37,22 @@ from bot.database import (
     DiscussionStore,
     GuildSettingsStore,
     ImportWriter,
+    OutboxEntry,
+    StudyFate,
     ThreadMapping,
     queue_threads_sync,
 )
 from bot.errors import UserFacingError
 from bot.model import STUDY_TYPE_LABELS, Study
+from bot.outbox import (
+    InvalidRequestBudget,
+    InvalidRequestBudgetExhausted,
+    JobLater,
+    OutboxWorker,
+    iso,
+    parse_iso,
+)
+from bot.permissions import is_moderator
 from bot.render import NO_PINGS, ThreadLink, safe
 from bot.text import clean_text, strip_markup_words, truncate
 
@@ -59,16 +70,9 @@ TAG_NAME_LIMIT = 20
 CLAIM_TIMEOUT = timedelta(minutes=1)
 # How long a request waits for another process's creation before giving up.
 CLAIM_WAIT_SECONDS = 10.0
-IDLE_SECONDS = 300.0
+MEMBER_WINDOW = timedelta(hours=1)
 
-
-def iso(moment: datetime) -> str:
-    """Times in the threads and outbox tables: UTC to the millisecond (sortable as text)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+__all__ = ["DiscussionProblem", "DiscussionService", "iso", "parse_iso", "thread_name"]
 
 
 def thread_name(title: str) -> str:
@@ -83,7 +87,12 @@ def thread_name(title: str) -> str:
 
 
 class DiscussionProblem(UserFacingError):
-    """Why a member cannot have the thread (the cause is logged for the moderators)."""
+    """Why a member cannot have the thread (the cause is logged for the moderators).
+    `status`: Discord's HTTP status when Discord refused a request (the outbox backs off)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,22 +149,19 @@ class DiscussionService:
         self.library = library
         self.config = config
         self.clock = clock or (lambda: datetime.now(UTC))
-        # Outbox pacing; attributes so tests (and a future config) can tune them.
-        self.cap_per_hour = config.discussions.max_auto_threads_per_hour
-        self.cap_window = timedelta(hours=1)
-        self.min_interval = 1.0  # seconds between two automatic threads
-        self.retry_base = 30.0  # seconds; doubled on every failed attempt, at most an hour
         self.claim_timeout = CLAIM_TIMEOUT
+        self.member_limit = config.discussions.member_threads_per_hour
+        # One budget per process (the client's, hooked into its HTTP session).
+        budget = getattr(client, "invalid_requests", None)
+        self.budget = budget if isinstance(budget, InvalidRequestBudget) \
+            else InvalidRequestBudget()
+        self.outbox = OutboxWorker(self, self.store, self.budget)
         self._locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = \
             weakref.WeakValueDictionary()
         self._tag_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = \
             weakref.WeakValueDictionary()
         self._message_counts: dict[int, int] = {}
         self._default_guild: int | None = None  # the server holding discussions.channel_id
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def now(self) -> datetime:
         return self.clock()
@@ -239,10 +245,12 @@ class DiscussionService:
                     guild_id, channel_id, what)
 
     @staticmethod
-    def _forbidden_problem(channel_id: int, what: str) -> DiscussionProblem:
+    def _forbidden_problem(channel_id: int, what: str, status: int | None = None
+                           ) -> DiscussionProblem:
         return DiscussionProblem(
             f"I can't open discussion threads in <#{channel_id}>: I'm missing the {what} "
-            "permission there. A moderator can fix my role or the channel's permissions.")
+            "permission there. A moderator can fix my role or the channel's permissions.",
+            status)
 
     # --- links for cards and lists ----------------------------------------------------------
 
@@ -273,12 +281,25 @@ class DiscussionService:
         """Fail fast (before the interaction is answered) when threads cannot be made here."""
         await self.discussion_channel(guild, await self.settings_for(guild.id))
 
-    async def discuss(self, guild: discord.Guild, study: Study) -> Discussion:
-        """The study's thread in this server: linked if it exists, else created."""
+    async def discuss(self, guild: discord.Guild, study: Study,
+                      member: discord.abc.User | None = None) -> Discussion:
+        """The study's thread in this server: linked if it exists, else created (by a member
+        who is not a moderator: within discussions.member_threads_per_hour)."""
         settings = await self.settings_for(guild.id)
+        limited = member is not None and not is_moderator(
+            member, await self.settings.get(guild.id), self.config)
         try:
-            async with self._lock(guild.id, study.id):
-                discussion = await self._get_or_create(guild, settings, study, origin="member")
+            with self.budget.counted():
+                async with self._lock(guild.id, study.id):
+                    discussion = await self._get_or_create(
+                        guild, settings, study, origin="member",
+                        member_id=member.id if member is not None else None, limited=limited)
+        except InvalidRequestBudgetExhausted as exc:
+            log.warning("guild %s: not creating the thread of study %s: %s", guild.id,
+                        study.id, exc)
+            raise DiscussionProblem("Discord refused several of my recent requests, so I've "
+                                    "paused making threads for a few minutes; try again "
+                                    "later.") from None
         except discord.HTTPException as exc:
             if exc.status != 429:
                 raise
@@ -289,10 +310,29 @@ class DiscussionService:
         assert discussion is not None
         return discussion
 
+    async def _member_limit_problem(self, guild_id: int, member_id: int
+                                    ) -> DiscussionProblem | None:
+        """The friendly refusal when a member started their threads for the hour."""
+        now = self.now()
+        count, oldest = await self.store.member_threads_since(guild_id, member_id,
+                                                              iso(now - MEMBER_WINDOW))
+        if count < self.member_limit:
+            return None
+        wait = (parse_iso(oldest) + MEMBER_WINDOW - now).total_seconds() if oldest else 3600
+        minutes = max(1, round(wait / 60))
+        started = "one new discussion thread" if self.member_limit == 1 \
+            else f"{self.member_limit} new discussion threads"
+        return DiscussionProblem(
+            f"You've started {started} in the last hour, the most a member can start. You "
+            f"can start another in about {minutes} minute{'s' if minutes != 1 else ''}; "
+            "studies that already have a thread are always linked.")
+
     async def _get_or_create(self, guild: discord.Guild, settings: EffectiveSettings,
-                             study: Study, *, origin: str) -> Discussion | None:
+                             study: Study, *, origin: str, member_id: int | None = None,
+                             limited: bool = False) -> Discussion | None:
         """Holding the (guild, study) lock. For the outbox (origin 'auto'), an existing
-        thread is left as it is and None is returned."""
+        thread is left as it is and None is returned. A limited member gets no new thread
+        past discussions.member_threads_per_hour."""
         deadline = asyncio.get_running_loop().time() + CLAIM_WAIT_SECONDS
         while True:
             mapping = await self.store.mapping(guild.id, study.id)
@@ -315,9 +355,14 @@ class DiscussionService:
                 if adopted is not None:
                     return Discussion(ThreadLink(guild.id, adopted.id, adopted.message_count))
             channel = await self.discussion_channel(guild, settings)
+            if limited and member_id is not None \
+                    and (problem := await self._member_limit_problem(guild.id, member_id)):
+                raise problem
             now = self.now()
+            member_limit = (self.member_limit, iso(now - MEMBER_WINDOW)) if limited else None
             if not await self.store.claim(guild.id, study.id, channel.id, iso(now),
-                                          iso(now - self.claim_timeout)):
+                                          iso(now - self.claim_timeout), member_id,
+                                          member_limit):
                 continue
             thread = await self._create(guild, channel, settings, study, origin)
             return Discussion(ThreadLink(guild.id, thread.id, thread.message_count),
@@ -372,7 +417,7 @@ class DiscussionService:
         except discord.Forbidden:
             self._log_forbidden(guild.id, mapping.channel_id, "View Channel (on the thread "
                                 f"{mapping.thread_id})")
-            raise self._forbidden_problem(mapping.channel_id, "View Channel") from None
+            raise self._forbidden_problem(mapping.channel_id, "View Channel", 403) from None
         if not isinstance(channel, discord.Thread):
             await self._forget(mapping.thread_id, "the id is no longer a thread")
             return None
@@ -399,14 +444,14 @@ class DiscussionService:
         except discord.Forbidden as exc:
             await self.store.release_claim(guild.id, study.id)
             self._log_forbidden(guild.id, channel.id, f"{exc.text or exc} (code {exc.code})")
-            raise self._forbidden_problem(channel.id, "needed") from None
+            raise self._forbidden_problem(channel.id, "needed", exc.status) from None
         except discord.NotFound:
             await self.store.release_claim(guild.id, study.id)
             log.warning("guild %s: the discussion channel %s no longer exists (404)", guild.id,
                         channel.id)
             raise DiscussionProblem("This server's discussion channel no longer exists. A "
                                     "moderator can set a new one with `/studyadmin "
-                                    "channel`.") from None
+                                    "channel`.", 404) from None
         except (TimeoutError, discord.DiscordServerError, OSError):
             # Discord may have made it anyway: look before giving the claim back.
             mapping = await self.store.mapping(guild.id, study.id)
@@ -478,7 +523,7 @@ class DiscussionService:
         async with self._tag_lock(forum.id):
             forum = forum.guild.get_channel(forum.id) or forum  # type: ignore[assignment]
             known = await self.store.forum_tags(guild_id, forum.id)
-            chosen: dict[int, discord.ForumTag] = {}
+            chosen: dict[str, discord.ForumTag] = {}  # by key
             learned: dict[str, int] = {}
             missing: list[tuple[str, str]] = []
             for key, name in wanted:
@@ -486,17 +531,19 @@ class DiscussionService:
                 if tag is None:
                     missing.append((key, name))
                     continue
-                chosen[tag.id] = tag
+                chosen[key] = tag
                 if known.get(key) != tag.id:
                     learned[key] = tag.id
             if missing:
                 created = await self._create_tags(forum, missing)
                 for key, tag in created.items():
-                    chosen[tag.id] = tag
+                    chosen[key] = tag
                     learned[key] = tag.id
             if learned:
                 await self.store.save_forum_tags(guild_id, forum.id, learned)
-        return list(chosen.values())[:POST_TAG_LIMIT]
+        # In the order wanted (the study type first), each tag once.
+        ordered = {chosen[key].id: chosen[key] for key, _ in wanted if key in chosen}
+        return list(ordered.values())[:POST_TAG_LIMIT]
 
     @staticmethod
     def _find_tag(forum: discord.ForumChannel, tag_id: int | None, name: str
@@ -636,214 +683,158 @@ class DiscussionService:
             log.warning("guild %s: the discussion channel %s was deleted; a moderator can set "
                         "another with /studyadmin channel", guild_id, channel_id)
 
-    # --- hooks for moderation -------------------------------------------------------------
+    # --- outbox jobs: keeping threads with their study (bot/outbox.py runs them) -----------
 
-    async def _mapped_threads(self, study_id: str) -> list[tuple[discord.Guild, ThreadMapping,
-                                                                  discord.Thread]]:
-        found = []
-        for mapping in await self.store.mappings_of_study(study_id):
-            guild = self.client.get_guild(mapping.guild_id)
-            if guild is None or mapping.state != "active":
-                continue
+    async def sync_queued(self, entry: OutboxEntry) -> None:
+        """Bring a study's thread in one server up to date with the study as it is now:
+        the card re-rendered, the name and tags; removed: a note, then locked and archived;
+        merged: the thread moves to the study kept, or points to its thread; back (restored):
+        reopened. Run again, it edits again but never posts twice. Raises on failure."""
+        guild = self.client.get_guild(entry.guild_id)
+        if guild is None:
+            log.info("outbox: not in guild %s any more; nothing to update for %s",
+                     entry.guild_id, entry.study_id)
+            return
+        study = await self.library.db.study_by("id", entry.study_id)
+        fate = None if study is not None else await self.store.fate_of(entry.study_id)
+        if fate is not None and fate.merged_into is not None:
+            await self._sync_merged(guild, entry, fate)
+            return
+        async with self._lock(guild.id, entry.study_id):
+            mapping = await self.store.mapping(guild.id, entry.study_id)
+            if mapping is None:
+                return  # no thread (any more)
+            if mapping.state != "active":
+                raise JobLater(CLAIM_TIMEOUT.total_seconds(), "its thread is being created")
+            thread = await self._fetch_thread(guild, mapping)
+            if thread is None:
+                return  # deleted: forgotten
+            if study is not None:
+                moderator = await self.store.last_moderator(study.id)
+                await self._refresh(thread, mapping, study, _reason(
+                    f"Study {study.id} changed", moderator))
+            else:
+                assert fate is not None
+                await self._close_removed(entry, thread, mapping, fate)
+
+    async def _refresh(self, thread: discord.Thread, mapping: ThreadMapping, study: Study,
+                       reason: str) -> None:
+        parent = thread.parent or thread.guild.get_channel(mapping.channel_id)
+        forum = parent if isinstance(parent, discord.ForumChannel) else None
+        reopen = mapping.closed == "removed"
+        was_archived = thread.archived
+        if thread.archived and (forum is not None or reopen):
+            # A forum post's card is in the thread: Discord refuses edits while it is archived.
+            thread = await thread.edit(archived=False, locked=False if reopen else thread.locked,
+                                       reason=reason)
+        holder = thread if forum is not None else parent
+        if isinstance(holder, discord.Thread | discord.TextChannel):
+            view = render.study_view(study)
             try:
-                thread = await self._fetch_thread(guild, mapping)
-            except DiscussionProblem:
-                continue
-            if thread is not None:
-                found.append((guild, mapping, thread))
-        return found
+                await holder.get_partial_message(thread.id).edit(
+                    embed=render.study_embed(study, self.library.topics), view=view,
+                    allowed_mentions=NO_PINGS)
+            except discord.NotFound:
+                log.info("guild %s: the card of the thread %s is gone; not refreshed",
+                         thread.guild.id, thread.id)
+            finally:
+                view.stop()
+        changes: dict[str, Any] = {}
+        name = thread_name(study.title)
+        if thread.name != name:
+            changes["name"] = name
+        if forum is not None:
+            tags = await self._tags_for(forum, study)
+            if [t.id for t in tags] != list(getattr(thread, "_applied_tags", [])):
+                changes["applied_tags"] = tags
+        if reopen and thread.locked:
+            changes["locked"] = False
+        if was_archived and not reopen and forum is not None:
+            changes["archived"] = True  # as it was
+        if changes:
+            await thread.edit(**changes, reason=reason)
+        if reopen:
+            await self.store.set_closed(thread.guild.id, study.id, None)
+            log.info("guild %s: reopened the thread %s of restored study %s", thread.guild.id,
+                     thread.id, study.id)
+        else:
+            log.info("guild %s: updated the thread %s of study %s", thread.guild.id, thread.id,
+                     study.id)
 
-    async def _close(self, thread: discord.Thread, note: str, reason: str) -> None:
-        """Post a note in a thread, then lock and archive it (reopening it first if needed)."""
-        try:
+    async def _close_removed(self, entry: OutboxEntry, thread: discord.Thread,
+                             mapping: ThreadMapping, fate: StudyFate) -> None:
+        if mapping.closed == "removed" and thread.locked and thread.archived:
+            return
+        why = truncate(safe(fate.removal_reason or "removed by a moderator"), 1500)
+        note = (f"This study was removed from the database: {why}. The thread is locked and "
+                "archived.")
+        reason = _reason(f"Study {mapping.study_id} removed: {fate.removal_reason or ''}"
+                         .rstrip(": "), fate.moderator)
+        await self.store.set_closed(thread.guild.id, mapping.study_id, "removed")
+        await self._close(entry, thread, note, reason)
+        log.info("guild %s: locked and archived the thread %s of removed study %s",
+                 thread.guild.id, thread.id, mapping.study_id)
+
+    async def _close(self, entry: OutboxEntry, thread: discord.Thread, note: str,
+                     reason: str) -> None:
+        """Post a note in a thread (once: the job remembers it), then lock and archive it."""
+        if entry.step != "noted":
             if thread.archived:
                 thread = await thread.edit(archived=False, reason=reason)
-            await thread.send(note, allowed_mentions=NO_PINGS)
+            if not await self._posted(thread, note):
+                await thread.send(note, allowed_mentions=NO_PINGS)
+            await self.store.set_step(entry.id, "noted")
+        if thread.archived and not thread.locked:
+            thread = await thread.edit(archived=False, reason=reason)
+        if not (thread.locked and thread.archived):
             await thread.edit(locked=True, archived=True, reason=reason)
-        except discord.NotFound:
-            await self._forget(thread.id, "404 when closing it")
-        except discord.HTTPException as exc:
-            log.warning("guild %s: could not close the thread %s: %s", thread.guild.id,
-                        thread.id, exc)
 
-    async def study_removed(self, study_id: str, reason: str, audit_reason: str) -> None:
-        """A moderator removed a study: its threads get a note saying why, and are locked
-        and archived; nothing more is queued for it."""
-        dropped = await self.store.drop_outbox_of_study(study_id)
-        for guild, _mapping, thread in await self._mapped_threads(study_id):
-            async with self._lock(guild.id, study_id):
-                await self._close(thread, f"This study was removed from the database: "
-                                  f"{truncate(safe(reason), 1500)}. The thread is locked and "
-                                  "archived.", audit_reason)
-                log.info("guild %s: locked and archived the thread %s of removed study %s",
-                         guild.id, thread.id, study_id)
-        if dropped:
-            log.info("dropped %d queued thread(s) of removed study %s", dropped, study_id)
+    async def _posted(self, thread: discord.Thread, note: str) -> bool:
+        """Whether the bot's last messages there include this note (a job interrupted
+        between posting it and recording that)."""
+        me = self.client.user.id if self.client.user else None
+        try:
+            async for message in thread.history(limit=20):
+                if message.author.id == me and message.content == note:
+                    return True
+        except discord.Forbidden:
+            return False
+        return False
 
-    async def studies_merged(self, keep_id: str, duplicate_id: str,
-                             audit_reason: str | None = None) -> None:
-        """A duplicate was merged into keep: its thread becomes keep's; when keep has one
-        already, the duplicate's gets a note linking to it and is archived."""
-        reason = audit_reason or f"Study {duplicate_id} merged into {keep_id}"
-        await self.store.move_outbox(duplicate_id, keep_id)
-        for mapping in await self.store.mappings_of_study(duplicate_id):
-            guild = self.client.get_guild(mapping.guild_id)
-            first, second = sorted([keep_id, duplicate_id])
-            async with self._lock(mapping.guild_id, first), \
-                    self._lock(mapping.guild_id, second):
-                if await self.store.move_thread(mapping.guild_id, duplicate_id, keep_id):
-                    log.info("guild %s: the thread of %s now belongs to %s", mapping.guild_id,
-                             duplicate_id, keep_id)
-                    continue
-                keep = await self.store.mapping(mapping.guild_id, keep_id)
-                await self.store.delete_mapping(mapping.guild_id, duplicate_id)
-                if guild is None or mapping.state != "active" or keep is None \
-                        or keep.thread_id is None:
-                    continue
-                thread = await self._fetch_thread(guild, mapping)
-                if thread is None:
-                    continue
-                link = ThreadLink(guild.id, keep.thread_id)
-                await self._close(thread, "This study was merged with another entry; the "
-                                  f"discussion continues here: {link.url}", reason)
+    async def _sync_merged(self, guild: discord.Guild, entry: OutboxEntry, fate: StudyFate
+                           ) -> None:
+        """The duplicate's thread becomes the kept study's; when that has one already, the
+        duplicate's gets a note linking to it, is locked and archived, and forgotten."""
+        duplicate, keep = entry.study_id, fate.merged_into
+        assert keep is not None
+        reason = _reason(f"Study {duplicate} merged into {keep}", fate.moderator)
+        first, second = sorted([keep, duplicate])
+        async with self._lock(guild.id, first), self._lock(guild.id, second):
+            mapping = await self.store.mapping(guild.id, duplicate)
+            if mapping is None:
+                return
+            if mapping.state != "active":
+                raise JobLater(CLAIM_TIMEOUT.total_seconds(), "its thread is being created")
+            if await self.store.hand_over_thread(guild.id, duplicate, keep, iso(self.now())):
+                log.info("guild %s: the thread of %s now belongs to %s", guild.id, duplicate,
+                         keep)
+                return
+            kept = await self.store.mapping(guild.id, keep)
+            if kept is None or kept.thread_id is None:
+                raise JobLater(CLAIM_TIMEOUT.total_seconds(),
+                               f"the thread of {keep} is being created")
+            thread = await self._fetch_thread(guild, mapping)
+            if thread is not None:
+                link = ThreadLink(guild.id, kept.thread_id)
+                await self._close(entry, thread, "This study was merged with another entry; "
+                                  f"the discussion continues here: {link.url}", reason)
                 log.info("guild %s: archived the thread %s of merged duplicate %s (kept %s)",
-                         guild.id, thread.id, duplicate_id, keep.thread_id)
+                         guild.id, thread.id, duplicate, kept.thread_id)
+            await self.store.delete_mapping(guild.id, duplicate)
 
-    # --- automatic threads: the outbox ---------------------------------------------------------
-
-    def after_import(self, writer: ImportWriter, report: ImportReport) -> None:
-        """An import's after_write hook (run it with collect_new_ids=True): queue a thread
-        for every new study in every server with automatic threads, in the import's
-        transaction; the drainer is woken."""
-        if report.all_new_ids is None:
-            raise ValueError("after_import needs the import's collect_new_ids=True")
-        if not report.all_new_ids:
-            return
-        queued = queue_threads_sync(writer.conn, report.all_new_ids, self._default_guild,
-                                    self.config.discussions.auto_threads, iso(self.now()))
-        if queued:
-            log.info("queued %d automatic thread(s) for %d new studies", queued,
-                     len(report.all_new_ids))
-            self._wake_threadsafe()
-
-    async def queue_new_studies(self, study_ids: Sequence[str]) -> int:
-        """Queue threads for studies a moderator added (servers with automatic threads)."""
-        if not study_ids:
-            return 0
-        await self.resolve_default_guild()
-        guilds = await self.store.auto_thread_guilds(self._default_guild,
-                                                     self.config.discussions.auto_threads)
-        queued = await self.store.queue([(g, s) for g in guilds for s in study_ids],
-                                        iso(self.now()))
-        if queued:
-            log.info("queued %d automatic thread(s)", queued)
-            self.wake()
-        return queued
-
-    async def outbox_status(self) -> tuple[int, dict[int, int]]:
-        """(threads queued in all, queued per server)."""
-        by_guild = await self.store.outbox_counts()
-        return sum(by_guild.values()), by_guild
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _wake_threadsafe(self) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    def start(self) -> None:
-        """Start the background drainer (it waits until the bot is ready)."""
-        self._loop = asyncio.get_running_loop()
-        self._stopping = False
-        self._task = asyncio.create_task(self._drain_forever(), name="thread-outbox")
-
-    async def stop(self, timeout: float = 15.0) -> None:
-        """Let the drainer finish the thread it is creating, then stop it."""
-        self._stopping = True
-        self._wake.set()
-        task, self._task = self._task, None
-        if task is None:
-            return
-        if not self.client.is_ready():
-            task.cancel()  # still waiting for the gateway: nothing in flight
-        try:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
-        except asyncio.CancelledError:
-            if not task.cancelled():
-                raise  # this caller is being cancelled, not the drainer
-        except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _drain_forever(self) -> None:
-        await self.client.wait_until_ready()
-        await self.resolve_default_guild()
-        try:
-            await self.reconcile_claims()
-        except Exception:
-            log.exception("reconciling thread claims failed")
-        while not self._stopping:
-            self._wake.clear()
-            try:
-                delay = await self.drain_once()
-            except Exception:
-                log.exception("draining the thread outbox failed; retrying in a minute")
-                delay = 60.0
-            if self._stopping:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.05, delay))
-
-    async def drain_once(self) -> float:
-        """Create the due automatic threads, within each server's cap. Returns the seconds
-        until there may be more to do."""
-        async with self.db.write_lock:
-            pass  # an import that queued rows has committed once it let go of the lock
-        capped: dict[int, float] = {}
-        made = 0
-        while not self._stopping:
-            entries = await self.store.due_outbox(iso(self.now()), list(capped))
-            entries = [e for e in entries if e.guild_id not in capped]
-            if not entries:
-                break
-            for entry in entries:
-                if self._stopping:
-                    break
-                if entry.guild_id in capped:
-                    continue
-                wait = await self._cap_wait(entry.guild_id)
-                if wait > 0:
-                    capped[entry.guild_id] = wait
-                    queued, by_guild = await self.outbox_status()
-                    log.info("guild %s: %d automatic threads in the last hour (the cap); %d "
-                             "still queued there, %d in all; next in %.0f s", entry.guild_id,
-                             self.cap_per_hour, by_guild.get(entry.guild_id, 0), queued, wait)
-                    continue
-                if await self._process(entry):
-                    made += 1
-                    if self.min_interval > 0:
-                        await asyncio.sleep(self.min_interval)
-        if made:
-            queued, _ = await self.outbox_status()
-            log.info("outbox: created %d automatic thread(s); %d still queued", made, queued)
-        delays = list(capped.values())
-        next_time = await self.store.next_outbox_time(list(capped))
-        if next_time is not None:
-            delays.append((parse_iso(next_time) - self.now()).total_seconds())
-        return max(0.05, min(delays)) if delays else IDLE_SECONDS
-
-    async def _cap_wait(self, guild_id: int) -> float:
-        now = self.now()
-        count, oldest = await self.store.auto_threads_since(guild_id,
-                                                            iso(now - self.cap_window))
-        if count < self.cap_per_hour or oldest is None:
-            return 0.0
-        return max(1.0, (parse_iso(oldest) + self.cap_window - now).total_seconds())
-
-    async def _process(self, entry: Any) -> bool:
-        """Create one queued thread. True when a thread was made."""
+    async def create_queued(self, entry: OutboxEntry) -> bool:
+        """Create one queued automatic thread. True when a thread was made; raises when
+        Discord refused (the outbox retries later)."""
         guild = self.client.get_guild(entry.guild_id)
         if guild is None:
             log.info("outbox: not in guild %s any more; dropping its thread for %s",
@@ -860,33 +851,63 @@ class DiscussionService:
         if study is None:
             await self.store.drop_outbox(entry.id)
             return False
-        try:
-            async with self._lock(guild.id, study.id):
-                discussion = await self._get_or_create(guild, settings, study, origin="auto")
-        except discord.HTTPException as exc:
-            await self._retry_later(entry, exc, self._retry_after(exc))
-            return False
-        except (TimeoutError, DiscussionProblem, OSError) as exc:
-            await self._retry_later(entry, exc, 0.0)
-            return False
+        async with self._lock(guild.id, study.id):
+            discussion = await self._get_or_create(guild, settings, study, origin="auto")
         if discussion is None:  # it had a thread already
             await self.store.drop_outbox(entry.id)
             return False
         return True
 
-    @staticmethod
-    def _retry_after(exc: discord.HTTPException) -> float:
-        if exc.status != 429:
-            return 0.0
-        headers = getattr(exc.response, "headers", {}) or {}
-        try:
-            return float(headers.get("Retry-After", 0))
-        except (TypeError, ValueError):
-            return 0.0
+    # --- automatic threads: queueing -----------------------------------------------------------
 
-    async def _retry_later(self, entry: Any, exc: BaseException, retry_after: float) -> None:
-        delay = max(retry_after, min(3600.0, self.retry_base * 2 ** entry.attempts))
-        when = self.now() + timedelta(seconds=delay)
-        await self.store.postpone(entry.id, iso(when), f"{type(exc).__name__}: {exc}")
-        log.warning("guild %s: could not create the automatic thread for %s (%s); retrying in "
-                    "%.0f s", entry.guild_id, entry.study_id, exc, delay)
+    def after_import(self, writer: ImportWriter, report: ImportReport) -> None:
+        """An import's after_write hook (run it with collect_new_ids=True): queue a thread
+        for every new study in every server with automatic threads, in the import's
+        transaction; the outbox is woken. (Updated studies' threads are queued for an
+        update by the database's triggers.)"""
+        if report.all_new_ids is None:
+            raise ValueError("after_import needs the import's collect_new_ids=True")
+        if report.updated:
+            self.outbox.wake_threadsafe()
+        if not report.all_new_ids:
+            return
+        queued = queue_threads_sync(writer.conn, report.all_new_ids, self._default_guild,
+                                    self.config.discussions.auto_threads, iso(self.now()))
+        if queued:
+            log.info("queued %d automatic thread(s) for %d new studies", queued,
+                     len(report.all_new_ids))
+            self.outbox.wake_threadsafe()
+
+    async def queue_new_studies(self, study_ids: Sequence[str]) -> int:
+        """Queue threads for studies a moderator added (servers with automatic threads)."""
+        if not study_ids:
+            return 0
+        await self.resolve_default_guild()
+        guilds = await self.store.auto_thread_guilds(self._default_guild,
+                                                     self.config.discussions.auto_threads)
+        queued = await self.store.queue([(g, s) for g in guilds for s in study_ids],
+                                        iso(self.now()))
+        if queued:
+            log.info("queued %d automatic thread(s)", queued)
+            self.wake()
+        return queued
+
+    async def outbox_status(self) -> tuple[int, dict[int, int]]:
+        """(automatic threads queued in all, queued per server)."""
+        return await self.outbox.status()
+
+    def wake(self) -> None:
+        """Something was queued (or a study changed): let the outbox look now."""
+        self.outbox.wake()
+
+    def start(self) -> None:
+        """Start the outbox (it waits until the bot is ready)."""
+        self.outbox.start()
+
+    async def stop(self, timeout: float = 15.0) -> None:
+        await self.outbox.stop(timeout)
+
+
+def _reason(action: str, moderator: str | None) -> str:
+    """The audit-log reason Discord shows, naming the moderator (as bot.permissions does)."""
+    return (f"{action} (by {moderator})" if moderator else action)[:512]

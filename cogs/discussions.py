@@ -35,8 +35,8 @@ class DiscussionsCog(commands.Cog, name="Discussions"):
         await self.service.check(guild)  # settings, channel, permissions: fast, answered alone
 
         async def build() -> Reply:
-            return Reply(content=discussion_message(study, await self.service.discuss(guild,
-                                                                                      study)))
+            return Reply(content=discussion_message(study, await self.service.discuss(
+                guild, study, interaction.user)))
 
         if await self.service.has_thread(guild.id, study.id):
             await answer(interaction, build, ephemeral=ephemeral)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from bot.config import DiscussionsConfig
 from bot.database import GuildSettingsStore
-from bot.discussions import iso, thread_name
+from bot.discussions import iso, parse_iso, thread_name
+from bot.moderation import Actor
 from bot.testing import Perm
 from tests.conftest import TIMEOUT
 
@@ -308,7 +309,7 @@ async def test_no_discussion_channel_says_how_to_set_one(world):
 async def test_imported_studies_get_threads(world, tmp_path):
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     await use_channel(world, forum.id, auto_threads=True)
-    world.bot.discussions.min_interval = 0
+    world.bot.discussions.outbox.min_interval = 0
     report = await import_with_hook(world, write_studies(tmp_path, "auto", 3))
     assert report.new == 3
     await world.emu.wait_for(lambda: len(threads_in(world, forum.id)) == 3, TIMEOUT,
@@ -341,7 +342,7 @@ async def test_restart_mid_outbox_no_duplicate_no_loss(world, tmp_path):
     await world.restart_bot()
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     await use_channel(world, forum.id, auto_threads=True)
-    world.bot.discussions.min_interval = 0
+    world.bot.discussions.outbox.min_interval = 0
     await import_with_hook(world, write_studies(tmp_path, "capped", 5))
     await world.emu.wait_for(lambda: len(threads_in(world, forum.id)) == 2, TIMEOUT,
                              "the first two threads (the cap)")
@@ -350,10 +351,10 @@ async def test_restart_mid_outbox_no_duplicate_no_loss(world, tmp_path):
     await world.stop_bot()
     await world.start_bot()
     service = world.bot.discussions
-    service.min_interval = 0
+    service.outbox.min_interval = 0
     # The cap holds across the restart: still 2, 3 queued.
     assert await service.outbox_status() == (3, {world.guild_id: 3})
-    assert await service.drain_once() > 60
+    assert await service.outbox.drain_once() > 60
     assert len(threads_in(world, forum.id)) == 2
     # An hour later the rest drain.
     service.clock = lambda: datetime.now(UTC) + timedelta(hours=1, minutes=1)
@@ -375,8 +376,8 @@ async def test_429_storm_on_thread_creation(world, tmp_path):
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     await use_channel(world, forum.id, auto_threads=True)
     service = world.bot.discussions
-    service.min_interval = 0
-    service.retry_base = 0.1
+    service.outbox.min_interval = 0
+    service.outbox.retry_base = 0.1
     # Five 429s in a row: discord.py waits out each retry_after, then gives up; the outbox
     # tries again after retry_after.
     world.emu.fail_next("POST", rf"/channels/{forum.id}/threads$", status=429,
@@ -406,45 +407,237 @@ def test_thread_names_are_cut_at_a_word_boundary():
     assert thread_name("Short title") == "Short title"
 
 
-# --- hooks the moderation commands call ------------------------------------------------------
+# --- threads follow their study (the outbox) -------------------------------------------------
 
-async def test_removed_study_thread_is_locked_and_archived_with_a_note(world):
+async def admin(world, name: str, options: dict | None = None):
+    handle = await world.command(f"studyadmin {name}", options, user=world.admin_id)
+    message = await handle.final_message(TIMEOUT)
+    assert message is not None
+    return message
+
+
+async def moderator_edit(world, study: str, values: dict[str, str]) -> None:
+    handle = await world.command("studyadmin edit", {"study": study}, user=world.admin_id)
+    modal = (await handle.response(TIMEOUT))["data"]
+    saved = await (await world.emu.submit_modal(modal["custom_id"], values,
+                                                user_id=world.admin_id)).final_message(TIMEOUT)
+    assert saved["content"].startswith("Saved change #"), saved["content"]
+
+
+async def moderator_remove(world, study: str, reason: str) -> None:
+    ask = await admin(world, "remove", {"study": study, "reason": reason})
+    (confirm, *_) = [c["custom_id"] for row in ask["components"] for c in row["components"]]
+    done = await (await world.emu.click(ask, confirm, world.admin_id)).final_message(TIMEOUT)
+    assert done["content"].startswith(f"Removed `{study}`"), done["content"]
+
+
+def card(world, thread_id: int) -> dict:
+    """The study card a forum post starts with (its first message)."""
+    return world.emu.channel_messages(thread_id)[0]["embeds"][0]
+
+
+def thread_state(world, thread_id: int) -> dict:
+    return world.emu.channel(thread_id)["thread_metadata"]
+
+
+def tag_names(world, forum_id: int, thread_id: int) -> list[str]:
+    tags = {t["id"]: t["name"] for t in world.emu.channel(forum_id)["available_tags"]}
+    return [tags[t] for t in world.emu.channel(thread_id)["applied_tags"]]
+
+
+def successful(world, method: str, path_end: str) -> list:
+    return [r for r in world.emu.requests if r.method == method and r.status < 300
+            and r.path.rstrip("/").endswith(path_end)]
+
+
+async def test_an_edit_and_an_import_update_the_forum_post(world, tmp_path):
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     await use_channel(world, forum.id)
     _, message = await discuss(world)
     thread_id = thread_id_in(world, message["content"])
-    reason = "Removed study hair-mesotherapy-2012 (by admin, 1)"
-    await world.bot.discussions.study_removed(MESO, "retracted by the journal", reason)
-    metadata = world.emu.channel(thread_id)["thread_metadata"]
-    assert metadata["locked"] is True and metadata["archived"] is True
-    note = world.emu.channel_messages(thread_id)[-1]["content"]
-    assert note.startswith("This study was removed from the database: retracted by the journal")
-    patches = [r for r in world.emu.requests
-               if r.method == "PATCH" and r.path.endswith(f"/channels/{thread_id}")]
+    world.emu.archive_thread(thread_id)  # archived by inactivity: refreshed all the same
+    assert tag_names(world, forum.id, thread_id)[0] == "Review"
+
+    # An import that updates the study (a new study type): the post's tag follows.
+    path = tmp_path / "update.yaml"
+    path.write_text(f"studies:\n  - {{id: {MESO}, title: '{MESO_TITLE}', year: 2012, "
+                    "study_type: rct}\n")
+    report = await world.bot.library.import_paths([path])
+    assert report.updated == 1
+    world.bot.discussions.wake()
+    await world.emu.wait_for(
+        lambda: tag_names(world, forum.id, thread_id)[:1] == ["Randomised controll…"],
+        TIMEOUT, lambda: f"the new tag (now {tag_names(world, forum.id, thread_id)})")
+    assert card(world, thread_id)["title"] == MESO_TITLE
+    await until(lambda: _no_jobs(world), "the outbox to empty")
+
+    # A moderator's edit: the card and the name follow.
+    title = "Hair Mesotherapy: What a Decade of Small Studies Shows"
+    await moderator_edit(world, MESO, {"title": title, "tldr": "Weak evidence, some risk."})
+    await world.emu.wait_for(lambda: world.emu.channel(thread_id)["name"] == title, TIMEOUT,
+                             "the thread to be renamed")
+    await world.emu.wait_for(lambda: card(world, thread_id)["title"] == title, TIMEOUT,
+                             "the card to show the new title")
+    assert "Weak evidence, some risk." in card(world, thread_id)["description"]
+    assert thread_state(world, thread_id)["archived"] is True  # left as it was
+    renames = [r for r in successful(world, "PATCH", f"/channels/{thread_id}")
+               if (r.json or {}).get("name")]
+    assert len(renames) == 1 and renames[0].audit_log_reason == \
+        f"Study {MESO} changed (by admin, {world.admin_id})"
+    await until(lambda: _no_jobs(world), "the outbox to empty")
+    assert len(created_threads(world)) == 1
+    # Nothing changed since: the outbox sends nothing more.
+    before = len(world.emu.requests)
+    await world.bot.discussions.outbox.drain_once()
+    assert len(world.emu.requests) == before
+
+
+async def _no_jobs(world) -> bool:
+    rows = await world.bot.db._fetchall("SELECT kind, failed_at FROM thread_outbox")
+    return not rows
+
+
+async def test_a_text_channel_card_follows_an_edit(world):
+    text = world.emu.add_text_channel(world.guild_id, "discussions")
+    await use_channel(world, text.id)
+    _, message = await discuss(world)
+    thread_id = thread_id_in(world, message["content"])
+    await moderator_edit(world, MESO, {"tldr": "Updated TLDR for the text channel."})
+    await world.emu.wait_for(
+        lambda: "Updated TLDR" in world.emu.message(thread_id)["embeds"][0]["description"],
+        TIMEOUT, "the card on the text channel's message to follow")
+    assert world.emu.message(thread_id)["channel_id"] == str(text.id)
+    assert world.emu.channel(thread_id)["name"] == MESO_TITLE  # unchanged title, no rename
+    assert not [r for r in successful(world, "PATCH", f"/channels/{thread_id}")]
+
+
+async def test_remove_locks_with_a_note_and_restore_reopens(world):
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    await use_channel(world, forum.id)
+    _, message = await discuss(world)
+    thread_id = thread_id_in(world, message["content"])
+    await moderator_remove(world, MESO, "retracted by the journal")
+    await world.emu.wait_for(lambda: thread_state(world, thread_id)["locked"]
+                             and thread_state(world, thread_id)["archived"], TIMEOUT,
+                             "the thread to be locked and archived")
+    notes = [m["content"] for m in world.emu.channel_messages(thread_id)[1:]]
+    assert notes == ["This study was removed from the database: retracted by the journal. "
+                     "The thread is locked and archived."]
+    reason = f"Study {MESO} removed: retracted by the journal (by admin, {world.admin_id})"
+    patches = successful(world, "PATCH", f"/channels/{thread_id}")
     assert patches and {r.audit_log_reason for r in patches} == {reason}
+    await until(lambda: _no_jobs(world), "the outbox to empty")
+
+    # Restored: reopened (unlocked, unarchived), the card refreshed, no second note.
+    moderation = world.bot.get_cog("Admin").moderation
+    await moderation.restore(Actor(world.guild_id, world.admin_id, "admin"), MESO)
+    world.bot.discussions.wake()
+    await world.emu.wait_for(lambda: not thread_state(world, thread_id)["locked"]
+                             and not thread_state(world, thread_id)["archived"], TIMEOUT,
+                             "the thread to be reopened")
+    await until(lambda: _no_jobs(world), "the outbox to empty")
+    assert (await world.bot.discussions.store.mapping(world.guild_id, MESO)).closed is None
+    assert len(world.emu.channel_messages(thread_id)) == 2
+    _, again = await discuss(world)
+    assert thread_id_in(world, again["content"]) == thread_id and "Note" not in again["content"]
     assert len(created_threads(world)) == 1
 
 
-async def test_merged_studies_keep_one_thread(world):
+async def test_a_thread_the_moderators_locked_stays_locked_through_an_edit(world):
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    await use_channel(world, forum.id)
+    _, message = await discuss(world)
+    thread_id = thread_id_in(world, message["content"])
+    world.emu.archive_thread(thread_id, locked=True)
+    await moderator_edit(world, MESO, {"tldr": "Edited while the thread is locked."})
+    await world.emu.wait_for(lambda: "Edited while" in card(world, thread_id)["description"],
+                             TIMEOUT, "the card to follow")
+    await until(lambda: _no_jobs(world), "the outbox to empty")
+    assert thread_state(world, thread_id)["locked"] and thread_state(world, thread_id)["archived"]
+
+
+async def test_merge_moves_a_lone_thread_and_closes_a_second_one(world):
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     await use_channel(world, forum.id)
     keep, duplicate = "mesotherapy-what-is-new-2012", "mesotherapy-myth-and-reality-2011"
     keep_thread = thread_id_in(world, (await discuss(world, keep))[1]["content"])
     dup_thread = thread_id_in(world, (await discuss(world, duplicate))[1]["content"])
-    service = world.bot.discussions
-    # Both have threads: the duplicate's points to the kept one and is archived.
-    await service.studies_merged(keep, duplicate, "Merged (by admin, 1)")
-    assert world.emu.channel(dup_thread)["thread_metadata"]["archived"] is True
+    # Both have threads: the duplicate's points to the kept one, locked and archived.
+    await admin(world, "merge", {"keep": keep, "duplicate": duplicate})
+    await world.emu.wait_for(lambda: thread_state(world, dup_thread)["archived"], TIMEOUT,
+                             "the duplicate's thread to be archived")
+    assert thread_state(world, dup_thread)["locked"]
     note = world.emu.channel_messages(dup_thread)[-1]["content"]
     assert f"https://discord.com/channels/{world.guild_id}/{keep_thread}" in note
-    assert await service.store.mapping(world.guild_id, duplicate) is None
+    await until(lambda: _no_jobs(world), "the outbox to empty")
+    assert await world.bot.discussions.store.mapping(world.guild_id, duplicate) is None
     _, again = await discuss(world, keep)
     assert thread_id_in(world, again["content"]) == keep_thread
-    # Only the duplicate has one: the thread moves to the study that remains.
-    moved = thread_id_in(world, (await discuss(world, "mesococktails-mesoproducts-aesthetic-"
-                                                      "dermatology-2020"))[1]["content"])
-    await service.studies_merged(MESO, "mesococktails-mesoproducts-aesthetic-dermatology-2020")
+
+    # Only the duplicate has one: it moves to the study kept, and shows that study.
+    lone = "mesococktails-mesoproducts-aesthetic-dermatology-2020"
+    moved = thread_id_in(world, (await discuss(world, lone, user=world.admin_id))[1]["content"])
+    await admin(world, "merge", {"keep": MESO, "duplicate": lone})
+    await world.emu.wait_for(lambda: world.emu.channel(moved)["name"] == MESO_TITLE, TIMEOUT,
+                             "the moved thread to carry the kept study's name")
+    await world.emu.wait_for(lambda: card(world, moved)["footer"]["text"] == f"id: {MESO}",
+                             TIMEOUT, "the moved thread's card")
     _, linked = await discuss(world, MESO)
     assert linked["content"].startswith("Discussion of")
     assert thread_id_in(world, linked["content"]) == moved
+    assert not thread_state(world, moved)["locked"]
     assert len(created_threads(world)) == 3
+
+
+# --- outbox manners ------------------------------------------------------------------------
+
+async def _job(world, study: str = MESO):
+    rows = await world.bot.db._fetchall(
+        "SELECT attempts, next_attempt_at, failed_at, last_error FROM thread_outbox "
+        "WHERE kind = 'sync' AND study_id = ?", (study,))
+    return rows[0] if rows else None
+
+
+async def test_refused_updates_back_off_then_stop_and_show_in_stats(world):
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    await use_channel(world, forum.id)
+    _, message = await discuss(world)
+    thread_id = thread_id_in(world, message["content"])
+    service = world.bot.discussions
+    fault = world.emu.fail_next("PATCH", rf"/channels/{thread_id}/messages/{thread_id}$",
+                                status=403, code=50013, count=50)
+    offset = timedelta(0)
+    service.clock = lambda: datetime.now(UTC) + offset
+    await moderator_edit(world, MESO, {"tldr": "An edit Discord refuses."})
+    delays = []
+    for attempt in range(1, 6):
+        job = await until(lambda a=attempt: _attempted(world, a), f"attempt {attempt}")
+        if job[2] is None:  # waiting: the next try after the backoff
+            delays.append(round((parse_iso(job[1]) - service.now()).total_seconds() / 60))
+            offset += timedelta(hours=25)
+            service.wake()
+    assert delays == [1, 2, 4, 8]  # minutes: 1 minute, doubling
+    attempts, _next, failed_at, error = await _job(world)
+    assert attempts == 5 and failed_at is not None and error.startswith("403")
+    refused = [r for r in world.emu.requests if r.status == 403]
+    assert len(refused) == 5
+    # Stopped: nothing more is sent, however long it waits.
+    offset += timedelta(days=3)
+    await service.outbox.drain_once()
+    assert len([r for r in world.emu.requests if r.status == 403]) == 5
+    stats = await admin(world, "stats")
+    fields = {f["name"]: f["value"] for f in stats["embeds"][0]["fields"]}
+    assert fields["Thread updates waiting"] == "0"
+    stopped = fields["Outbox jobs stopped (1)"]
+    assert f"thread update of `{MESO}`" in stopped and "403" in stopped and "5 tries" in stopped
+    # Permissions fixed, a later change to the study starts it again.
+    fault.remaining = 0
+    await moderator_edit(world, MESO, {"tldr": "An edit Discord accepts."})
+    await world.emu.wait_for(lambda: "Discord accepts" in card(world, thread_id)["description"],
+                             TIMEOUT, "the card to follow the later edit")
+    await until(lambda: _no_jobs(world), "the outbox to empty")
+
+
+async def _attempted(world, attempts: int):
+    job = await _job(world)
+    return job if job is not None and job[0] >= attempts else None
