@@ -78,6 +78,9 @@ class ViewsConfig:
 @dataclass(frozen=True)
 class ImportsConfig:
     max_file_bytes: int = 8 * 1024 * 1024
+    # An uploaded file is read in a separate process, stopped past these limits.
+    parse_timeout_seconds: int = 60
+    parse_memory_mb: int = 512
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,10 @@ _CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     else "expected a number from 1 to 3600",
     "imports.max_file_bytes": lambda v: None if 1024 <= v <= 1 << 30
     else "expected a size in bytes from 1024 to 1073741824",
+    "imports.parse_timeout_seconds": lambda v: None if 1 <= v <= 3600
+    else "expected seconds from 1 to 3600",
+    "imports.parse_memory_mb": lambda v: None if 64 <= v <= 65536
+    else "expected megabytes from 64 to 65536",
     "views.keep_days": lambda v: None if 1 <= v <= 3650 else "expected days from 1 to 3650",
     "studies.page_size": lambda v: None if 5 <= v <= 10 else "expected a number from 5 to 10",
     "database.busy_timeout_ms": lambda v: None if 0 <= v <= 600_000

@@ -18,7 +18,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -41,9 +40,10 @@ from bot.database import (
 from bot.errors import UserFacingError
 from bot.importers.common import build_record, parse_date
 from bot.importers.csv_table import neutralise_cell
-from bot.importing import ImportReport, StudyImporter, prepare
+from bot.importing import ImportAborted, ImportReport, StudyImporter, prepare
 from bot.library import StudyLibrary
 from bot.model import InvalidRecord, SimilarRef, Study, StudyRecord
+from bot.parse_worker import UploadParser, parse_in_process
 from bot.render import safe
 from bot.text import clean_paragraphs, clean_text, title_key
 
@@ -263,11 +263,18 @@ def export_text(studies: list[Study], fmt: str) -> str:
 
 class Moderation:
     def __init__(self, library: StudyLibrary, store: ModerationStore, pending_dir: Path,
-                 max_file_bytes: int) -> None:
+                 max_file_bytes: int, parser: UploadParser | None = None) -> None:
         self.library = library
         self.store = store
         self.pending_dir = pending_dir
         self.max_file_bytes = max_file_bytes
+        # The bot reads uploads in worker processes; None reads them in this process, in a
+        # thread (tests and tools handling their own files).
+        self.parser = parser
+
+    def close(self) -> None:
+        if self.parser is not None:
+            self.parser.close()
 
     # Transactions --------------------------------------------------------------------------
 
@@ -519,15 +526,24 @@ class Moderation:
 
     # Imports ------------------------------------------------------------------------------------
 
-    def _items(self, data: bytes, filename: str) -> Callable[[], Iterator[Any]]:
+    async def _items(self, data: bytes, filename: str) -> Callable[[], Iterator[Any]]:
+        """The file's records, parsed before the import takes the write lock (in a worker
+        process, under its time and memory limits, when the bot has one)."""
         # A gzipped file may expand to a few times the upload limit, no more.
-        return partial(importers.iter_bytes, data, filename, max(self.max_file_bytes * 8,
-                                                                  1 << 20))
+        expanded = max(self.max_file_bytes * 8, 1 << 20)
+        try:
+            if self.parser is not None:
+                parsed = await self.parser.parse(data, filename, expanded)
+            else:
+                parsed = await asyncio.to_thread(parse_in_process, data, filename, expanded)
+        except importers.ImportFormatError as exc:
+            raise ImportAborted(ImportReport(), str(exc)) from None
+        return parsed.__iter__
 
     async def preview_import(self, data: bytes, filename: str,
                              progress: Callable[[int], None] | None = None) -> ImportReport:
         """What importing the file would do (nothing is written)."""
-        return await self.library.import_items(self._items(data, filename), dry_run=True,
+        return await self.library.import_items(await self._items(data, filename), dry_run=True,
                                                skip_invalid=True, progress=progress)
 
     async def apply_import(self, actor: Actor, pending: PendingImport, data: bytes,
@@ -553,7 +569,7 @@ class Moderation:
                 "new_ids": report.new_ids, "updated_ids": report.updated_ids}, now_iso()))
 
         report = await self.library.import_items(
-            self._items(data, pending.filename), skip_invalid=True, progress=progress,
+            await self._items(data, pending.filename), skip_invalid=True, progress=progress,
             collect_new_ids=True, after_write=audited, overwrite_moderated=overwrite_moderated)
         return report, entries[0]
 

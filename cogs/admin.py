@@ -37,6 +37,7 @@ from bot.moderation import (
     published_text,
 )
 from bot.moderation import form_values as parse_form
+from bot.parse_worker import UploadParser
 from bot.permissions import Access, access_for, refusal
 from bot.render import NO_PINGS, safe
 from bot.text import truncate
@@ -239,6 +240,9 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         self.settings = settings
         self.library, self.community = bot.services()
         self.config = bot.config
+
+    async def cog_unload(self) -> None:
+        await asyncio.to_thread(self.moderation.close)  # stops the upload-reading workers
 
     # --- the run-time check on every command and component --------------------------------
 
@@ -891,9 +895,22 @@ class StudyModal(discord.ui.Modal):
                 if long else None)
             self.inputs[name] = field
             self.add_item(field)
+        # What the form showed, read as a submit would be: an edit saves only the fields
+        # this moderator changed, so two forms open at once never undo each other.
+        self.shown: dict[str, Any] | None = None
+        if study is not None:
+            with contextlib.suppress(UserFacingError):
+                self.shown = self._parse(dict(current))
 
     def values(self) -> dict[str, Any]:
-        typed = {name: field.value for name, field in self.inputs.items()}
+        """The form's values; when editing, only those changed in this form."""
+        values = self._parse({name: field.value for name, field in self.inputs.items()})
+        if self.shown is None:
+            return values
+        return {name: value for name, value in values.items()
+                if self.shown.get(name) != value}
+
+    def _parse(self, typed: dict[str, str]) -> dict[str, Any]:
         study = self.study
         if study is not None:
             for name in self.kept:
@@ -990,9 +1007,10 @@ async def setup(bot: StudyBot) -> None:
     assert bot.db is not None
     discussions = getattr(bot, "discussions", None)
     settings = discussions.settings if discussions is not None else GuildSettingsStore(bot.db)
+    imports = bot.config.imports
     moderation = Moderation(library, ModerationStore(bot.db),
-                            bot.db_path.parent / "pending-imports",
-                            bot.config.imports.max_file_bytes)
+                            bot.db_path.parent / "pending-imports", imports.max_file_bytes,
+                            UploadParser(imports.parse_timeout_seconds, imports.parse_memory_mb))
     moderation.purge_pending()
     await bot.add_cog(AdminCog(bot, moderation, settings))
     bot.add_dynamic_items(*DYNAMIC_ITEMS)
