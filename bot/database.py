@@ -1056,11 +1056,12 @@ class CommunityStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._commands: Counter[tuple[str, str]] = Counter()
+        self._commands: Counter[tuple[str, int, str]] = Counter()
         self._views: Counter[str] = Counter()
         self._flushed_at = time.monotonic()
-        # Views this process saved (never deleted): a popular search's repeat needs no write.
-        self._saved: LRU[str, bool] = LRU(SAVED_VIEW_MEMORY)
+        # Views this process saved or used today (key -> that day): a popular search's repeat
+        # needs no write. Cleared when states are pruned.
+        self._saved: LRU[str, str] = LRU(SAVED_VIEW_MEMORY)
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self.db.write_lock:
@@ -1072,22 +1073,38 @@ class CommunityStore:
             return cursor.rowcount
 
     async def save_view(self, key: str, kind: str, state: str) -> None:
-        if self._saved.get(key):
+        """Save a button's state (or mark it used: at most one write per state a day)."""
+        stamp = now_iso()
+        if self._saved.get(key) == stamp[:10]:
             return
         await self._write(
-            "INSERT INTO saved_views (key, kind, state, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (key) DO NOTHING", (key, kind, state, now_iso()))
-        self._saved.put(key, True)
+            "INSERT INTO saved_views (key, kind, state, created_at, last_used_at) "
+            "VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET last_used_at = excluded.last_used_at",
+            (key, kind, state, stamp, stamp))
+        self._saved.put(key, stamp[:10])
 
     async def load_view(self, key: str) -> tuple[str, str] | None:
-        row = await self.db._fetchone("SELECT kind, state FROM saved_views WHERE key = ?",
-                                      (key,))
-        return (row[0], row[1]) if row else None
+        row = await self.db._fetchone(
+            "SELECT kind, state, last_used_at FROM saved_views WHERE key = ?", (key,))
+        if row is None:
+            return None
+        today = now_iso()[:10]
+        if (row[2] or "")[:10] != today and self._saved.get(key) != today:
+            # Used again: kept another views.keep_days (a failed mark only shortens that).
+            try:
+                await self._write("UPDATE saved_views SET last_used_at = ? WHERE key = ?",
+                                  (now_iso(), key))
+                self._saved.put(key, today)
+            except DatabaseError as exc:
+                log.warning("saved view %s: last use not recorded: %s", key, exc)
+        return (row[0], row[1])
 
     async def prune_views(self, keep_days: int) -> int:
-        """Delete the saved states older than `keep_days`; returns how many."""
+        """Delete the saved states nobody used for `keep_days`; returns how many."""
         cutoff = (datetime.now(UTC) - timedelta(days=keep_days)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        deleted = await self._write("DELETE FROM saved_views WHERE created_at < ?", (cutoff,))
+        deleted = await self._write(
+            "DELETE FROM saved_views WHERE coalesce(last_used_at, created_at) < ?", (cutoff,))
         self._saved.clear()
         return deleted
 
@@ -1098,8 +1115,8 @@ class CommunityStore:
 
     async def record_command(self, command: str, study_id: str | None = None, *,
                              guild_id: int | None = None) -> None:
-        """Count a command served (per day; per server once migration 9 is in)."""
-        self._commands[(now_iso()[:10], command)] += 1
+        """Count a command served (per day and server: 0 when not in a server)."""
+        self._commands[(now_iso()[:10], guild_id or 0, command)] += 1
         if study_id:
             self._views[study_id] += 1
         if time.monotonic() - self._flushed_at >= self.FLUSH_SECONDS or \
@@ -1119,9 +1136,10 @@ class CommunityStore:
             try:
                 await conn.execute("BEGIN IMMEDIATE")
                 await conn.executemany(
-                    "INSERT INTO command_usage (day, command, count) VALUES (?, ?, ?) "
-                    "ON CONFLICT (day, command) DO UPDATE SET count = count + excluded.count",
-                    [(day, command, n) for (day, command), n in commands.items()])
+                    "INSERT INTO command_usage (day, guild_id, command, count) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (day, guild_id, command) "
+                    "DO UPDATE SET count = count + excluded.count",
+                    [(day, guild, command, n) for (day, guild, command), n in commands.items()])
                 await conn.executemany(
                     "INSERT INTO study_views (study_id, views, last_viewed_at) VALUES (?, ?, ?) "
                     "ON CONFLICT (study_id) DO UPDATE SET views = views + excluded.views, "
@@ -1134,9 +1152,13 @@ class CommunityStore:
                 log.warning("usage counters not saved: %s", describe_sqlite_error(exc))
 
     async def commands_since(self, day: str, guild_id: int | None = None) -> int:
+        """Commands served since `day`: in one server, or (None) in all of them."""
         await self.flush_usage()
+        where, params = "day >= ?", [day]
+        if guild_id is not None:
+            where, params = "day >= ? AND guild_id = ?", [day, guild_id]
         row = await self.db._fetchone(
-            "SELECT coalesce(sum(count), 0) FROM command_usage WHERE day >= ?", (day,))
+            f"SELECT coalesce(sum(count), 0) FROM command_usage WHERE {where}", params)
         return int(row[0])
 
     async def most_viewed(self, limit: int = 5) -> list[tuple[str, int]]:

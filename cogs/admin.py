@@ -900,17 +900,21 @@ class StudyModal(discord.ui.Modal):
         self.shown: dict[str, Any] | None = None
         if study is not None:
             with contextlib.suppress(UserFacingError):
-                self.shown = self._parse(dict(current))
+                self.shown = self._parse(dict(current), doi=study.doi, pmid=study.pmid)
 
     def values(self) -> dict[str, Any]:
         """The form's values; when editing, only those changed in this form."""
-        values = self._parse({name: field.value for name, field in self.inputs.items()})
+        study = self.study
+        values = self._parse({name: field.value for name, field in self.inputs.items()},
+                             doi=self.doi or (study.doi if study else None),
+                             pmid=self.pmid or (study.pmid if study else None))
         if self.shown is None:
             return values
         return {name: value for name, value in values.items()
                 if self.shown.get(name) != value}
 
-    def _parse(self, typed: dict[str, str]) -> dict[str, Any]:
+    def _parse(self, typed: dict[str, str], *, doi: str | None, pmid: str | None
+               ) -> dict[str, Any]:
         study = self.study
         if study is not None:
             for name in self.kept:
@@ -923,9 +927,7 @@ class StudyModal(discord.ui.Modal):
                                    "title": study.title}[name]
         return parse_form(title=typed["title"], authors=typed["authors"],
                           published=typed["published"], tldr=typed["tldr"],
-                          summary=typed["summary"],
-                          doi=self.doi or (study.doi if study else None),
-                          pmid=self.pmid or (study.pmid if study else None))
+                          summary=typed["summary"], doi=doi, pmid=pmid)
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         # Raising keeps the form open for its opener (discord.py stops it after a submit).
