@@ -253,6 +253,10 @@ _INSERT_STUDY = ("INSERT INTO studies (id, " + ", ".join(_ROW_FIELDS) + ", conte
                  "VALUES (" + ", ".join("?" * (len(_ROW_FIELDS) + 8)) + ")")
 # Where a study's current content came from (studies.source_kind).
 SOURCE_FILE, IMPORT, MODERATOR, FEED = "source-file", "import", "moderator", "feed"
+# The hash of the record a study was last imported with from a source file; before migration
+# 6 (no source kind), its content hash.
+_SOURCE_FILE_HASH = ("coalesce(source_hash, CASE WHEN source_kind IS NULL "
+                     "THEN content_hash END)")
 _UPSERT_IDENTIFIER = ("INSERT INTO study_identifiers (kind, value, study_pk) VALUES (?, ?, ?) "
                       "ON CONFLICT (kind, value) DO UPDATE SET study_pk = excluded.study_pk")
 _TOPICS_AT = _ROW_FIELDS.index("topics")
@@ -486,12 +490,13 @@ class ImportWriter:
 
     # Provenance ------------------------------------------------------------------------------
 
-    def provenance(self, pk: int) -> tuple[str, str | None, str | None]:
-        """(hash of the record last imported from a source, kind of the current content's
-        source, when a moderator last changed it). A study written before migration 6 has
-        no source hash: its content hash is what its last import wrote."""
+    def provenance(self, pk: int) -> tuple[str | None, str | None, str | None]:
+        """(hash of the record last imported from a source file (studies.sources), kind of
+        the current content's source, when a moderator last changed it). A study written
+        before migration 6 (no kind) has no such hash: its content hash is what its last
+        import wrote."""
         return self.conn.execute(
-            "SELECT coalesce(source_hash, content_hash), source_kind, moderated_at "
+            f"SELECT {_SOURCE_FILE_HASH}, source_kind, moderated_at "
             "FROM studies WHERE pk = ?", (pk,)).fetchone()
 
     def record_conflict(self, pk: int, record_hash: str, moderated_at: str, source_kind: str,
@@ -561,7 +566,8 @@ class ImportWriter:
         moderated = source_kind == MODERATOR
         pk = self.conn.execute(_INSERT_STUDY, (
             study_id, *values, content_hash, timestamp, timestamp, source_kind, source_name,
-            None if moderated else content_hash, timestamp if moderated else None)).lastrowid
+            content_hash if source_kind == SOURCE_FILE else None,
+            timestamp if moderated else None)).lastrowid
         assert pk is not None
         self._write_topics(pk, values[_TOPICS_AT], replace=False)
         if self._ids_from is None:
@@ -592,16 +598,20 @@ class ImportWriter:
                 "SELECT 'doi', doi, pk FROM studies WHERE pk = ?1 AND doi IS NOT NULL "
                 "UNION ALL SELECT 'pmid', pmid, pk FROM studies WHERE pk = ?1 "
                 "AND pmid IS NOT NULL", (pk,))
-        if source is not None:
+        # A source file's record hash is kept (before migration 6 the content hash stood in
+        # for it: written down before the content changes).
+        kept_hash = f"source_hash = {_SOURCE_FILE_HASH}"
+        if source is not None and source[0] == SOURCE_FILE:
             provenance = "source_kind = ?, source_name = ?, source_hash = ?"
             extra: tuple[Any, ...] = source
+        elif source is not None:
+            provenance = f"source_kind = ?, source_name = ?, {kept_hash}"
+            extra = source[:2]
         elif moderated:
-            # The record hash stays (a NULL one reads as the content hash: keep that).
-            provenance = ("source_kind = ?, moderated_at = ?, "
-                          "source_hash = coalesce(source_hash, content_hash)")
+            provenance = f"source_kind = ?, moderated_at = ?, {kept_hash}"
             extra = (MODERATOR, timestamp)
         else:
-            provenance, extra = "source_hash = coalesce(source_hash, content_hash)", ()
+            provenance, extra = kept_hash, ()
         self.conn.execute(
             "UPDATE studies SET " + ", ".join(f"{f} = ?" for f in _ROW_FIELDS)
             + f", content_hash = ?, updated_at = ?, {provenance} WHERE pk = ?",

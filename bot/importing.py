@@ -20,6 +20,7 @@ from bot.database import (
     IMPORT,
     MODERATOR,
     ROW_FIELDS,
+    SOURCE_FILE,
     DatabaseError,
     ImportWriter,
     StudyRow,
@@ -365,11 +366,11 @@ class StudyImporter:
             self.apply(item._replace(values=without_doi, content_hash=row_hash(without_doi)),
                        report, timestamp)
             return
-        record_hash, kind, moderated_at = writer.provenance(pk)
+        file_hash, kind, moderated_at = writer.provenance(pk)
         moderated = kind == MODERATOR
-        if not moderated and item.content_hash == record_hash:
-            # The source's record did not change since it was last imported: whatever
-            # changed the study since (another import) stays.
+        if not moderated and self.source_kind == SOURCE_FILE and item.content_hash == file_hash:
+            # The source file's record did not change since it was last imported: whatever
+            # changed the study since (an upload) stays.
             self._unchanged(report, existing.id)
             return
         row = self._merged_row(item, existing)

@@ -1,8 +1,8 @@
 -- Identity, provenance and tombstones (issue 11).
 -- Where a study's current content came from: 'source-file' (studies.sources at start-up),
 -- 'import' (a moderator's upload or `studybot import`), 'moderator' (add, edit, revert, merge,
--- restore), 'feed'; the source's name and the hash of the record last imported from a source
--- (a source's unchanged record is not applied again), and when a moderator last changed it.
+-- restore), 'feed'; the source's name; the hash of the record last imported from a source
+-- file (start-up does not apply an unchanged record again); when a moderator last changed it.
 ALTER TABLE studies ADD COLUMN source_kind TEXT;
 ALTER TABLE studies ADD COLUMN source_name TEXT;
 ALTER TABLE studies ADD COLUMN source_hash TEXT;
