@@ -323,6 +323,8 @@ class StudyImporter:
     def apply(self, item: StudyRecord | Prepared, report: ImportReport, timestamp: str) -> None:
         if isinstance(item, StudyRecord):
             item = prepare(item, self.topics)
+        if item.unknown_topics:  # listed in the preview: never made topics
+            report.unknown_topics.update(item.unknown_topics)
         values = item.values
         writer = self.writer
         # Identifiers first (live studies, then removed ones), then title and year.
