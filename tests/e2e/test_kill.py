@@ -130,3 +130,74 @@ async def test_sigkill_during_a_moderators_edit_leaves_before_or_after(tmp_path)
             before = (tldr, edits)
     finally:
         await emu.close()
+
+
+def import_state(db) -> tuple[int, int]:
+    """(studies, import entries in the audit log), after an integrity check."""
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        studies = conn.execute("SELECT count(*) FROM studies").fetchone()[0]
+        imports = conn.execute("SELECT count(*) FROM audit_log WHERE action = 'import'"
+                               ).fetchone()[0]
+        return studies, imports
+    finally:
+        conn.close()
+
+
+async def test_sigkill_during_an_import_keeps_its_audit_entry_with_it(tmp_path):
+    """The import's audit entry is written in the import's transaction: killed mid-import,
+    neither is there; killed once it answered, both are."""
+    from bot.testing import FileUpload
+    from tests.paths import shared_path
+
+    emu = DiscordEmulator()
+    await emu.start()
+    try:
+        guild = emu.add_guild(name="Hair Research")
+        admin = emu.add_admin(guild.id)
+        db = tmp_path / "studies.db"
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"discord:\n  api_base_url: {emu.api_base_url}\n  dev_guild_ids: [{guild.id}]\n"
+            f"database:\n  path: {db}\n"
+            f"studies:\n  sources: [{DATA / 'studies.yaml'}]\n  topics: {DATA / 'topics.yaml'}\n")
+        path = shared_path("corpus", "derm_hair_subset.jsonl")  # 2,124 records
+        upload = FileUpload(path.name, path.read_bytes())
+        before = None
+        # Round 1 kills the bot at the import's first progress line (mid-transaction);
+        # round 2 once it reported the import done.
+        for round_, wait_for_answer in enumerate((False, True), start=1):
+            with open(tmp_path / f"import{round_}.log", "wb") as log:
+                process = await start(config, emu, log)
+                try:
+                    await emu.wait_until_ready(TIMEOUT)
+                    await emu.wait_for(lambda: bool(emu.commands(guild.id)), TIMEOUT,
+                                       what="commands synced")
+                    if before is None:
+                        before = import_state(db)
+                    handle = await emu.run_command(guild.id, guild.default_channel_id, admin,
+                                                   "studyadmin import", {"file": upload})
+                    await handle.final_message(TIMEOUT)
+                    preview = await emu.wait_for(
+                        lambda h=handle: m if (m := h.original) and m["components"] else None,
+                        TIMEOUT, what="the preview's buttons")
+                    confirm = preview["components"][0]["components"][0]["custom_id"]
+                    click = await emu.click(preview, confirm, admin)
+                    wanted = "Imported:" if wait_for_answer else "records read"
+                    await emu.wait_for(
+                        lambda c=click, w=wanted: (m := c.original) is not None and (
+                            w in (m["content"] or "") or any(w in (e.get("title") or "")
+                                                             for e in m["embeds"])),
+                        TIMEOUT, what=wanted)
+                finally:
+                    process.send_signal(signal.SIGKILL)
+                    await process.wait()
+            studies, imports = import_state(db)
+            # Both the before or both the after state: the studies and their audit entry.
+            assert (studies == before[0]) == (imports == before[1]), (round_, studies, imports)
+            if wait_for_answer:
+                assert studies > before[0] and imports == before[1] + 1
+            before = (studies, imports)
+    finally:
+        await emu.close()
