@@ -277,17 +277,27 @@ class DiscussionService:
 
     # --- /discuss and the Discuss button ----------------------------------------------------
 
-    async def check(self, guild: discord.Guild) -> None:
-        """Fail fast (before the interaction is answered) when threads cannot be made here."""
+    async def check(self, guild: discord.Guild, member: discord.abc.User | None = None,
+                    study_id: str | None = None) -> None:
+        """Fail fast (before the interaction is answered, so privately) when threads cannot
+        be made here, or this member may start no new one now."""
         await self.discussion_channel(guild, await self.settings_for(guild.id))
+        if member is None or study_id is None or await self.has_thread(guild.id, study_id):
+            return
+        if await self._limited(guild.id, member) \
+                and (problem := await self._member_limit_problem(guild.id, member.id)):
+            raise problem
+
+    async def _limited(self, guild_id: int, member: discord.abc.User) -> bool:
+        """Whether the member limit applies (not to moderators)."""
+        return not is_moderator(member, await self.settings.get(guild_id), self.config)
 
     async def discuss(self, guild: discord.Guild, study: Study,
                       member: discord.abc.User | None = None) -> Discussion:
         """The study's thread in this server: linked if it exists, else created (by a member
         who is not a moderator: within discussions.member_threads_per_hour)."""
         settings = await self.settings_for(guild.id)
-        limited = member is not None and not is_moderator(
-            member, await self.settings.get(guild.id), self.config)
+        limited = member is not None and await self._limited(guild.id, member)
         try:
             with self.budget.counted():
                 async with self._lock(guild.id, study.id):

@@ -32,7 +32,8 @@ class DiscussionsCog(commands.Cog, name="Discussions"):
         guild = interaction.guild
         if guild is None:
             raise UserFacingError("Discussions live in a server: use this there.")
-        await self.service.check(guild)  # settings, channel, permissions: fast, answered alone
+        # Settings, channel, permissions, the member's limit: fast, answered privately.
+        await self.service.check(guild, interaction.user, study.id)
 
         async def build() -> Reply:
             return Reply(content=discussion_message(study, await self.service.discuss(

@@ -12,7 +12,6 @@ from pathlib import Path
 from bot.config import DiscussionsConfig
 from bot.database import GuildSettingsStore
 from bot.discussions import iso, parse_iso, thread_name
-from bot.moderation import Actor
 from bot.testing import Perm
 from tests.conftest import TIMEOUT
 
@@ -529,9 +528,8 @@ async def test_remove_locks_with_a_note_and_restore_reopens(world):
     await until(lambda: _no_jobs(world), "the outbox to empty")
 
     # Restored: reopened (unlocked, unarchived), the card refreshed, no second note.
-    moderation = world.bot.get_cog("Admin").moderation
-    await moderation.restore(Actor(world.guild_id, world.admin_id, "admin"), MESO)
-    world.bot.discussions.wake()
+    restored = await admin(world, "restore", {"study": MESO})
+    assert restored["content"].startswith(f"Restored `{MESO}`"), restored["content"]
     await world.emu.wait_for(lambda: not thread_state(world, thread_id)["locked"]
                              and not thread_state(world, thread_id)["archived"], TIMEOUT,
                              "the thread to be reopened")
@@ -641,3 +639,109 @@ async def test_refused_updates_back_off_then_stop_and_show_in_stats(world):
 async def _attempted(world, attempts: int):
     job = await _job(world)
     return job if job is not None and job[0] >= attempts else None
+
+
+# --- member limits ---------------------------------------------------------------------------
+
+SEED = [MESO, "mesotherapy-what-is-new-2012", "mesotherapy-myth-and-reality-2011",
+        "mesococktails-mesoproducts-aesthetic-dermatology-2020",
+        "mesotherapy-vs-prp-hair-loss-2021"]
+
+
+async def test_a_member_starts_at_most_three_threads_an_hour(world, tmp_path):
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    await use_channel(world, forum.id)
+    for study in SEED[:3]:
+        _, started = await discuss(world, study)
+        assert started["content"].startswith("Started the discussion")
+    handle, refused = await discuss(world, SEED[3])
+    assert handle.ephemeral
+    assert refused["content"].startswith("You've started 3 new discussion threads in the last "
+                                         "hour, the most a member can start. You can start "
+                                         "another in about 60 minutes")
+    card_message = await (await world.command("study", {"study": SEED[3]})).final_message(
+        TIMEOUT)
+    pressed = await world.emu.click(card_message, f"study:discuss:{SEED[3]}", world.member_id)
+    assert (await pressed.final_message(TIMEOUT))["content"].startswith("You've started 3")
+    assert len(created_threads(world)) == 3
+    # Threads that exist are still linked; a moderator is not limited.
+    _, linked = await discuss(world, MESO)
+    assert linked["content"].startswith("Discussion of")
+    _, by_moderator = await discuss(world, SEED[3], user=world.admin_id)
+    assert by_moderator["content"].startswith("Started the discussion")
+    _, now_linked = await discuss(world, SEED[3])
+    assert now_linked["content"].startswith("Discussion of")
+
+    # The count is in the database: a restart does not reset it.
+    await world.restart_bot()
+    _, still = await discuss(world, SEED[4])
+    assert still["content"].startswith("You've started 3")
+    other = world.emu.add_member(world.guild_id, "bob")
+    _, by_other = await discuss(world, SEED[4], user=other)
+    assert by_other["content"].startswith("Started the discussion")
+    # An hour later the member may start threads again.
+    await import_with_hook(world, write_studies(tmp_path, "later", 1))
+    world.bot.discussions.clock = lambda: datetime.now(UTC) + timedelta(minutes=61)
+    _, later = await discuss(world, "later-0")
+    assert later["content"].startswith("Started the discussion")
+    assert len(created_threads(world)) == 6
+
+
+async def test_the_outbox_pauses_at_100_invalid_requests_in_10_minutes(world, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="studybot.outbox")
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    await use_channel(world, forum.id, auto_threads=True)
+    service = world.bot.discussions
+    service.outbox.min_interval = service.outbox.sync_interval = 0
+    await import_with_hook(world, write_studies(tmp_path, "many", 30))
+    await world.emu.wait_for(lambda: len(threads_in(world, forum.id)) == 30, TIMEOUT,
+                             "thirty automatic threads")
+    await until(lambda: _no_jobs(world), "the outbox to empty")
+    # Every card edit is refused from now on (say the bot lost its permissions).
+    world.emu.fail_next("PATCH", r"/channels/\d+/messages/\d+$", status=403, code=50013,
+                        count=1000)
+    offset = timedelta(0)
+    service.clock = lambda: datetime.now(UTC) + offset
+    path = tmp_path / "retitled.yaml"
+    path.write_text("studies:\n" + "".join(
+        f"  - {{id: many-{i}, title: 'Retitled study {i}', year: 2020}}\n" for i in range(30)))
+    assert (await world.bot.library.import_paths([path])).updated == 30
+    service.wake()
+
+    def refused() -> int:
+        return len([r for r in world.emu.requests if r.status == 403])
+
+    for expected in (30, 60, 90):  # each round, every job tries once and backs off
+        await until(lambda e=expected: _at_least(refused, e), f"{expected} refusals")
+        await until(lambda: _all_waiting(world), "every job to back off")
+        offset += timedelta(hours=25)
+        service.wake()
+    await until(lambda: _paused(service), "the outbox to pause")
+    assert refused() == 100
+    assert any("paused" in r.getMessage() and "100" in r.getMessage() for r in caplog.records)
+    # Paused: however much later, nothing is sent until 10 minutes after the first refusals.
+    offset += timedelta(days=2)
+    assert await service.outbox.drain_once() > 500
+    assert refused() == 100
+    # A member's /discuss of a study with no thread is answered clearly meanwhile.
+    _, message = await discuss(world, MESO)
+    assert "paused making threads" in message["content"]
+    assert refused() == 100
+    stats = await admin(world, "stats")
+    fields = {f["name"]: f["value"] for f in stats["embeds"][0]["fields"]}
+    assert "Outbox paused" in fields and fields["Thread updates waiting"] == "30"
+
+
+async def _at_least(count, expected: int) -> bool:
+    return count() >= expected
+
+
+async def _all_waiting(world) -> bool:
+    rows = await world.bot.db._fetchall(
+        "SELECT count(*) FROM thread_outbox WHERE next_attempt_at <= ? AND failed_at IS NULL",
+        (iso(world.bot.discussions.now()),))
+    return rows[0][0] == 0
+
+
+async def _paused(service) -> bool:
+    return service.outbox.paused_for() > 0
