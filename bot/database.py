@@ -508,12 +508,6 @@ class ImportWriter:
             "source_kind, source_name, seen_at) VALUES (?, ?, ?, ?, ?, ?)",
             (pk, record_hash, moderated_at, source_kind, source_name, timestamp)).rowcount > 0
 
-    def match(self, study_id: str | None, doi: str | None, pmid: str | None,
-              title_key: str | None, year: int | None) -> int | None:
-        """The study a record is about, by identifiers only (see StudyImporter.match for the
-        title and year rule)."""
-        return self.match_identifiers(study_id, doi, pmid)
-
     def commit(self) -> None:
         self.conn.execute("COMMIT")
 
@@ -530,12 +524,6 @@ class ImportWriter:
     def find_pk(self, column: str, value: str) -> int | None:
         assert column in ("id", "doi", "pmid")
         row = self.conn.execute(f"SELECT pk FROM studies WHERE {column} = ?", (value,)).fetchone()
-        return row[0] if row else None
-
-    def find_pk_by_title(self, title_key: str, year: int | None) -> int | None:
-        row = self.conn.execute(
-            "SELECT pk FROM studies WHERE title_key = ? AND year IS ? LIMIT 1", (title_key, year)
-        ).fetchone()
         return row[0] if row else None
 
     def id_taken(self, study_id: str) -> bool:
@@ -1809,35 +1797,6 @@ class ModerationStore:
                     "study_id, details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (guild_id, moderator_id, moderator_name, action, study_id, details,
                      timestamp))
-            except sqlite3.OperationalError as exc:
-                raise DatabaseError(describe_sqlite_error(exc)) from None
-        assert cursor.lastrowid is not None
-        return AuditEntry(cursor.lastrowid, guild_id, moderator_id, moderator_name, action,
-                          study_id, details, timestamp)
-
-    async def audited_write(self, statements: Sequence[tuple[str, Sequence[Any]]],
-                            guild_id: int | None, moderator_id: int | None,
-                            moderator_name: str | None, action: str, study_id: str | None,
-                            details: str) -> AuditEntry:
-        """Run a change's statements and write its audit entry in one transaction on the
-        bot's connection (settings, moderator roles): both happen, or neither."""
-        timestamp = now_iso()
-        async with self.db.write_lock:
-            conn = self.db._conn
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for sql, params in statements:
-                        await conn.execute(sql, params)
-                    cursor = await conn.execute(
-                        "INSERT INTO audit_log (guild_id, moderator_id, moderator_name, "
-                        "action, study_id, details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (guild_id, moderator_id, moderator_name, action, study_id, details,
-                         timestamp))
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    await conn.execute("ROLLBACK")
-                    raise
             except sqlite3.OperationalError as exc:
                 raise DatabaseError(describe_sqlite_error(exc)) from None
         assert cursor.lastrowid is not None
