@@ -70,6 +70,7 @@ class StudiesCog(commands.Cog, name="Studies"):
     # --- saved search states: pruned at start-up and daily ---------------------------------
 
     async def cog_load(self) -> None:
+        await self.prune_views()  # at start-up (an index seek and a delete), then daily
         self._pruner = asyncio.create_task(self._prune_views_daily())
 
     async def cog_unload(self) -> None:
@@ -77,16 +78,20 @@ class StudiesCog(commands.Cog, name="Studies"):
         with contextlib.suppress(asyncio.CancelledError):
             await self._pruner
 
+    async def prune_views(self) -> None:
+        try:
+            pruned = await self.community.prune_views(self.keep_days)
+        except DatabaseError as exc:  # busy now: the next run catches up
+            log.warning("saved button states not pruned: %s", exc)
+            return
+        if pruned:
+            log.info("pruned %d saved button states unused for %d days", pruned,
+                     self.keep_days)
+
     async def _prune_views_daily(self) -> None:
         while True:
-            try:
-                pruned = await self.community.prune_views(self.keep_days)
-                if pruned:
-                    log.info("pruned %d saved button states unused for %d days", pruned,
-                             self.keep_days)
-            except DatabaseError as exc:  # busy now: the next day's run catches up
-                log.warning("saved button states not pruned: %s", exc)
             await asyncio.sleep(PRUNE_EVERY_SECONDS)
+            await self.prune_views()
 
     # --- rendering helpers shared by commands and components ----------------------------------
 

@@ -8,6 +8,7 @@ import discord
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bot.model import Study
 from bot.render import safe
 
 
@@ -34,3 +35,35 @@ def test_safe_cases():
     assert safe("see https://doi.org/10.1000/a_b") == "see https://doi.org/10.1000/a_b"
     assert safe("hi @everyone") == "hi @\u200beveryone"
     assert safe("") == "" and safe(None) == ""
+
+
+# --- search pages: whole results only, the footer says exactly what shows -----------------
+
+def long_study(i: int) -> Study:
+    return Study(id=f"s{i}", title=f"Study {i} " + "with a long title " * 20, year=2020,
+                 journal="Journal of Long Names " * 10, citations=1000 + i,
+                 url=f"https://example.org/{'x' * 250}/{i}",
+                 tldr="A long one-sentence summary of what was found. " * 10)
+
+
+@given(st.integers(min_value=0, max_value=10), st.integers(min_value=0, max_value=990),
+       st.booleans())
+def test_a_search_page_never_cuts_a_result(short: int, offset: int, corrected: bool):
+    from bot.model import SearchPage
+    from bot.render import DESCRIPTION_LIMIT, _result_line, fit_search_page, study_facts
+
+    studies = tuple(Study(id=f"t{i}", title=f"Short {i}") if i < short else long_study(i)
+                    for i in range(10))
+    page = SearchPage(studies, 1200, offset, "mesotherapy" if corrected else None)
+    embed, shown = fit_search_page("mesoterapy", page, "citations", "Filters: type: Review.")
+    assert 1 <= shown <= 10
+    assert len(embed.description) <= DESCRIPTION_LIMIT
+    last = studies[shown - 1]  # the last result shown is there whole
+    assert embed.description.endswith(_result_line(offset + shown, last.title, last.source_url,
+                                                   study_facts(last), last.tldr))
+    numbers = [int(n) for n in re.findall(r"^\*\*(\d+)\. ", embed.description, re.M)]
+    assert numbers == list(range(offset + 1, offset + shown + 1))
+    assert embed.footer.text.startswith(f"Results {offset + 1}–{offset + shown} of 1,000+")
+    if shown < 10:  # the next result would not have fitted whole
+        assert short < 10
+    assert len(embed) <= 6000
