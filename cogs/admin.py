@@ -217,9 +217,10 @@ def confirm_view(yes_id: str, no_id: str, yes_label: str, *, danger: bool = Fals
     return view
 
 
-def audit_line(entry: Any, *, full: bool = False) -> str:
+def audit_line(entry: Any, *, full: bool = False, server: str | None = None) -> str:
+    """One audit entry; `server` names where a library change was made, when elsewhere."""
     when = entry.created_at.replace("T", " ").replace("Z", "")[:16]
-    who = safe(entry.moderator_name or "?")
+    who = safe(entry.moderator_name or "?") + (f" (on {safe(server)})" if server else "")
     return f"**#{entry.id}** · {when} · {who}: {describe(entry, full=full)}"
 
 
@@ -258,6 +259,14 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             log.warning("refused %s (%s) to %s (%s) in guild %s", what, access.value,
                         interaction.user, interaction.user.id, interaction.guild.id)
             raise NotAllowed(why)
+
+    def server_name(self, guild_id: int | None, here: int | None) -> str | None:
+        """The server a library change came from, when not this one (the library is
+        shared: its audit shows every server's changes)."""
+        if guild_id is None or guild_id == here:
+            return None
+        guild = self.bot.get_guild(guild_id)
+        return guild.name if guild is not None else f"server {guild_id}"
 
     async def allowed(self, interaction: discord.Interaction[Any], access: Access) -> bool:
         """The same check for autocompletes, which answer a refusal with no suggestions."""
@@ -726,7 +735,8 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             return Reply(content="No changes recorded yet" + (" for that filter." if
                          state["study_id"] or state["moderator_id"] else "."))
         embed = discord.Embed(title="Audit log", colour=render.COLOUR)
-        lines = [truncate(audit_line(e, full=True), 700) for e in entries]
+        lines = [truncate(audit_line(e, full=True, server=self.server_name(
+            e.guild_id, state["guild_id"])), 700) for e in entries]
         embed.description = truncate("\n".join(lines), render.DESCRIPTION_LIMIT)
         embed.set_footer(text=f"Entries {offset + 1}–{offset + len(entries)} of {total:,} · "
                          "/studyadmin revert undoes an edit")

@@ -195,7 +195,10 @@ class StudiesCog(commands.Cog, name="Studies"):
         try:
             await answer(interaction, lambda: self.search_reply(key, request),
                          ephemeral=ephemeral)
-            await self.community.save_view(key, "search", state)
+            try:
+                await self.community.save_view(key, "search", state)
+            except DatabaseError as exc:  # answered already; its buttons offer a re-run
+                log.warning("search state %s not saved: %s", key, exc)
         finally:
             self.unsaved_searches.pop(key, None)
 

@@ -138,7 +138,8 @@ async def test_only_the_library_server_changes_the_library(tmp_path, caplog):
             user_id=two.library.moderator_id)).final_message(TIMEOUT)
         change = int(re.search(r"Saved change #(\d+)", saved["content"]).group(1))
         other_audit = (await two.run(two.other, "studyadmin audit"))["embeds"][0]
-        assert f"**#{change}**" in other_audit["description"]
+        assert f"**#{change}** · " in other_audit["description"]
+        assert "admin (on Hair Research): edited" in other_audit["description"]
         assert "set the automatic threads: (default) → on" in other_audit["description"]
         assert f"added the moderator role <@&{role}>" in other_audit["description"]
         library_audit = (await two.run(two.library, "studyadmin audit"))["embeds"][0]
