@@ -201,3 +201,127 @@ async def test_sigkill_during_an_import_keeps_its_audit_entry_with_it(tmp_path):
             before = (studies, imports)
     finally:
         await emu.close()
+
+
+async def test_sigkill_between_a_change_and_its_thread_update(tmp_path):
+    """The bot killed after a moderator's edit (then a removal) committed and before Discord
+    took the thread's update: after a restart the outbox makes it, exactly once."""
+    emu = DiscordEmulator()
+    await emu.start()
+    try:
+        guild = emu.add_guild(name="Hair Research")
+        admin = emu.add_admin(guild.id)
+        member = emu.add_member(guild.id, "alice")
+        forum = emu.add_forum_channel(guild.id, "studies")
+        db = tmp_path / "studies.db"
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"discord:\n  api_base_url: {emu.api_base_url}\n  dev_guild_ids: [{guild.id}]\n"
+            f"database:\n  path: {db}\n"
+            f"studies:\n  sources: [{DATA / 'studies.yaml'}]\n  topics: {DATA / 'topics.yaml'}\n"
+            f"discussions:\n  channel_id: {forum.id}\n")
+        study = "hair-mesotherapy-2012"
+        title = "Hair Mesotherapy, Reconsidered"
+
+        def ok(method: str, path: str, key: str | None = None) -> list:
+            return [r for r in emu.requests if r.method == method and r.status < 300
+                    and r.path.endswith(path) and (key is None or key in (r.json or {}))]
+
+        def failed(method: str, path: str) -> list:
+            return [r for r in emu.requests if r.method == method and r.status >= 500
+                    and r.path.endswith(path)]
+
+        async def ready(process) -> None:
+            await emu.wait_until_ready(TIMEOUT)
+            await emu.wait_for(lambda: bool(emu.commands(guild.id)), TIMEOUT,
+                               what="commands synced")
+
+        def queued() -> int:
+            conn = sqlite3.connect(db)
+            try:
+                return conn.execute("SELECT count(*) FROM thread_outbox").fetchone()[0]
+            finally:
+                conn.close()
+
+        async def poll(condition, what: str) -> None:
+            # Requests answered by a fault are not state changes emu.wait_for hears of.
+            for _ in range(1200):
+                if condition():
+                    return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"timed out waiting for {what}")
+
+        async def until_empty() -> None:
+            await poll(lambda: queued() == 0, "the outbox to empty")
+
+        # Round 1: an edit; Discord fails the card's update (5xx) until the bot is killed.
+        with open(tmp_path / "first.log", "wb") as log:
+            process = await start(config, emu, log)
+            try:
+                await ready(process)
+                handle = await emu.run_command(guild.id, guild.default_channel_id, member,
+                                               "discuss", {"study": study})
+                reply = await handle.final_message(TIMEOUT)
+                thread_id = int(reply["content"].rsplit("/", 1)[1].split(")")[0].split()[0])
+                card = f"/channels/{thread_id}/messages/{thread_id}"
+                fault = emu.fail_next("PATCH", card + "$", status=500, count=1000)
+                handle = await emu.run_command(guild.id, guild.default_channel_id, admin,
+                                               "studyadmin edit", {"study": study})
+                modal = (await handle.response(TIMEOUT))["data"]
+                saved = await emu.submit_modal(modal["custom_id"], {"title": title},
+                                               user_id=admin)
+                assert (await saved.final_message(TIMEOUT))["content"].startswith("Saved")
+                await poll(lambda: bool(failed("PATCH", card)), "the outbox's first try")
+            finally:
+                process.send_signal(signal.SIGKILL)
+                await process.wait()
+        fault.remaining = 0
+        assert emu.channel(thread_id)["name"] != title and not ok("PATCH", card)
+        assert queued() == 1  # the job survived the kill
+
+        # Round 2: restarted, the update is made once; then a removal, killed after its note.
+        with open(tmp_path / "second.log", "wb") as log:
+            process = await start(config, emu, log)
+            try:
+                await ready(process)
+                await emu.wait_for(lambda: emu.channel(thread_id)["name"] == title, TIMEOUT,
+                                   what="the thread renamed after the restart")
+                await until_empty()
+                assert emu.channel_messages(thread_id)[0]["embeds"][0]["title"] == title
+                assert len(ok("PATCH", card)) == 1
+                assert len(ok("PATCH", f"/channels/{thread_id}", "name")) == 1
+                fault = emu.fail_next("PATCH", rf"/channels/{thread_id}$", status=500,
+                                      count=1000)
+                handle = await emu.run_command(guild.id, guild.default_channel_id, admin,
+                                               "studyadmin remove",
+                                               {"study": study, "reason": "retracted"})
+                ask = await handle.final_message(TIMEOUT)
+                confirm = ask["components"][0]["components"][0]["custom_id"]
+                done = await emu.click(ask, confirm, admin)
+                assert (await done.final_message(TIMEOUT))["content"].startswith("Removed")
+                await poll(lambda: bool(failed("PATCH", f"/channels/{thread_id}")),
+                           "the outbox's try to lock the thread")
+            finally:
+                process.send_signal(signal.SIGKILL)
+                await process.wait()
+        fault.remaining = 0
+        assert len(emu.channel_messages(thread_id)) == 2  # the card and the note
+        assert not emu.channel(thread_id)["thread_metadata"]["locked"]
+
+        with open(tmp_path / "third.log", "wb") as log:
+            process = await start(config, emu, log)
+            try:
+                await ready(process)
+                await emu.wait_for(lambda: emu.channel(thread_id)["thread_metadata"]["locked"],
+                                   TIMEOUT, what="the thread locked after the restart")
+                await until_empty()
+            finally:
+                process.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(process.wait(), TIMEOUT) == 0
+        notes = [m["content"] for m in emu.channel_messages(thread_id)[1:]]
+        assert notes == ["This study was removed from the database: retracted. The thread is "
+                         "locked and archived."]
+        assert emu.channel(thread_id)["thread_metadata"]["archived"]
+        emu.assert_no_violations()
+    finally:
+        await emu.close()
