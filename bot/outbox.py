@@ -55,6 +55,13 @@ def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+def retry_delay(failures_before: int, base: float = RETRY_BASE_SECONDS,
+                cap: float = RETRY_MAX_SECONDS) -> float:
+    """Seconds a job waits after a failure, when it had failed this many times before:
+    1 minute, doubling, at most 24 hours."""
+    return min(cap, base * 2 ** min(failures_before, 30))
+
+
 class InvalidRequestBudgetExhausted(Exception):
     """Sending this request could take the bot past the invalid-request budget."""
 
@@ -342,7 +349,7 @@ class OutboxWorker:
 
     def backoff(self, attempts: int) -> float:
         """Seconds to wait after a job's (attempts + 1)-th failure."""
-        return min(self.retry_max, self.retry_base * 2 ** min(attempts, 30))
+        return retry_delay(attempts, self.retry_base, self.retry_max)
 
     async def _failed(self, entry: OutboxEntry, exc: BaseException, status: int | None
                       ) -> None:
