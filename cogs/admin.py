@@ -38,7 +38,7 @@ from bot.moderation import (
 )
 from bot.moderation import form_values as parse_form
 from bot.parse_worker import UploadParser
-from bot.permissions import Access, access_for, refusal
+from bot.permissions import Access, access_for, library_guild_ids, refusal
 from bot.render import NO_PINGS, safe
 from bot.text import truncate
 
@@ -670,6 +670,13 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                 render.FIELD_LIMIT), inline=False)
             embed.add_field(name="Largest import", value=size_text(
                 self.config.imports.max_file_bytes))
+            curating = library_guild_ids(self.config, [g.id for g in self.bot.guilds])
+            names = [safe(self.server_name(g, None) or str(g)) for g in sorted(curating)]
+            embed.add_field(name="Study library", value=truncate(
+                "curated here" if interaction.guild_id in curating else
+                f"curated on {', '.join(names)} (its changes show in the audit here)"
+                if names else "no server curates it yet: the operator sets "
+                "`moderation.library_guild_ids`", render.FIELD_LIMIT), inline=False)
             return Reply(embed=embed)
 
         await answer(interaction, build, ephemeral=True)

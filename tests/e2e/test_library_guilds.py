@@ -117,7 +117,13 @@ async def test_only_the_library_server_changes_the_library(tmp_path, caplog):
         assert (await bot.library.resolve(MESO)).title.startswith("Hair Mesotherapy")
         assert sum("(library)" in r.getMessage() for r in caplog.records) == \
             len(LIBRARY_COMMANDS)
-        # Its own settings are its moderators' to change.
+        # Its own settings are its moderators' to change; they say where the library is.
+        fields = {f["name"]: f["value"] for f in (await two.run(
+            two.other, "studyadmin settings"))["embeds"][0]["fields"]}
+        assert fields["Study library"].startswith("curated on Hair Research")
+        fields = {f["name"]: f["value"] for f in (await two.run(
+            two.library, "studyadmin settings"))["embeds"][0]["fields"]}
+        assert fields["Study library"] == "curated here"
         done = await two.run(two.other, "studyadmin autothreads", {"enabled": True})
         assert done["content"].startswith("Automatic threads are now **on**")
         done = await two.run(two.other, "studyadmin logchannel",
