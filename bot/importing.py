@@ -97,6 +97,10 @@ class ImportReport:
             text += f" ({self.overwritten_moderated} moderator change(s) overwritten)"
         if self.warning_count:
             text += f", {self.warning_count} warning(s)"
+        if self.unknown_topics:
+            names = ", ".join(sorted(self.unknown_topics)[:5])
+            more = " ..." if len(self.unknown_topics) > 5 else ""
+            text += f"; unknown topics left out: {names}{more}"
         if self.dry_run:
             return text + " (dry run: nothing written)"
         if not self.committed and self.total:

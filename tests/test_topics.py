@@ -169,3 +169,19 @@ def test_cli_search_topic_by_name(tmp_path):
     assert by_name.returncode == 0, by_name.stderr
     ids = [json.loads(line)["id"] for line in by_name.stdout.splitlines()]
     assert ids and ids == [json.loads(line)["id"] for line in by_slug.stdout.splitlines()]
+
+
+def test_cli_import_lists_unknown_topics(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.paths import REPO
+
+    path = tmp_path / "t.yaml"
+    path.write_text("studies:\n  - {title: A hair study, year: 2020, topics: [Rogaine, "
+                    "Moon water]}\n")
+    result = subprocess.run([sys.executable, "-m", "bot", "import", "--db", tmp_path / "t.db",
+                             path, "--dry-run"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "; unknown topics left out: Moon water (dry run" in result.stdout
