@@ -745,8 +745,11 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         lines = [truncate(audit_line(e, full=True, server=self.server_name(
             e.guild_id, state["guild_id"])), 700) for e in entries]
         embed.description = truncate("\n".join(lines), render.DESCRIPTION_LIMIT)
+        curates = state["guild_id"] in library_guild_ids(self.config,
+                                                         [g.id for g in self.bot.guilds])
         embed.set_footer(text=f"Entries {offset + 1}–{offset + len(entries)} of {total:,} · "
-                         "/studyadmin revert undoes an edit")
+                         + ("/studyadmin revert undoes an edit" if curates else
+                            "library changes are read-only here"))
         view = render.pager_view(
             AUDIT_ID.format(key=key, offset=offset, direction="p"),
             AUDIT_ID.format(key=key, offset=offset, direction="n"),

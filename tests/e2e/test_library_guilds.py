@@ -146,6 +146,7 @@ async def test_only_the_library_server_changes_the_library(tmp_path, caplog):
         other_audit = (await two.run(two.other, "studyadmin audit"))["embeds"][0]
         assert f"**#{change}** · " in other_audit["description"]
         assert "admin (on Hair Research): edited" in other_audit["description"]
+        assert other_audit["footer"]["text"].endswith("library changes are read-only here")
         assert "set the automatic threads: (default) → on" in other_audit["description"]
         assert f"added the moderator role <@&{role}>" in other_audit["description"]
         library_audit = (await two.run(two.library, "studyadmin audit"))["embeds"][0]
