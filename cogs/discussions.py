@@ -54,7 +54,8 @@ class DiscussionsCog(commands.Cog, name="Discussions"):
     @app_commands.guild_only()
     async def discuss(self, interaction: discord.Interaction[Any], study: StudyArg) -> None:
         await self.open_discussion(interaction, study, ephemeral=False)
-        await self.community.record_command("discuss", study.id)
+        await self.community.record_command("discuss", study.id,
+                                            guild_id=interaction.guild_id)
 
     # --- keeping the mapping right --------------------------------------------------------
 
@@ -89,7 +90,8 @@ class DiscussButton(ReportingButton, template=render.STUDY_DISCUSS_RE):
         assert isinstance(cog, DiscussionsCog)
         study = await cog.library.resolve(self.study_id)
         await cog.open_discussion(interaction, study, ephemeral=True)
-        await cog.community.record_command("discuss", study.id)
+        await cog.community.record_command("discuss", study.id,
+                                           guild_id=interaction.guild_id)
 
 
 async def setup(bot: StudyBot) -> None:
