@@ -1669,11 +1669,14 @@ class DiscussionStore:
             return StudyFate(removal_reason=audit[0], moderator=_moderator(audit[1:]))
         return StudyFate()
 
-    async def last_moderator(self, study_id: str) -> str | None:
-        """Who last changed a study (for the audit-log reason of the thread's update)."""
+    async def last_moderator(self, study_id: str, changed_at: str | None) -> str | None:
+        """The moderator whose change is the study's latest (changed_at: its updated_at),
+        for the audit-log reason of the thread's update; None after an import."""
         row = await self.db._fetchone(
-            "SELECT moderator_name, moderator_id FROM audit_log WHERE study_id = ? "
-            "AND moderator_id IS NOT NULL ORDER BY id DESC LIMIT 1", (study_id,))
+            "SELECT moderator_name, moderator_id, created_at FROM audit_log WHERE study_id = ? "
+            "ORDER BY id DESC LIMIT 1", (study_id,))
+        if row is None or (changed_at is not None and row[2] < changed_at):
+            return None
         return _moderator(row)
 
     async def outbox_counts(self) -> dict[int, int]:

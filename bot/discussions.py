@@ -720,9 +720,10 @@ class DiscussionService:
             if thread is None:
                 return  # deleted: forgotten
             if study is not None:
-                moderator = await self.store.last_moderator(study.id)
+                moderator = await self.store.last_moderator(study.id, study.updated_at)
+                action = "restored" if mapping.closed == "removed" else "changed"
                 await self._refresh(thread, mapping, study, _reason(
-                    f"Study {study.id} changed", moderator))
+                    f"Study {study.id} {action}", moderator))
             else:
                 assert fate is not None
                 await self._close_removed(entry, thread, mapping, fate)
@@ -732,11 +733,22 @@ class DiscussionService:
         parent = thread.parent or thread.guild.get_channel(mapping.channel_id)
         forum = parent if isinstance(parent, discord.ForumChannel) else None
         reopen = mapping.closed == "removed"
-        was_archived = thread.archived
-        if thread.archived and (forum is not None or reopen):
-            # A forum post's card is in the thread: Discord refuses edits while it is archived.
+        changes: dict[str, Any] = {}
+        name = thread_name(study.title)
+        if thread.name != name:
+            changes["name"] = name
+        if forum is not None:
+            tags = await self._tags_for(forum, study)
+            if [t.id for t in tags] != list(getattr(thread, "_applied_tags", [])):
+                changes["applied_tags"] = tags
+        # Discord refuses changes to an archived thread (and a forum post's card is in it):
+        # open it for the update, and archive it again after unless it is being reopened.
+        rearchive = thread.archived and not reopen
+        if thread.archived and (forum is not None or reopen or changes):
             thread = await thread.edit(archived=False, locked=False if reopen else thread.locked,
                                        reason=reason)
+        else:
+            rearchive = False
         holder = thread if forum is not None else parent
         if isinstance(holder, discord.Thread | discord.TextChannel):
             view = render.study_view(study)
@@ -749,17 +761,9 @@ class DiscussionService:
                          thread.guild.id, thread.id)
             finally:
                 view.stop()
-        changes: dict[str, Any] = {}
-        name = thread_name(study.title)
-        if thread.name != name:
-            changes["name"] = name
-        if forum is not None:
-            tags = await self._tags_for(forum, study)
-            if [t.id for t in tags] != list(getattr(thread, "_applied_tags", [])):
-                changes["applied_tags"] = tags
         if reopen and thread.locked:
             changes["locked"] = False
-        if was_archived and not reopen and forum is not None:
+        if rearchive:
             changes["archived"] = True  # as it was
         if changes:
             await thread.edit(**changes, reason=reason)

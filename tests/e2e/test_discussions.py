@@ -508,6 +508,13 @@ async def test_a_text_channel_card_follows_an_edit(world):
     assert world.emu.message(thread_id)["channel_id"] == str(text.id)
     assert world.emu.channel(thread_id)["name"] == MESO_TITLE  # unchanged title, no rename
     assert not [r for r in successful(world, "PATCH", f"/channels/{thread_id}")]
+    # Archived, then retitled: opened for the rename, archived again.
+    world.emu.archive_thread(thread_id)
+    await moderator_edit(world, MESO, {"title": "Hair Mesotherapy Revisited"})
+    await world.emu.wait_for(
+        lambda: world.emu.channel(thread_id)["name"] == "Hair Mesotherapy Revisited"
+        and thread_state(world, thread_id)["archived"], TIMEOUT, "the archived thread renamed")
+    assert world.emu.message(thread_id)["embeds"][0]["title"] == "Hair Mesotherapy Revisited"
 
 
 async def test_remove_locks_with_a_note_and_restore_reopens(world):
