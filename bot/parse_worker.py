@@ -208,6 +208,7 @@ class UploadParser:
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(workers)
         self._closed = False
+        self._busy = 0
 
     async def parse(self, data: bytes, filename: str, max_expanded_bytes: int
                     ) -> ParsedUpload:
@@ -219,11 +220,16 @@ class UploadParser:
                        ) -> ParsedUpload:
         with self._slots:
             worker = self._take()
+            with self._lock:
+                self._busy += 1
             try:
                 items, error = self._run(worker, data, filename, max_expanded_bytes)
             except BaseException:  # a limit, a dead worker, or the wait interrupted
                 self._retire(worker, kill=True)
                 raise
+            finally:
+                with self._lock:
+                    self._busy -= 1
             worker.files += 1
             with self._lock:
                 keep = not self._closed and worker.files < FILES_PER_WORKER
@@ -246,6 +252,11 @@ class UploadParser:
             worker.stop(kill=worker not in idle)
         with self._lock:
             self._all.clear()
+
+    @property
+    def busy(self) -> int:
+        """How many files are being read now."""
+        return self._busy
 
     @property
     def worker_pids(self) -> list[int]:
@@ -282,6 +293,7 @@ class UploadParser:
         """The items, or the file's error from a worker that is still sound; raises when the
         worker must go (a limit passed, or it died)."""
         name = os.path.basename(filename)
+        log.info("reading %r (%s bytes) in worker pid %s", name, f"{len(data):,}", worker.pid)
         started = time.monotonic()
         try:
             worker.conn.send((data, filename, max_expanded_bytes))

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 
 SPACES = " " * 20_000
+LONG_SPACES = " " * 100_000
 AND_RUN = "a and " * 13_500  # about 80 KB
 
 
@@ -38,7 +39,7 @@ def _ris() -> dict[str, tuple[str, bytes]]:
         "ris_times_cited_spaces": (
             "times.ris", (head + "N1  - Times cited" + SPACES + "x\nER  - \n").encode()),
         "ris_cited_by_spaces": (
-            "cited.ris", (head + "N1  - Cited By" + SPACES + ":x\nER  - \n").encode()),
+            "cited.ris", (head + "N1  - Cited By" + LONG_SPACES + ":x\nER  - \n").encode()),
         "ris_pmid_spaces": (
             "pmid.ris", (head + "DB  - PubMed\nAN  - PMID" + SPACES + "x\nU1  - 1" + SPACES
                          + "[pmi\nER  - \n").encode()),
@@ -92,7 +93,7 @@ def _csv() -> dict[str, tuple[str, bytes]]:
     return {
         "csv_author_and_run": ("and.csv", table(["title", "authors"], ["T", AND_RUN])),
         "csv_author_spaces": ("spaces.csv", table(["title", "authors"],
-                                                  ["T", "a" + SPACES + "b" + SPACES + "c"])),
+                                                  ["T", "a" + LONG_SPACES + "b" + SPACES + "c"])),
         "csv_py_list": ("list.csv", table(["title", "authors"],
                                           ["T", "['" + "\\'" * 20_000 + "\\"])),
         "csv_embase_source": ("embase.csv", table(
@@ -100,7 +101,7 @@ def _csv() -> dict[str, tuple[str, bytes]]:
             ["T", "a", "x" + SPACES + "y" + " (20" + SPACES])),
         "csv_date_of_publication": ("pub.csv", table(
             ["Title", "Author Names", "Source"],
-            ["T", "a", "Date of Publication:" + SPACES + "\nx\ny"])),
+            ["T", "a", "Date of Publication:" + LONG_SPACES + "\nx\ny"])),
         "zotero_csv_spaces": ("zotero.csv", table(
             ["Key", "Item Type", "Publication Year", "Author", "Title", "Extra", "Notes"],
             ["K", "journalArticle", "2001", "a" + SPACES + "; b", "T",
