@@ -9,11 +9,11 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bot.config import DiscussionsConfig
+from bot.config import DiscussionsConfig, ModerationConfig
 from bot.database import GuildSettingsStore
 from bot.discussions import iso, parse_iso, thread_name
-from bot.testing import Perm
-from tests.conftest import TIMEOUT
+from bot.testing import DiscordEmulator, Perm
+from tests.conftest import TIMEOUT, World, make_config
 
 MESO = "hair-mesotherapy-2012"
 MESO_TITLE = "Hair Mesotherapy: A Non-Surgical Procedure for Hair Loss"
@@ -752,3 +752,48 @@ async def _all_waiting(world) -> bool:
 
 async def _paused(service) -> bool:
     return service.outbox.paused_for() > 0
+
+
+async def test_every_servers_thread_follows_its_study(tmp_path):
+    emu = DiscordEmulator()
+    await emu.start()
+    first, second = emu.add_guild(name="Hair Research"), emu.add_guild(name="Second Community")
+    admin_id = emu.add_admin(first.id)
+    members = {first.id: emu.add_member(first.id, "alice"),
+               second.id: emu.add_member(second.id, "bob")}
+    config = make_config(emu, tmp_path, first.id)
+    config = replace(config, discord=replace(config.discord,
+                                             dev_guild_ids=(first.id, second.id)),
+                     moderation=ModerationConfig(library_guild_ids=(first.id,)))
+    world = World(emu, config, first.id, first.default_channel_id, members[first.id],
+                  admin_id)
+    try:
+        with emu.patch_discord():
+            await world.start_bot()
+            try:
+                threads = {}
+                for guild in (first, second):
+                    forum = emu.add_forum_channel(guild.id, "studies")
+                    await GuildSettingsStore(world.bot.db).update(
+                        guild.id, discussion_channel_id=forum.id)
+                    handle = await emu.run_command(guild.id, guild.default_channel_id,
+                                                   members[guild.id], "discuss", {"study": MESO})
+                    reply = await handle.final_message(TIMEOUT)
+                    threads[guild.id] = int(reply["content"].rsplit("/", 1)[1])
+                await moderator_edit(world, MESO, {"title": "Hair Mesotherapy Revisited"})
+                for thread_id in threads.values():
+                    await emu.wait_for(lambda t=thread_id: card(world, t)["title"]
+                                       == "Hair Mesotherapy Revisited", TIMEOUT,
+                                       "every server's card to follow")
+                await moderator_remove(world, MESO, "a duplicate record")
+                for thread_id in threads.values():
+                    await emu.wait_for(lambda t=thread_id: thread_state(world, t)["locked"]
+                                       and thread_state(world, t)["archived"], TIMEOUT,
+                                       "every server's thread to be locked")
+                    assert emu.channel_messages(thread_id)[-1]["content"].startswith(
+                        "This study was removed from the database: a duplicate record.")
+            finally:
+                await world.stop_bot()
+        emu.assert_no_violations()
+    finally:
+        await emu.close()
