@@ -334,7 +334,7 @@ class OutboxWorker:
             return False
         except JobLater as exc:
             await self.store.postpone(entry.id, iso(self.now() + timedelta(seconds=exc.seconds)),
-                                      str(exc))
+                                      str(exc), failed=False)
             return False
         except discord.HTTPException as exc:
             await self._failed(entry, exc, exc.status)
