@@ -6,6 +6,8 @@ import calendar
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.text import link_or_none
+
 # Canonical study types, in the order they are offered to users.
 STUDY_TYPES: tuple[str, ...] = (
     "meta-analysis",
@@ -165,12 +167,13 @@ class Study:
 
     @property
     def source_url(self) -> str | None:
-        if self.url:
-            return self.url
-        if self.doi:
-            return f"https://doi.org/{self.doi}"
-        if self.pmid:
-            return f"https://pubmed.ncbi.nlm.nih.gov/{self.pmid}/"
+        """The study's own link, else its DOI's, else PubMed's: the first Discord accepts (a
+        link stored before links were checked may not be one)."""
+        for candidate in (self.url, f"https://doi.org/{self.doi}" if self.doi else None,
+                          f"https://pubmed.ncbi.nlm.nih.gov/{self.pmid}/" if self.pmid else None):
+            link = link_or_none(candidate)
+            if link:
+                return link
         return None
 
     def to_dict(self) -> dict[str, Any]:

@@ -54,6 +54,10 @@ _ANNOTATION = re.compile(
     r"<((?:\w{1,10}:)?annotation(?:-xml)?)(?:\s[^<>]{0,500})?>[^<]{0,5000}</\1\s?>", re.I)
 _MATH_TOKEN = (r"\s?<(?:\w{1,10}:)?(?:m[ino]|mtext)(?:\s[^<>]{0,200})?>([^<>]{0,100})"
                r"</(?:\w{1,10}:)?(?:m[ino]|mtext)\s?>\s?")
+# White space between MathML elements is layout: "<mi>x</mi>\n  <mn>2</mn>" reads "x2".
+_MATH_LAYOUT = re.compile(
+    r"(</?(?:\w{1,10}:)?(?:m[a-z]{1,12}|math|semantics)(?:\s[^<>]{0,200})?>)\s+"
+    r"(?=</?(?:\w{1,10}:)?(?:m[a-z]{1,12}|math|semantics)[\s>])", re.I)
 _MATH_ROW = re.compile(r"</?(?:\w{1,10}:)?mrow(?:\s[^<>]{0,200})?>", re.I)
 # <msup><mi>x</mi><mn>2</mn></msup> -> x<sup>2</sup>, so its digits are not glued either.
 _MATH_SCRIPT = re.compile(
@@ -154,6 +158,8 @@ def _clean_round(text: str, emphasis: bool) -> str:
 def _tags_to_text(text: str, emphasis: bool) -> str:
     if "nnotation" in text:
         text = _ANNOTATION.sub("", text)
+    if "math" in text or "MATH" in text:
+        text = _MATH_LAYOUT.sub(r"\1", text)
     if "msu" in text or "MSU" in text:
         text = _MATH_SCRIPT.sub(_math_script, _MATH_ROW.sub("", text))
     text = _ANY_TAG.sub(_drop_tag, text)  # every known tag but sup, sub and emphasis

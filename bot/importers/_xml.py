@@ -139,6 +139,9 @@ def _markup_into(element: ET.Element, parts: list[str], depth: int, *, outer: bo
     if depth > _MARKUP_DEPTH:
         parts.append(html.escape("".join(element.itertext()), quote=False))
         return
+    if name == "math":
+        parts.append(_math(element, depth))
+        return
     if not outer:
         parts.append(f"<{name}>")
     parts.append(html.escape(element.text or "", quote=False))
@@ -147,6 +150,34 @@ def _markup_into(element: ET.Element, parts: list[str], depth: int, *, outer: bo
         parts.append(html.escape(child.tail or "", quote=False))
     if not outer:
         parts.append(f"</{name}>")
+
+
+# A mark set over a MathML base (V with a dot: oxygen uptake) as a combining character.
+_ACCENTS = {".": "\u0307", "\u02d9": "\u0307", "\u00af": "\u0304", "\u203e": "\u0304",
+            "^": "\u0302", "~": "\u0303", "\u2192": "\u20d7"}
+
+
+def _math(element: ET.Element, depth: int) -> str:
+    """MathML as the text it shows, scripts as <sub>/<sup> (V̇O<sub>2max</sub>); the white
+    space between its elements is layout, not text; annotations (TeX copies) are left out."""
+    name = local(element.tag)
+    if depth > _MARKUP_DEPTH or name in ("annotation", "annotation-xml"):
+        return ""
+    children = list(element)
+    if not children:
+        return html.escape((element.text or "").strip(), quote=False)
+    inner = [_math(child, depth + 1) for child in children]
+    if name in ("msub", "msup") and len(inner) == 2:
+        tag = "sub" if name == "msub" else "sup"
+        return f"{inner[0]}<{tag}>{inner[1]}</{tag}>"
+    if name == "msubsup" and len(inner) == 3:
+        return f"{inner[0]}<sub>{inner[1]}</sub><sup>{inner[2]}</sup>"
+    if name in ("mover", "munderover") and len(inner) >= 2:
+        accent = _ACCENTS.get("".join(children[-1].itertext()).strip())
+        return inner[0] + accent if accent else " ".join(inner)
+    if name == "mfrac" and len(inner) == 2:
+        return f"{inner[0]}/{inner[1]}"
+    return "".join(inner)
 
 
 def local(tag: object) -> str:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError, best_match
@@ -382,6 +382,32 @@ def _check_no_pings(c: _Collector, message: Mapping[str, Any], path: str) -> Non
         c.add("rule", f"{mentions_path}.replied_user", "must be false (the bot never pings)")
 
 
+def _check_link(c: _Collector, value: Any, path: str, limit: int) -> None:
+    """Discord refuses a link that is not a well-formed http(s) URL with a host (400, "Not a
+    well formed URL." or "Scheme ... must be one of ('http', 'https')"); the schema's
+    "format: uri" is not checked by jsonschema without extra packages, so it is checked here."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value:
+        c.add("limit", path, "a link must be a non-empty string")
+        return
+    c.length(value, path, limit)
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        c.add("limit", path, f"{value[:80]!r} is not a well formed URL (white space)")
+        return
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        c.add("limit", path, f"{value[:80]!r} is not a well formed URL")
+        return
+    if parts.scheme.lower() not in ("http", "https"):
+        c.add("limit", path, f"{value[:80]!r}: scheme must be one of ('http', 'https')")
+    elif not host:
+        c.add("limit", path, f"{value[:80]!r} is not a well formed URL (no host)")
+
+
 def _embed_text(value: Any) -> int:
     return len(value) if isinstance(value, str) else 0
 
@@ -397,6 +423,7 @@ def _check_embeds(c: _Collector, embeds: Any, path: str) -> None:
         here = f"{path}[{index}]"
         c.length(embed.get("title"), f"{here}.title", 256)
         c.length(embed.get("description"), f"{here}.description", 4096)
+        _check_link(c, embed.get("url"), f"{here}.url", 2048)
         total += _embed_text(embed.get("title")) + _embed_text(embed.get("description"))
         fields = embed.get("fields")
         c.count(fields, f"{here}.fields", 25, "fields")
@@ -413,6 +440,7 @@ def _check_embeds(c: _Collector, embeds: Any, path: str) -> None:
         author = embed.get("author")
         if isinstance(author, Mapping):
             c.length(author.get("name"), f"{here}.author.name", 256)
+            _check_link(c, author.get("url"), f"{here}.author.url", 2048)
             total += _embed_text(author.get("name"))
     if total > 6000:
         c.add("limit", path, f"{total} characters across the embeds exceed the limit of 6000")
@@ -463,6 +491,7 @@ def _check_component(
         if style == _LINK_BUTTON:
             if not component.get("url"):
                 c.add("limit", f"{path}.url", "a link button needs a url")
+            _check_link(c, component.get("url"), f"{path}.url", 512)
             if custom_id is not None:
                 c.add("limit", f"{path}.custom_id", "a link button cannot have a custom_id")
         elif style != _PREMIUM_BUTTON and custom_id is None:
