@@ -492,15 +492,6 @@ class ImportWriter:
 
     # Provenance ------------------------------------------------------------------------------
 
-    def provenance(self, pk: int) -> tuple[str | None, str | None, str | None]:
-        """(hash of the record last imported from a source file (studies.sources), kind of
-        the current content's source, when a moderator last changed it). A study written
-        before migration 6 (no kind) has no such hash: its content hash is what its last
-        import wrote."""
-        return self.conn.execute(
-            f"SELECT {_SOURCE_FILE_HASH}, source_kind, moderated_at "
-            "FROM studies WHERE pk = ?", (pk,)).fetchone()
-
     def record_conflict(self, pk: int, record_hash: str, moderated_at: str, source_kind: str,
                         source_name: str | None, timestamp: str) -> bool:
         """Remember a source's record kept out by a moderator's change; True the first time
@@ -542,6 +533,15 @@ class ImportWriter:
             (pk,),
         ).fetchone()
         return StudyRow(*row[:-1]), row[-1]
+
+    def load_state(self, pk: int
+                   ) -> tuple[StudyRow, str, str | None, str | None, str | None]:
+        """load_row and provenance in one query: (row, content hash, the source file's
+        record hash, source kind, moderated at)."""
+        row = self.conn.execute(
+            "SELECT id, " + ", ".join(_ROW_FIELDS) + f", content_hash, {_SOURCE_FILE_HASH}, "
+            "source_kind, moderated_at FROM studies WHERE pk = ?", (pk,)).fetchone()
+        return StudyRow(*row[:-4]), row[-4], row[-3], row[-2], row[-1]
 
     def owner_of(self, column: str, value: str) -> str | None:
         assert column in ("doi", "pmid")
@@ -1594,11 +1594,6 @@ class DiscussionStore:
             tuple(exclude_create_guilds))
         return row[0] if row else None
 
-    async def outbox_entry(self, entry_id: int) -> OutboxEntry | None:
-        row = await self.db._fetchone(
-            f"SELECT {_OUTBOX_COLUMNS} FROM thread_outbox WHERE id = ?", (entry_id,))
-        return OutboxEntry(*row) if row else None
-
     async def postpone(self, entry_id: int, next_attempt_at: str, error: str, *,
                        failed: bool = True) -> None:
         """Try again later; `failed`: this try counts as a failure (for the backoff)."""
@@ -1627,9 +1622,6 @@ class DiscussionStore:
 
     async def drop_outbox(self, entry_id: int) -> None:
         await self._write("DELETE FROM thread_outbox WHERE id = ?", (entry_id,))
-
-    async def queue_sync(self, guild_id: int, study_id: str, timestamp: str) -> None:
-        await self._write(_QUEUE_SYNC_SQL, (guild_id, study_id, timestamp, timestamp))
 
     async def hand_over_thread(self, guild_id: int, from_study: str, to_study: str,
                                timestamp: str) -> bool:
