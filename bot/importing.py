@@ -153,6 +153,9 @@ _JOURNAL_FILLER = frozenset({"the", "of", "and", "for", "in", "on", "a", "an", "
 
 def source_name(source: str) -> str:
     """'studies.yaml' from a record's 'studies.yaml:12' or 'x.json[3]'."""
+    head, colon, line = source.rpartition(":")
+    if colon and line.isdigit():  # the common case, without a regex (once per record)
+        return head[:300]
     return _SOURCE_POSITION.sub("", source)[:300]
 
 
@@ -281,8 +284,11 @@ class StudyImporter:
         """The study a record is about: by id, DOI or PMID (carried now or before), else by
         normalised title and year when nothing contradicts (see same_work)."""
         pk = self.writer.match_identifiers(study_id, values[_DOI], values[_PMID])
-        if pk is not None or not values[_TITLE_KEY]:
-            return pk
+        return pk if pk is not None else self._match_title(values)
+
+    def _match_title(self, values: Sequence[Any]) -> int | None:
+        if not values[_TITLE_KEY]:
+            return None
         for candidate, doi, pmid, journal in self.writer.title_candidates(
                 values[_TITLE_KEY], values[_YEAR]):
             if same_work(values[_DOI], values[_PMID], values[_JOURNAL], doi, pmid, journal):
@@ -293,10 +299,13 @@ class StudyImporter:
         """The removed study a record is about, if any (same rule as match)."""
         writer = self.writer
         found = writer.removed_match(study_id, values[_DOI], values[_PMID])
-        if found is not None or not values[_TITLE_KEY]:
-            return found
-        for removed_id, doi, pmid in writer.removed_title_candidates(values[_TITLE_KEY],
-                                                                     values[_YEAR]):
+        return found if found is not None else self._removed_title(values)
+
+    def _removed_title(self, values: Sequence[Any]) -> str | None:
+        if not values[_TITLE_KEY]:
+            return None
+        for removed_id, doi, pmid in self.writer.removed_title_candidates(
+                values[_TITLE_KEY], values[_YEAR]):
             if same_work(values[_DOI], values[_PMID], None, doi, pmid, None):
                 return removed_id
         return None
@@ -337,9 +346,9 @@ class StudyImporter:
         if pk is None:
             removed = writer.removed_match(item.id, values[_DOI], values[_PMID])
             if removed is None:
-                pk = self.match(item.id, values)
+                pk = self._match_title(values)
                 if pk is None:
-                    removed = self.removed(item.id, values)
+                    removed = self._removed_title(values)
         if removed is not None:
             report.removed_skipped += 1
             if len(report.removed_ids) < SAMPLE_SIZE:
@@ -357,7 +366,7 @@ class StudyImporter:
             if report.all_new_ids is not None:
                 report.all_new_ids.append(study_id)
             return
-        existing, old_hash = writer.load_row(pk)
+        existing, old_hash, file_hash, kind, moderated_at = writer.load_state(pk)
         pmid, doi = values[_PMID], values[_DOI]
         if pmid and existing.pmid and pmid != existing.pmid and doi and item.id != existing.id \
                 and not writer.carries(pk, "pmid", pmid):
@@ -372,7 +381,6 @@ class StudyImporter:
             self.apply(item._replace(values=without_doi, content_hash=row_hash(without_doi)),
                        report, timestamp)
             return
-        file_hash, kind, moderated_at = writer.provenance(pk)
         moderated = kind == MODERATOR
         if not moderated and self.source_kind == SOURCE_FILE and item.content_hash == file_hash:
             # The source file's record did not change since it was last imported: whatever
