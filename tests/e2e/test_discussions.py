@@ -797,3 +797,26 @@ async def test_every_servers_thread_follows_its_study(tmp_path):
         emu.assert_no_violations()
     finally:
         await emu.close()
+
+
+async def test_a_removal_note_is_not_posted_twice(world):
+    """Killed between posting the note and recording it (the job's step lost): the note
+    already in the thread is found, not posted again."""
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    await use_channel(world, forum.id)
+    _, message = await discuss(world)
+    thread_id = thread_id_in(world, message["content"])
+    fault = world.emu.fail_next("PATCH", rf"/channels/{thread_id}$", status=403, count=50)
+    await moderator_remove(world, MESO, "retracted")
+    await until(lambda: _attempted(world, 1), "the lock to be refused")
+    assert len(world.emu.channel_messages(thread_id)) == 2  # card and note
+    await world.bot.db._conn.execute("UPDATE thread_outbox SET step = NULL, next_attempt_at = ''")
+    await world.bot.db._conn.commit()
+    fault.remaining = 0
+    world.bot.discussions.wake()
+    await world.emu.wait_for(lambda: thread_state(world, thread_id)["locked"], TIMEOUT,
+                             "the thread to be locked")
+    await until(lambda: _no_jobs(world), "the outbox to empty")
+    assert [m["content"] for m in world.emu.channel_messages(thread_id)[1:]] == [
+        "This study was removed from the database: retracted. The thread is locked and "
+        "archived."]
