@@ -18,12 +18,20 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from bot.testing import DiscordEmulator
+from bot.testing import DiscordEmulator, FileUpload
 from tests.paths import REPO
 
 # The whole test (build, install, start, two commands, stop, check) stays within this.
 BUDGET = 60.0
 SEED_ID = "hair-mesotherapy-2012"
+UPLOAD = b"""TY  - JOUR
+TI  - Platelet-rich plasma for androgenetic alopecia: a pilot study
+AU  - Doe, Jane
+PY  - 2019
+JO  - Journal of Hair Research
+DO  - 10.5555/prp.pilot.2019
+ER  -
+"""
 
 
 class Budget:
@@ -100,6 +108,14 @@ def make_venv(tmp_path: Path, wheel: Path, budget: Budget) -> Path:
     return venv
 
 
+async def settled(emu: DiscordEmulator, handle, budget: Budget) -> dict:
+    """A reply once it shows an outcome (an embed), not 'Importing…'."""
+    await handle.final_message(budget.left())
+    return await emu.wait_for(lambda: handle.original if handle.original and
+                              handle.original["embeds"] else None, budget.left(),
+                              lambda: "the import's outcome")
+
+
 async def test_the_wheel_installed_elsewhere_runs_with_its_bundled_data(tmp_path):
     budget = Budget(BUDGET)
     wheel = build_wheel(tmp_path, budget)
@@ -132,6 +148,7 @@ async def test_the_wheel_installed_elsewhere_runs_with_its_bundled_data(tmp_path
     try:
         guild = emu.add_guild(name="Hair Research")
         member = emu.add_member(guild.id, "alice")
+        admin = emu.add_admin(guild.id)
         # The config lives in its own folder and names no studies.* paths: the bundled ones
         # are used. Its relative database path resolves from the config's folder.
         etc = tmp_path / "etc"
@@ -155,6 +172,16 @@ async def test_the_wheel_installed_elsewhere_runs_with_its_bundled_data(tmp_path
                 embed = (await card.final_message(budget.left()))["embeds"][0]
                 assert embed["footer"]["text"] == f"id: {SEED_ID}"
                 assert embed["title"].startswith("Hair Mesotherapy")
+                # An upload is read by the installed package's parse worker, waits beside the
+                # database, and is imported on Confirm.
+                preview = await settled(emu, await emu.run_command(
+                    guild.id, guild.default_channel_id, admin, "studyadmin import",
+                    {"file": FileUpload("pilot.ris", UPLOAD)}), budget)
+                assert preview["embeds"][0]["title"] == "Preview: pilot.ris", preview
+                confirm = next(c["custom_id"] for row in preview["components"]
+                               for c in row["components"] if c["custom_id"].endswith(":y"))
+                done = await settled(emu, await emu.click(preview, confirm, admin), budget)
+                assert done["embeds"][0]["title"] == "Imported: pilot.ris", done
                 help_reply = await emu.run_command(guild.id, guild.default_channel_id, member,
                                                    "help", {})
                 help_footer = (await help_reply.final_message(budget.left())
@@ -180,3 +207,8 @@ async def test_the_wheel_installed_elsewhere_runs_with_its_bundled_data(tmp_path
     counts = json.loads(stats.stdout)
     assert counts["path"] == str(database) and counts["studies"] > 0 and counts["topics"] > 0
     assert help_footer.startswith(f"{counts['studies']:,} studies · {counts['topics']:,} topics")
+    shown = run([studybot, "show", "10.5555/prp.pilot.2019", "--json", "--config", config],
+                budget, cwd=elsewhere, env=env)
+    assert json.loads(shown.stdout)["title"].startswith("Platelet-rich plasma"), shown.stderr
+    # Tagged from the bundled topic vocabulary.
+    assert set(json.loads(shown.stdout)["topics"]) == {"prp", "androgenetic-alopecia"}
