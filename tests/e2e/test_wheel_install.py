@@ -44,6 +44,22 @@ class Budget:
         return left
 
 
+# The local Discord emulator and the tests are not part of the program.
+TEST_CODE = ("bot/testing/", "tests/")
+# Where the installed program comes from, and that the test code is not importable.
+PROBE = """
+import importlib, bot, studybot_data
+print(bot.__file__)
+print(studybot_data.__file__)
+for name in ("bot.testing", "tests"):
+    try:
+        importlib.import_module(name)
+        print("importable:", name)
+    except ImportError:
+        pass
+"""
+
+
 def copy_sources(target: Path) -> None:
     """What the build reads (pyproject, README, the package folders), without the checkout's
     caches and databases: the build writes its build/ and egg-info there, not in the repo."""
@@ -77,14 +93,14 @@ def build_wheel(tmp_path: Path, budget: Budget) -> Path:
 
 def assert_wheel_contents(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert not [n for n in names if n.startswith("bot/testing/")], "the emulator is test code"
+    assert not [n for n in names if n.startswith(TEST_CODE)], "the emulator is test code"
     assert {"studybot_data/topics.yaml", "studybot_data/studies.yaml"} <= names
     # Every module and migration of the program is in it (a package left out of
     # pyproject's list would be missing here).
     for folder in ("bot", "cogs"):
         for path in (REPO / folder).rglob("*"):
             relative = path.relative_to(REPO).as_posix()
-            if path.suffix in (".py", ".sql") and not relative.startswith("bot/testing/"):
+            if path.suffix in (".py", ".sql") and not relative.startswith(TEST_CODE):
                 assert relative in names, f"{relative} is not in the wheel"
 
 
@@ -126,14 +142,11 @@ async def test_the_wheel_installed_elsewhere_runs_with_its_bundled_data(tmp_path
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "DISCORD_TOKEN")}
 
-    where = run([venv / "bin" / "python", "-c", "import bot, studybot_data; "
-                 "print(bot.__file__); print(studybot_data.__file__)\n"
-                 "try:\n import bot.testing\nexcept ImportError:\n print('no emulator')"],
-                budget, cwd=elsewhere, env=env)
+    where = run([venv / "bin" / "python", "-c", PROBE], budget, cwd=elsewhere, env=env)
     assert where.returncode == 0, where.stderr
-    bot_file, data_file, emulator = where.stdout.splitlines()
+    bot_file, data_file, *test_code = where.stdout.splitlines()
     assert Path(bot_file).is_relative_to(venv) and Path(data_file).is_relative_to(venv)
-    assert emulator == "no emulator"
+    assert test_code == []
 
     # Without a config the database is data/studies.db in the working directory; a check
     # of one that is not there says so and creates nothing.
