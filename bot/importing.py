@@ -372,11 +372,8 @@ class StudyImporter:
                 and not writer.carries(pk, "pmid", pmid):
             # Two PubMed articles sharing one DOI (an issue's DOI given to each letter): the
             # DOI stays with the study that has it, and the record is its own study.
-            message = (f"{item.source}: doi: {doi} also names study {existing.id} (PMID "
-                       f"{existing.pmid}); kept there, left out of PMID {pmid}")
-            report.warning_count += 1
-            if len(report.warnings) < WARNINGS_KEPT:
-                report.warnings.append(message)
+            self._warn(report, f"{item.source}: doi: {doi} also names study {existing.id} "
+                       f"(PMID {existing.pmid}); kept there, left out of PMID {pmid}")
             without_doi = (*values[:_DOI], None, *values[_DOI + 1:])
             self.apply(item._replace(values=without_doi, content_hash=row_hash(without_doi)),
                        report, timestamp)
@@ -398,7 +395,14 @@ class StudyImporter:
             value = getattr(row, column)
             if value and getattr(existing, column) != value:
                 owner = writer.owner_of(column, value)
-                if owner is not None and owner != row.id:
+                if owner is not None and owner != row.id and column == "doi" and pmid \
+                        and pmid == existing.pmid:
+                    # This study by its PMID, with a DOI another PubMed article holds (see
+                    # above): the DOI stays there.
+                    self._warn(report, f"{item.source}: doi: {value} also names study "
+                               f"{owner}; kept there, left out of PMID {pmid}")
+                    row = replace(row, doi=existing.doi)
+                elif owner is not None and owner != row.id:
                     report.invalid.append(InvalidRecord(
                         item.source, column, f"{value} already belongs to study {owner}"))
                     return
@@ -420,6 +424,12 @@ class StudyImporter:
         report.updated += 1
         if len(report.updated_ids) < SAMPLE_SIZE:
             report.updated_ids.append(row.id)
+
+    @staticmethod
+    def _warn(report: ImportReport, message: str) -> None:
+        report.warning_count += 1
+        if len(report.warnings) < WARNINGS_KEPT:
+            report.warnings.append(message)
 
     @staticmethod
     def _unchanged(report: ImportReport, study_id: str) -> None:

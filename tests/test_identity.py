@@ -98,13 +98,18 @@ async def test_title_and_year_fold_when_nothing_contradicts(library, tmp_path):
 
 
 async def test_a_doi_shared_by_two_pubmed_articles_stays_with_the_first(library, tmp_path):
-    report = await library.import_paths([write_yaml(tmp_path / "a.json", [
-        {"title": "Amino acid levels", "year": 1979, "pmid": "420122", "doi": "10.1093/x"},
-        {"title": "Maternal fatness", "year": 1979, "pmid": "420123", "doi": "10.1093/x"}])])
-    assert report.new == 2 and "also names study" in report.warnings[0]
+    path = write_yaml(tmp_path / "a.json", [
+        {"id": "amino", "title": "Amino acid levels", "year": 1979, "pmid": "420122",
+         "doi": "10.1093/x"},
+        {"id": "fatness", "title": "Maternal fatness", "year": 1979, "pmid": "420123",
+         "doi": "10.1093/x"}])
+    report = await library.import_paths([path])
+    assert report.new == 2 and "also names study amino" in report.warnings[0]
     assert (await library.lookup("420122")).title == "Amino acid levels"
     assert (await library.lookup("420123")).title == "Maternal fatness"
     assert (await library.lookup("10.1093/x")).pmid == "420122"
+    again = await library.import_paths([path])  # the second record matches by its id now
+    assert (again.new, again.updated, again.unchanged, again.invalid) == (0, 0, 2, [])
 
 
 async def test_an_identifier_replaced_in_a_bulk_import_still_finds_the_study(library,
