@@ -89,7 +89,6 @@ _SUBSCRIPTS = str.maketrans(
     "\u2080\u2081\u2082\u2083\u2084\u2085\u2086\u2087\u2088\u2089\u208a\u208b\u208b\u208c"
     "\u208d\u208e\u2090\u2091\u2095\u1d62\u2c7c\u2096\u2097\u2098\u2099\u2092\u209a\u1d63"
     "\u209b\u209c\u1d64\u1d65\u2093")
-_SPACE = re.compile(r"\s+")
 _NON_WORD = re.compile(r"[^\w]+")
 _WORD = re.compile(r"\w+")
 _SLUG_BAD = re.compile(r"[^a-z0-9]+")
@@ -118,9 +117,8 @@ def clean_text(value: object, *, emphasis: bool = False) -> str | None:
         return None
     text = str(value)
     if "<" in text or "&" in text or _UNWANTED.search(text):
-        text = _markup_free(text, emphasis)
-    text = _SPACE.sub(" ", text).strip()
-    return text or None
+        return _markup_free(text, emphasis) or None
+    return " ".join(text.split()) or None  # str.split and \\s agree on what white space is
 
 
 def clean_paragraphs(value: object, *, emphasis: bool = False) -> str | None:
@@ -136,8 +134,9 @@ def clean_paragraphs(value: object, *, emphasis: bool = False) -> str | None:
 def _markup_free(text: str, emphasis: bool) -> str:
     for _ in range(_DECODE_ROUNDS):
         cleaned = _clean_round(text, emphasis)
-        if cleaned == text:
-            return text
+        if cleaned == text or not ("<" in cleaned or "&" in cleaned
+                                   or _UNWANTED.search(cleaned)):
+            return cleaned  # nothing left that a further round would change
         text = cleaned
     if _clean_round(text, emphasis) != text:
         # Markup nested deeper than the rounds allow (hostile input): what could still read
@@ -149,10 +148,11 @@ def _markup_free(text: str, emphasis: bool) -> str:
 def _clean_round(text: str, emphasis: bool) -> str:
     if "&" in text:
         text = html.unescape(text)
-    text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
+    if _UNWANTED.search(text):
+        text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
     if "<" in text:
         text = _tags_to_text(text, emphasis)
-    return _SPACE.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 def _tags_to_text(text: str, emphasis: bool) -> str:

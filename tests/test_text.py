@@ -383,3 +383,23 @@ def test_audit_lines_escape_user_text(action: str, details: str) -> None:
     assert "@everyone" not in line and "<@&123>" not in line
     assert "\\*\\*bold\\*\\*" in line and "\\[x](http://evil)" in line
     assert "@\u200beveryone" in line
+
+
+# --- hostile input: every pattern here is linear -------------------------------------------------
+
+@pytest.mark.parametrize("unit", ["<a ", "<", "<i>", "<i>a", "<sup>x", "<annotation>a",
+                                  "<msup><mi>x</mi>", "&amp;", "&#x202e;", "<b " + "x" * 50,
+                                  "<mml:math> \n "])
+def test_hostile_markup_is_cleaned_in_linear_time(unit: str) -> None:
+    import time
+
+    def cost(repeat: int) -> float:
+        text = unit * repeat
+        start = time.perf_counter()
+        clean_text(text, emphasis=True)
+        rich(text)
+        return time.perf_counter() - start
+
+    small, large = cost(5_000), cost(40_000)
+    # 8x the input: about 8x the time when linear (64x when quadratic); generous for a busy box
+    assert large < max(small * 24, 0.05) and large < 5.0, (small, large)

@@ -73,9 +73,13 @@ def clean(value: object, *, emphasis: bool = False) -> str | None:
     if value is None:
         return None
     text = value if type(value) is str else str(value)
-    if "<" in text or "&" in text or has_unwanted_characters(text):
+    if _needs_cleaning(text):
         return clean_text(text, emphasis=emphasis)
     return " ".join(text.split()) or None
+
+
+def _needs_cleaning(text: str) -> bool:
+    return "<" in text or "&" in text or has_unwanted_characters(text)
 
 
 def clean_block(value: object, *, emphasis: bool = False) -> str | None:
@@ -156,7 +160,7 @@ def split_list(value: object, separators: str = ";") -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, (list, tuple)):
-        if all(type(v) is str for v in value) and not any("<" in v or "&" in v for v in value):
+        if all(type(v) is str for v in value) and not _needs_cleaning("".join(value)):
             unique = dict.fromkeys([" ".join(v.split()) for v in value])  # what clean gives
             unique.pop("", None)
             return tuple(unique)
