@@ -28,7 +28,14 @@ from bot.search import (
     one_edit_away,
     tokens,
 )
-from bot.text import normalise_doi, normalise_pmid, sanitise_id, title_key, truncate
+from bot.text import (
+    normalise_doi,
+    normalise_pmid,
+    sanitise_id,
+    strip_markup_words,
+    title_key,
+    truncate,
+)
 from bot.topics import TopicVocabulary
 
 SORTS = ("relevance", "citations", "newest")
@@ -179,7 +186,8 @@ class StudyLibrary:
 
     @staticmethod
     def _suggestions(found: dict[str, str]) -> list[Suggestion]:
-        return [Suggestion(id=i, label=truncate(t, 100)) for i, t in found.items()]
+        return [Suggestion(id=i, label=truncate(strip_markup_words(t), 100))
+                for i, t in found.items()]
 
     # Search ------------------------------------------------------------------------------------
 

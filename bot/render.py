@@ -20,7 +20,7 @@ from bot.model import (
     Suggestion,
     format_month_year,
 )
-from bot.text import link_or_none, truncate
+from bot.text import link_or_none, strip_markup_words, truncate
 from bot.topics import TopicVocabulary
 
 NO_PINGS = discord.AllowedMentions.none()
@@ -172,12 +172,12 @@ def study_view(study: Study) -> discord.ui.View:
 
 def _result_line(number: int, title: str, url: str | None, facts: str, tldr: str | None,
                  marker: str = "") -> str:
-    name = truncate(safe(title), 150)
+    name = truncate(safe(strip_markup_words(title)), 150)  # plain inside the bold heading
     heading = f"**{number}. [{name}]({url})**" if url and len(url) <= 300 else \
         f"**{number}. {name}**"
     lines = [heading + marker, truncate(safe(facts), 160)]
     if tldr:
-        lines.append("> " + truncate(safe(tldr).replace("\n", " "), 220))
+        lines.append("> " + truncate(rich(tldr).replace("\n", " "), 220))
     return "\n".join(lines)
 
 
@@ -235,7 +235,7 @@ def pager_view(prev_id: str, next_id: str, has_prev: bool, has_next: bool,
                pick_id: str | None = None, studies: Sequence[Study] = ()) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     if pick_id and studies:
-        options = [discord.SelectOption(label=truncate(s.title, OPTION_LIMIT),
+        options = [discord.SelectOption(label=truncate(strip_markup_words(s.title), OPTION_LIMIT),
                                         value=s.id,
                                         description=truncate(study_facts(s), OPTION_LIMIT))
                    for s in studies[:25]]

@@ -67,3 +67,34 @@ def test_a_search_page_never_cuts_a_result(short: int, offset: int, corrected: b
     if shown < 10:  # the next result would not have fitted whole
         assert short < 10
     assert len(embed) <= 6000
+
+
+def test_card_keeps_source_emphasis_escapes_the_rest_and_links_only_real_links(topics):
+    from bot.render import study_embed, study_view
+
+    study = Study(id="em", title="*In vitro* growth", year=2020, doi="10.1000/em",
+                  url="javascript:alert(1)",
+                  tldr="*Minoxidil* helps [x](http://evil) @everyone",
+                  summary="A_b **strong** c")
+    embed = study_embed(study, topics)
+    assert embed.url == "https://doi.org/10.1000/em"  # the bad link is skipped, not sent
+    assert embed.description.startswith(
+        "**TLDR** *Minoxidil* helps \\[x](http://evil) @\u200beveryone")
+    assert "A\\_b **strong** c" in embed.description
+    (source,) = [b for b in study_view(study).children
+                 if isinstance(b, discord.ui.Button) and b.url]
+    assert source.url == "https://doi.org/10.1000/em"
+
+
+def test_result_headings_and_menus_show_titles_as_plain_text():
+    from bot.model import SearchPage
+    from bot.render import fit_search_page, pager_view
+
+    study = Study(id="em", title="*In vitro* growth", year=2020, tldr="*Minoxidil* helps")
+    embed, shown = fit_search_page("growth", SearchPage((study,), 1, 0), "relevance")
+    assert shown == 1
+    assert "**1. In vitro growth**" in embed.description  # no link: it has none
+    assert "> *Minoxidil* helps" in embed.description
+    view = pager_view("p", "n", False, False, "pick", (study,))
+    (menu,) = [c for c in view.children if isinstance(c, discord.ui.Select)]
+    assert menu.options[0].label == "In vitro growth"
