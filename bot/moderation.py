@@ -45,7 +45,7 @@ from bot.library import StudyLibrary
 from bot.model import InvalidRecord, SimilarRef, Study, StudyRecord
 from bot.parse_worker import UploadParser, parse_in_process
 from bot.render import safe
-from bot.text import clean_paragraphs, clean_text, title_key
+from bot.text import clean_paragraphs, clean_text, single_line, title_key
 
 T = TypeVar("T")
 ExportFormat = Literal["yaml", "jsonl", "csv"]
@@ -732,7 +732,7 @@ def _shown(value: Any, limit: int = 80) -> str:
         return "(empty)"
     if isinstance(value, list):
         value = "; ".join(map(str, value))
-    text = " ".join(str(value).split())
+    text = single_line(str(value))
     # Cut first, then escape: user text reads as itself, never as markdown, a link or a ping.
     return f"“{safe(text[:limit - 1] + '…' if len(text) > limit else text)}”"
 

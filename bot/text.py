@@ -291,6 +291,14 @@ def translated_title(title: str) -> str:
     return inner.strip() + TRANSLATED_NOTE if depth == 0 else title
 
 
+def single_line(text: str) -> str:
+    """User text on one line, as typed (no markup read), without control, bidi or zero-width
+    characters: what a log line may quote."""
+    if _UNWANTED.search(text):
+        text = _INVISIBLE.sub("", _CONTROL.sub(" ", text))
+    return " ".join(text.split())
+
+
 def has_unwanted_characters(text: str) -> bool:
     """Control, bidi or zero-width characters that cleaning removes."""
     return _UNWANTED.search(text) is not None

@@ -361,7 +361,8 @@ def test_csv_reader_keeps_ordinary_quotes() -> None:
 
 # --- audit and log-channel lines ----------------------------------------------------------------
 
-NASTY = "**bold** __under__ `code` [x](http://evil) @everyone <@&123> ~~s~~ ||spoiler||"
+NASTY = ("**bold** __under__ `code` [x](http://evil) @everyone <@&123> ~~s~~ ||spoiler||"
+         " \u202egnp.exe\u200b\n# heading")
 
 
 def _entry(action: str, details: str, study_id: str | None = "s1") -> AuditEntry:
@@ -383,6 +384,7 @@ def test_audit_lines_escape_user_text(action: str, details: str) -> None:
     assert "@everyone" not in line and "<@&123>" not in line
     assert "\\*\\*bold\\*\\*" in line and "\\[x](http://evil)" in line
     assert "@\u200beveryone" in line
+    assert "\u202e" not in line and "\n#" not in line  # no bidi override, no heading
 
 
 # --- hostile input: every pattern here is linear -------------------------------------------------
