@@ -543,6 +543,11 @@ class ImportWriter:
             "source_kind, moderated_at FROM studies WHERE pk = ?", (pk,)).fetchone()
         return StudyRow(*row[:-4]), row[-4], row[-3], row[-2], row[-1]
 
+    def owner_pmid(self, doi: str) -> str | None:
+        """The PMID of the study that holds a DOI, if it has one."""
+        row = self.conn.execute("SELECT pmid FROM studies WHERE doi = ?", (doi,)).fetchone()
+        return row[0] if row else None
+
     def owner_of(self, column: str, value: str) -> str | None:
         assert column in ("doi", "pmid")
         row = self.conn.execute(f"SELECT id FROM studies WHERE {column} = ?", (value,)).fetchone()

@@ -396,7 +396,8 @@ class StudyImporter:
             if value and getattr(existing, column) != value:
                 owner = writer.owner_of(column, value)
                 if owner is not None and owner != row.id and column == "doi" and pmid \
-                        and pmid == existing.pmid:
+                        and pmid == existing.pmid \
+                        and writer.owner_pmid(value) not in (None, pmid):
                     # This study by its PMID, with a DOI another PubMed article holds (see
                     # above): the DOI stays there.
                     self._warn(report, f"{item.source}: doi: {value} also names study "
