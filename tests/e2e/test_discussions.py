@@ -463,7 +463,7 @@ async def test_an_edit_and_an_import_update_the_forum_post(world, tmp_path):
                     "study_type: rct}\n")
     report = await world.bot.library.import_paths([path])
     assert report.updated == 1
-    world.bot.discussions.wake()
+    # Nobody wakes the outbox (as after a CLI import in another process): it looks by itself.
     await world.emu.wait_for(
         lambda: tag_names(world, forum.id, thread_id)[:1] == ["Randomised controll…"],
         TIMEOUT, lambda: f"the new tag (now {tag_names(world, forum.id, thread_id)})")
