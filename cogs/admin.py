@@ -347,6 +347,9 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         if dry_run or not (report.changed or report.kept_moderated):
             note = "Dry run: nothing was written." if dry_run else \
                 "Nothing to import: the database already has all of it."
+            if not dry_run and report.removed_skipped:
+                note = ("Nothing to import: the database has the rest already, and removed "
+                        "studies stay removed (`/studyadmin restore` brings one back).")
             await interaction.edit_original_response(
                 content=None, embed=report_embed(f"Preview: {name}", report, note=note))
             return
@@ -822,7 +825,8 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             embed.add_field(name="Automatic threads queued", value=f"{queued:,}")
             # Source records kept out because a moderator had changed the study since.
             conflicts = await self.moderation.store.conflict_count()
-            embed.add_field(name="Kept over source changes", value=f"{conflicts:,}")
+            embed.add_field(name="Moderators' changes kept over imports",
+                            value=f"{conflicts:,}")
             if discussions is not None:
                 await self._outbox_fields(embed, discussions, interaction.guild_id)
             embed.add_field(name="Commands served",

@@ -9,7 +9,7 @@ import re
 
 from bot.testing import FileUpload
 from tests.conftest import TIMEOUT
-from tests.paths import shared_path
+from tests.paths import DATA, shared_path
 
 MESO = "hair-mesotherapy-2012"
 SEED_TITLE = "Hair Mesotherapy: A Non-Surgical Procedure for Hair Loss"
@@ -71,13 +71,13 @@ async def stats_field(world, name: str) -> str:
 
 async def test_restart_keeps_a_moderators_edit_and_counts_the_conflict(world):
     await edit_tldr(world, MESO, "A moderator's TLDR.")
-    assert await stats_field(world, "Kept over source changes") == "0"
+    assert await stats_field(world, "Moderators' changes kept over imports") == "0"
     for _ in range(2):  # start-up imports data/studies.yaml again each time
         await world.restart_bot()
         shown = await card(world, MESO)
         assert shown["embeds"][0]["description"].startswith("**TLDR** A moderator's TLDR.")
     # Counted once, however many restarts see the same record and the same change.
-    assert await stats_field(world, "Kept over source changes") == "1"
+    assert await stats_field(world, "Moderators' changes kept over imports") == "1"
     store = world.bot.get_cog("Admin").moderation.store
     entries, _ = await store.entries(world.guild_id, study_id=MESO)
     assert [e.action for e in entries] == ["edit"]  # start-up wrote nothing about it
@@ -108,6 +108,12 @@ async def test_a_removed_study_stays_removed_until_restored(world):
     await world.restart_bot()  # start-up imports the seed file again: it is skipped
     gone = await world.command("study", {"study": MESO})
     assert (await final(gone))["content"].startswith("I could not find a study")
+    seed = DATA / "studies.yaml"
+    preview = await settled(world, await admin(world, "import", {
+        "file": FileUpload(seed.name, seed.read_bytes())}))
+    text = preview["embeds"][0]["description"]
+    assert "· 1 removed earlier, skipped" in text and "stay removed" in text
+    assert not custom_ids(preview)  # nothing to confirm
     # A member is offered nothing; a moderator the removed study.
     member_choices = await world.emu.autocomplete(
         world.guild_id, world.channel_id, world.member_id, "studyadmin restore",
