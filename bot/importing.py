@@ -375,8 +375,9 @@ class StudyImporter:
             self._warn(report, f"{item.source}: doi: {doi} also names study {existing.id} "
                        f"(PMID {existing.pmid}); kept there, left out of PMID {pmid}")
             without_doi = (*values[:_DOI], None, *values[_DOI + 1:])
-            self.apply(item._replace(values=without_doi, content_hash=row_hash(without_doi)),
-                       report, timestamp)
+            # (Its unknown topics are counted already.)
+            self.apply(item._replace(values=without_doi, content_hash=row_hash(without_doi),
+                                     unknown_topics=()), report, timestamp)
             return
         moderated = kind == MODERATOR
         if not moderated and self.source_kind == SOURCE_FILE and item.content_hash == file_hash:
