@@ -59,6 +59,8 @@ SORT_NAMES = {code: name for name, code in SORT_CODES.items()}
 # comes back unchanged, so the costly escape is skipped (most titles and many summaries).
 _MARKDOWN_POSSIBLE = re.compile(r"[_\\~|*`\[]|^(?:>|#|\s*-)", re.MULTILINE)
 _MENTION_START = re.compile(r"@(?=[^\s])")
+# A "[" after an even number of backslashes (none, or escaped backslashes) is unescaped.
+_UNESCAPED_BRACKET = re.compile(r"(?<!\\)((?:\\\\)*)\[")
 
 
 def safe(text: str | None) -> str:
@@ -67,6 +69,10 @@ def safe(text: str | None) -> str:
         return ""
     if _MARKDOWN_POSSIBLE.search(text):
         text = discord.utils.escape_markdown(text)
+        if "](" in text:
+            # discord.py escapes only the first "[" of "[[x](http://evil)": the second
+            # would still open a masked link. Every "[" not already escaped is escaped.
+            text = _UNESCAPED_BRACKET.sub(r"\1\\[", text)
     # A zero-width space after @ keeps "@everyone" from ever reading as a mention.
     return _MENTION_START.sub("@\u200b", text) if "@" in text else text
 
