@@ -251,8 +251,8 @@ _FTS_COLUMNS = "title, tldr, summary, authors, journal, topics, keywords"
 _INSERT_STUDY = ("INSERT INTO studies (id, " + ", ".join(_ROW_FIELDS) + ", content_hash, "
                  "created_at, updated_at, source_kind, source_name, source_hash, moderated_at) "
                  "VALUES (" + ", ".join("?" * (len(_ROW_FIELDS) + 8)) + ")")
-# Where a study's current content came from (studies.source_kind).
-SOURCE_FILE, IMPORT, MODERATOR, FEED = "source-file", "import", "moderator", "feed"
+# Where a study's current content came from (studies.source_kind; a feed would be one more).
+SOURCE_FILE, IMPORT, MODERATOR = "source-file", "import", "moderator"
 # The hash of the record a study was last imported with from a source file; before migration
 # 6 (no source kind), its content hash.
 _SOURCE_FILE_HASH = ("coalesce(source_hash, CASE WHEN source_kind IS NULL "
