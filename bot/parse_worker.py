@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -207,6 +208,9 @@ class UploadParser:
         self._all: set[_Worker] = set()
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(workers)
+        # Its own threads wait on the workers: files queued behind busy workers hold no thread
+        # of the loop's default executor (which the database work uses).
+        self._waiters = ThreadPoolExecutor(workers, thread_name_prefix="studybot-parse")
         self._closed = False
         self._busy = 0
 
@@ -214,7 +218,9 @@ class UploadParser:
                     ) -> ParsedUpload:
         """The file's records; ImportFormatError (ParseLimitError past a limit) when it
         cannot be read. The event loop is free meanwhile."""
-        return await asyncio.to_thread(self.parse_blocking, data, filename, max_expanded_bytes)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._waiters, self.parse_blocking, data, filename,
+                                          max_expanded_bytes)
 
     def parse_blocking(self, data: bytes, filename: str, max_expanded_bytes: int
                        ) -> ParsedUpload:
@@ -252,6 +258,7 @@ class UploadParser:
             worker.stop(kill=worker not in idle)
         with self._lock:
             self._all.clear()
+        self._waiters.shutdown(wait=False, cancel_futures=True)
 
     @property
     def busy(self) -> int:

@@ -117,3 +117,11 @@ def test_close_stops_every_worker() -> None:
     assert pids and not any(alive(pid) for pid in pids)
     with pytest.raises(ImportFormatError, match="shutting down"):
         upload_parser.parse_blocking(b'{"title": "a"}\n', "a.jsonl", 1 << 20)
+
+
+async def test_files_sent_together_share_two_workers(parser: UploadParser) -> None:
+    files = [json.dumps({"title": f"study {n}"}).encode() + b"\n" for n in range(5)]
+    parsed = await asyncio.gather(*(parser.parse(data, f"{n}.jsonl", 1 << 20)
+                                    for n, data in enumerate(files)))
+    assert [p.records[0].title for p in parsed] == [f"study {n}" for n in range(5)]
+    assert 1 <= len(parser.worker_pids) <= 2
