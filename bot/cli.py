@@ -14,13 +14,17 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.config import Config, ConfigError, load_config
-from bot.database import Database, DatabaseError, latest_schema_version
+from bot.database import Database, DatabaseError, ImportWriter, latest_schema_version
 from bot.importers import ImportFormatError
 from bot.importing import ImportAborted, ImportReport
 from bot.library import InvalidQuery, SearchRequest, StudyLibrary
 from bot.logs import setup_logging
 from bot.model import STUDY_TYPES, Study
+from bot.moderation import Actor, Moderation
 from bot.topics import TopicsError, TopicVocabulary
+
+# Who the audit log names for `studybot import` (an operator on the server, no Discord user).
+CLI_ACTOR = Actor(guild_id=None, user_id=None, name="studybot import (command line)")
 
 
 class UserError(Exception):
@@ -132,9 +136,17 @@ async def cmd_import(config: Config, args: argparse.Namespace) -> int:
     db, library = await _open(config, args)
     progress = _Progress()
     try:
+        files = ", ".join(Path(p).name for p in args.paths)
+        size = sum(Path(p).stat().st_size for p in args.paths)
+
+        def audited(writer: ImportWriter, report: ImportReport) -> None:
+            # In the import's transaction: moderators see it in /studyadmin audit.
+            Moderation.audit_import(writer, CLI_ACTOR, files, size, report)
+
         report = await library.import_paths(args.paths, skip_invalid=args.skip_invalid,
                                             dry_run=args.dry_run, progress=progress,
-                                            overwrite_moderated=args.overwrite_moderated)
+                                            overwrite_moderated=args.overwrite_moderated,
+                                            after_write=audited)
     except ImportAborted as exc:
         progress.done()
         print_report(exc.report, sys.stderr)

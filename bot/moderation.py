@@ -83,6 +83,16 @@ class PendingImport:
     created_at: float
 
 
+def import_details(files: str, size: int, report: ImportReport) -> dict[str, Any]:
+    """What an import's audit entry keeps."""
+    return {"file": files, "bytes": size, "new": report.new, "updated": report.updated,
+            "unchanged": report.unchanged, "invalid": len(report.invalid),
+            "skipped": len(report.skipped), "removed_skipped": report.removed_skipped,
+            "kept_moderated": report.kept_moderated,
+            "overwritten_moderated": report.overwritten_moderated,
+            "new_ids": report.new_ids, "updated_ids": report.updated_ids}
+
+
 def details_of(entry: AuditEntry) -> dict[str, Any]:
     try:
         value = json.loads(entry.details or "{}")
@@ -311,6 +321,13 @@ class Moderation:
         if pk is None:
             raise UserFacingError(f"There is no study `{study_id}` (any more).")
         return pk
+
+    @staticmethod
+    def audit_import(writer: ImportWriter, actor: Actor, files: str, size: int,
+                     report: ImportReport) -> AuditEntry:
+        """An import's audit entry, written in its transaction (run_import's after_write)."""
+        return Moderation._audit(writer, actor, "import", None,
+                                 import_details(files, size, report), now_iso())
 
     @staticmethod
     def _audit(writer: ImportWriter, actor: Actor, action: str, study_id: str | None,
@@ -559,14 +576,8 @@ class Moderation:
         def audited(writer: ImportWriter, report: ImportReport) -> None:
             if after_write is not None:
                 after_write(writer, report)
-            entries.append(self._audit(writer, actor, "import", None, {
-                "file": pending.filename, "bytes": pending.size, "new": report.new,
-                "updated": report.updated, "unchanged": report.unchanged,
-                "invalid": len(report.invalid), "skipped": len(report.skipped),
-                "removed_skipped": report.removed_skipped,
-                "kept_moderated": report.kept_moderated,
-                "overwritten_moderated": report.overwritten_moderated,
-                "new_ids": report.new_ids, "updated_ids": report.updated_ids}, now_iso()))
+            entries.append(self.audit_import(writer, actor, pending.filename, pending.size,
+                                             report))
 
         report = await self.library.import_items(
             await self._items(data, pending.filename), skip_invalid=True, progress=progress,

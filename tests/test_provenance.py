@@ -157,6 +157,13 @@ def test_cli_keeps_moderators_changes_unless_told(tmp_path):
     forced = run("import", "--db", db, path, "--overwrite-moderated")
     assert forced.stdout.startswith("0 new, 1 updated, 0 unchanged, 0 invalid (1 moderator "
                                     "change(s) overwritten)"), forced.stdout
+    assert run("import", "--db", db, path, "--dry-run").returncode == 0
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT tldr FROM studies").fetchone() == ("Second.",)
+    # Each import (not the dry run) has its audit entry, written in its transaction.
+    entries = conn.execute("SELECT moderator_name, details FROM audit_log WHERE action = "
+                           "'import' ORDER BY id").fetchall()
     conn.close()
+    assert [name for name, _ in entries] == ["studybot import (command line)"] * 3
+    assert [json.loads(d)["kept_moderated"] for _, d in entries] == [0, 1, 0]
+    assert json.loads(entries[2][1])["overwritten_moderated"] == 1
