@@ -10,7 +10,9 @@ from bot.text import clean_text, normalise_doi
 
 _SUFFIXES = frozenset({"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "2nd", "3rd"})
 # "Griffin DK", "Adler D.G.", "Hambrick GW Jr": a family name followed by initials.
-_INITIALS = re.compile(r"^(?P<family>.+?)\s+(?P<initials>[A-Z]{1,3}|(?:[A-Z]\.[\s\-]?){1,4})$")
+# The family name ends before a run of spaces, which is taken whole: linear on long runs.
+_INITIALS = re.compile(
+    r"^(?P<family>.+?)(?<!\s)\s++(?P<initials>[A-Z]{1,3}|(?:[A-Z]\.[\s\-]?){1,4})$")
 _ASCII_DIGITS = re.compile(r"[0-9]{1,12}")
 _PMID_IN = re.compile(
     r"(?:pubmed\.ncbi\.nlm\.nih\.gov/|ncbi\.nlm\.nih\.gov/pubmed/|\bPMID:?\s*)([0-9]{1,12})\b"

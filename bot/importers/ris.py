@@ -35,7 +35,9 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _LIST_TAGS = frozenset({"AU", "A1", "A2", "A3", "A4", "ED", "KW", "UR", "L1", "L2", "L3", "L4"})
 _PUBMED_DATABASE = re.compile(r"pubmed|medline|\bnlm\b", re.IGNORECASE)
 _URL_SPLIT = re.compile(r"[;\s]+")
-_PMID_NOTE = re.compile(r"\s*(?:PMID:?\s*([0-9]{1,12})|([0-9]{1,12})\s*\[pmid\])\s*", re.I)
+# Only ever fullmatched (anchored: one start), so linear.
+_PMID_NOTE = re.compile(r"\s*+(?:PMID:?\s*+([0-9]{1,12})|([0-9]{1,12})\s*+\[pmid\])\s*+",
+                        re.I)
 _NOTE_TAGS = ("N1", "U1", "U2", "U3", "U4", "U5", "C2", "M1", "M2")
 
 

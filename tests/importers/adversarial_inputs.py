@@ -95,7 +95,7 @@ def _csv() -> dict[str, tuple[str, bytes]]:
         "csv_author_spaces": ("spaces.csv", table(["title", "authors"],
                                                   ["T", "a" + LONG_SPACES + "b" + SPACES + "c"])),
         "csv_py_list": ("list.csv", table(["title", "authors"],
-                                          ["T", "['" + "\\'" * 20_000 + "\\"])),
+                                          ["T", "['" + "\\'" * 40_000 + "]"])),
         "csv_embase_source": ("embase.csv", table(
             ["Title", "Author Names", "Source"],
             ["T", "a", "x" + SPACES + "y" + " (20" + SPACES])),
