@@ -27,6 +27,7 @@ import aiosqlite
 from bot.lru import LRU
 from bot.model import SimilarRef, Study
 from bot.search import quote
+from bot.text import title_key as make_title_key
 
 log = logging.getLogger("studybot.database")
 
@@ -431,7 +432,17 @@ class ImportWriter:
         if self._tombstones is None:
             self._tombstones = self.conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM removed_studies)").fetchone()[0] == 1
+            if self._tombstones:
+                self._key_old_tombstones()
         return self._tombstones
+
+    def _key_old_tombstones(self) -> None:
+        """Migration 6 made tombstones of earlier removals without their title key (SQL
+        cannot normalise a title): add it, in this transaction."""
+        rows = self.conn.execute("SELECT study_id, title FROM removed_studies "
+                                 "WHERE title_key IS NULL AND title IS NOT NULL").fetchall()
+        self.conn.executemany("UPDATE removed_studies SET title_key = ? WHERE study_id = ?",
+                              [(make_title_key(title), study_id) for study_id, title in rows])
 
     def removed_match(self, study_id: str | None, doi: str | None, pmid: str | None
                       ) -> str | None:

@@ -232,9 +232,10 @@ async def test_migration_backfills_identifiers_merges_and_removals(tmp_path, top
         for identifier in ("dup", "10.1000/dup", "3", "kept", "10.1000/kept", "1"):
             assert (await library.lookup(identifier)).id == "kept", identifier
         report = await library.import_paths([write_yaml(tmp_path / "g.json", [
+            {"title": "Gone", "year": 2001},  # by title and year
             {"title": "Gone again", "year": 2001, "doi": "10.1000/gone"},
             {"title": "Edited", "year": 2020, "pmid": "2", "tldr": "From a file."}])])
-        assert (report.removed_skipped, report.kept_moderated, report.new) == (1, 1, 0)
+        assert (report.removed_skipped, report.kept_moderated, report.new) == (2, 1, 0)
         assert (await library.lookup("2")).tldr is None  # the moderator's version stays
         moderation = Moderation(library, ModerationStore(db), tmp_path / "p", 1 << 20)
         restored = await moderation.restore(ACTOR, "gone")
