@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -90,8 +91,6 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
     with contextlib.suppress(OSError):
         os.nice(5)  # on a busy machine the bot's own process goes first
     if memory_bytes:
-        import resource
-
         resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     importers.available_formats()  # every format module loaded before the first file
     conn.send(("ready",))
@@ -102,8 +101,9 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
             return
         if request is None:
             return
-        data, filename, max_expanded_bytes = request
+        data, filename, max_expanded_bytes, cpu_seconds = request
         del request
+        _limit_cpu(cpu_seconds)
         try:
             _parse_to(conn, data, filename, max_expanded_bytes)
         except MemoryError:
@@ -123,6 +123,18 @@ def _serve(conn: Connection, memory_bytes: int) -> None:
             conn.send(reply)
         except (OSError, MemoryError):
             return
+
+
+def _limit_cpu(seconds: int) -> None:
+    """Past `seconds` more of CPU time the kernel ends this process (SIGXCPU): the bot kills it
+    at its wall-clock limit first, but a worker whose bot died goes too."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    spent = int(usage.ru_utime + usage.ru_stime) + 1
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = spent + seconds
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def _parse_to(conn: Connection, data: bytes, filename: str, max_expanded_bytes: int) -> None:
@@ -303,7 +315,8 @@ class UploadParser:
         log.info("reading %r (%s bytes) in worker pid %s", name, f"{len(data):,}", worker.pid)
         started = time.monotonic()
         try:
-            worker.conn.send((data, filename, max_expanded_bytes))
+            worker.conn.send((data, filename, max_expanded_bytes,
+                              int(self.timeout_seconds) + 10))
         except OSError:  # it died while idle: no file of ours was in it
             raise self._died(worker, name) from None
         deadline = started + self.timeout_seconds

@@ -6,8 +6,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 
 import pytest
 
@@ -125,3 +130,22 @@ async def test_files_sent_together_share_two_workers(parser: UploadParser) -> No
                                     for n, data in enumerate(files)))
     assert [p.records[0].title for p in parsed] == [f"study {n}" for n in range(5)]
     assert 1 <= len(parser.worker_pids) <= 2
+
+
+def test_a_worker_whose_bot_died_stops_within_its_cpu_time() -> None:
+    """The worker itself: started as the bot starts it, sent a slow file, then left alone
+    (as by a bot killed mid-parse); the kernel ends it after the CPU seconds it was given."""
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen([sys.executable, "-m", "bot.parse_worker", str(theirs.fileno()),
+                                str(512 << 20)], pass_fds=(theirs.fileno(),))
+    theirs.close()
+    conn = Connection(ours.detach())
+    try:
+        assert conn.recv() == ("ready",)
+        conn.send((SLOW_XML, "slow.xml.gz", 64 << 20, 1))
+        conn.close()
+        assert process.wait(timeout=30) == -signal.SIGXCPU
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
