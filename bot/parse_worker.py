@@ -1,11 +1,13 @@
 """Uploaded files are read in a separate process, where a hostile one cannot hurt the bot.
 
-A file sent to /studyadmin import is parsed by one of at most two worker processes, started
-(a fresh interpreter: nothing of the bot's state is copied) the first time a file arrives. A worker
-runs under an address-space limit (`resource.setrlimit(RLIMIT_AS)`) and each file under a
-wall-clock limit; past either it is killed, the moderator is told "this file took too long to
-read" or "this file needs too much memory to read", and a fresh worker takes its place on the
-next file. The bot's event loop only waits on a pipe meanwhile (in a thread), so it keeps
+A file sent to /studyadmin import is parsed by one of at most two worker processes
+(`python -m bot.parse_worker`, a fresh interpreter on a socket pair: nothing of the bot's state,
+nor its token, is copied), started the first time a file arrives. A worker runs under an
+address-space limit (RLIMIT_AS, `imports.parse_memory_mb`) and each file under a wall-clock
+limit (`imports.parse_timeout_seconds`, with a CPU-time limit behind it for a worker whose bot
+died); past either the worker is killed, the moderator is told "this file took too long to
+read" or "this file needs too much memory to read", and a fresh worker reads the next file.
+The bot's event loop only waits on the socket meanwhile (in a thread of its own), so it keeps
 answering. What comes back is plain data, the records and invalid records in file order; the
 database is written in the bot's process, as before.
 
