@@ -54,7 +54,17 @@ async def card(world, identifier: str) -> dict:
 
 
 def card_id(message: dict) -> str:
-    return message["embeds"][0]["footer"]["text"].removeprefix("id: ")
+    """The study id a card shows in its footer ('id: x', maybe followed by ' · ...')."""
+    footer = message["embeds"][0]["footer"]["text"]
+    assert footer.startswith("id: "), footer
+    return footer.removeprefix("id: ").split(" · ")[0]
+
+
+def tldr_shown(message: dict) -> str:
+    """The TLDR line of a card's description."""
+    (line,) = [line for line in message["embeds"][0]["description"].splitlines()
+               if "**TLDR** " in line]
+    return line.split("**TLDR** ", 1)[1]
 
 
 async def edit_tldr(world, study: str, tldr: str) -> None:
@@ -74,8 +84,7 @@ async def test_restart_keeps_a_moderators_edit_and_counts_the_conflict(world):
     assert await stats_field(world, "Moderators' changes kept over imports") == "0"
     for _ in range(2):  # start-up imports data/studies.yaml again each time
         await world.restart_bot()
-        shown = await card(world, MESO)
-        assert shown["embeds"][0]["description"].startswith("**TLDR** A moderator's TLDR.")
+        assert tldr_shown(await card(world, MESO)) == "A moderator's TLDR."
     # Counted once, however many restarts see the same record and the same change.
     assert await stats_field(world, "Moderators' changes kept over imports") == "1"
     store = world.bot.get_cog("Admin").moderation.store
@@ -95,8 +104,7 @@ async def test_an_import_asks_before_overwriting_a_moderators_change(world):
     done = await settled(world, await world.emu.click(preview, overwrite, world.admin_id))
     assert done["embeds"][0]["title"] == "Imported: fix.yaml"
     assert "1 moderator change(s) overwritten" in done["embeds"][0]["description"]
-    shown = await card(world, MESO)
-    assert shown["embeds"][0]["description"].startswith("**TLDR** The file's TLDR.")
+    assert tldr_shown(await card(world, MESO)) == "The file's TLDR."
     # The same file again: nothing left to overwrite, nothing to confirm.
     again = await settled(world, await admin(world, "import", {"file": upload}))
     assert not custom_ids(again)
