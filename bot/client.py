@@ -33,7 +33,8 @@ from bot.topics import TopicVocabulary
 log = logging.getLogger("studybot")
 
 # Extensions, loaded in this order. Each is a module in cogs/.
-EXTENSIONS: tuple[str, ...] = ("cogs.studies", "cogs.discussions", "cogs.admin")
+EXTENSIONS: tuple[str, ...] = ("cogs.studies", "cogs.discussions", "cogs.admin",
+                               "cogs.follows")
 
 
 def configure_api(api_base_url: str) -> None:
@@ -70,6 +71,7 @@ class StudyBot(commands.Bot):
         self.community: CommunityStore | None = None
         self.topics: TopicVocabulary | None = None
         self.discussions: DiscussionService | None = None
+        self.alerts: Any = None  # bot.alerts.AlertService, set by cogs.follows
         self.freeze_gc_when_ready = False
         self._freezer: asyncio.Task[None] | None = None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from typing import Any
 import yaml
 
 DEFAULT_API_BASE_URL = "https://discord.com/api/v10"
+DEFAULT_EUTILS_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
+NCBI_API_KEY_ENV = "NCBI_API_KEY"
 TOKEN_ENV = "DISCORD_TOKEN"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ARCHIVE_MINUTES = (60, 1440, 4320, 10080)
@@ -76,11 +79,39 @@ class ViewsConfig:
 
 
 @dataclass(frozen=True)
+class RenderConfig:
+    # Shown in every study card's footer; empty: no note.
+    disclaimer: str = "Not medical advice: talk to a doctor before changing a treatment."
+
+
+@dataclass(frozen=True)
 class ImportsConfig:
     max_file_bytes: int = 8 * 1024 * 1024
     # An uploaded file is read in a separate process, stopped past these limits.
     parse_timeout_seconds: int = 60
     parse_memory_mb: int = 512
+
+
+@dataclass(frozen=True)
+class FollowsConfig:
+    # A member gets at most one alert message this often; later matches wait for the next.
+    min_minutes_between_alerts: int = 60
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    """A PubMed search polled for new studies (the list under `feeds:`)."""
+
+    name: str
+    query: str
+    every_minutes: int = 720
+    topics: tuple[str, ...] = ()  # added to every study the feed imports
+
+
+@dataclass(frozen=True)
+class PubmedConfig:
+    api_base_url: str = DEFAULT_EUTILS_URL
+    email: str | None = None  # sent to NCBI with every request, as they ask
 
 
 @dataclass(frozen=True)
@@ -93,6 +124,10 @@ class Config:
     moderation: ModerationConfig = field(default_factory=ModerationConfig)
     imports: ImportsConfig = field(default_factory=ImportsConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    follows: FollowsConfig = field(default_factory=FollowsConfig)
+    feeds: tuple[FeedConfig, ...] = ()
+    pubmed: PubmedConfig = field(default_factory=PubmedConfig)
     # Where relative paths are resolved from (the config file's folder, or the working dir).
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
 
@@ -143,6 +178,7 @@ _CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     else "expected seconds from 1 to 3600",
     "imports.parse_memory_mb": lambda v: None if 64 <= v <= 65536
     else "expected megabytes from 64 to 65536",
+    "render.disclaimer": lambda v: None if len(v) <= 200 else "expected at most 200 characters",
     "views.keep_days": lambda v: None if 1 <= v <= 3650 else "expected days from 1 to 3650",
     "studies.page_size": lambda v: None if 5 <= v <= 10 else "expected a number from 5 to 10",
     "database.busy_timeout_ms": lambda v: None if 0 <= v <= 600_000
@@ -150,6 +186,18 @@ _CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "database.max_size_mb": lambda v: None if 1 <= v <= 10_000_000
     else "expected megabytes from 1 to 10000000, or null",
     "database.path": lambda v: None if v.strip() else "expected a non-empty string",
+    "follows.min_minutes_between_alerts": lambda v: None if 1 <= v <= 10080
+    else "expected minutes from 1 to 10080",
+    "feeds[].name": lambda v: None if re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", v)
+    else "expected 1-32 lower-case letters, digits, - or _",
+    "feeds[].query": lambda v: None if v.strip() and len(v) <= 4000
+    else "expected a PubMed search (1 to 4000 characters)",
+    "feeds[].every_minutes": lambda v: None if 1 <= v <= 525_600
+    else "expected minutes from 1 to 525600",
+    "pubmed.api_base_url": lambda v: None if v.startswith(("http://", "https://"))
+    else "expected an http(s) URL",
+    "pubmed.email": lambda v: None if re.fullmatch(r"[^@\s]+@[^@\s]+", v)
+    else "expected an email address",
 }
 
 
@@ -211,6 +259,10 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             if key == "token" or str(key).endswith("token"):
                 raise ConfigError(f"{dotted}: the token is read only from the {TOKEN_ENV} "
                                   "environment variable; remove it from the file")
+            if str(key) == "api_key":
+                raise ConfigError(f"{dotted}: the key is read only from the "
+                                  f"{NCBI_API_KEY_ENV} environment variable; remove it "
+                                  "from the file")
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{dotted}: unknown key (expected one of: {known})")
     values = {}
@@ -222,6 +274,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if dataclasses.is_dataclass(tp):
             values[name] = _build(tp, data[name], dotted)
             continue
+        if typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            values[name] = _build_list(typing.get_args(tp)[0], data[name], dotted)
+            continue
         value = data[name]
         optional = typing.get_origin(tp) in (typing.Union, types.UnionType)
         if value is None and (not optional or dotted in _NULL_REFUSED):
@@ -229,16 +284,35 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
                 if optional else tp
             raise ConfigError(f"{dotted}: expected {_describe(written)}, got nothing")
         converted = _convert(dotted, value, tp)
-        check = _CHECKS.get(dotted)
+        check = _CHECKS.get(re.sub(r"\[\d+\]", "[]", dotted))
         problem = check(converted) if check and converted is not None else None
         if problem:
             raise ConfigError(f"{dotted}: {problem}")
         if dotted == "logging.level":
             converted = converted.upper()
-        if dotted == "discord.api_base_url":
+        if dotted in ("discord.api_base_url", "pubmed.api_base_url"):
             converted = converted.rstrip("/")
         values[name] = converted
+    missing = [f.name for f in dataclasses.fields(cls)
+               if f.name not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{prefix}.{missing[0]}: required")
     return cls(**values)
+
+
+def _build_list(cls: type, data: Any, prefix: str) -> tuple[Any, ...]:
+    """A list of mappings (`feeds:`); every entry's `name` must be unique."""
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        raise ConfigError(f"{prefix}: expected a list")
+    built = tuple(_build(cls, item, f"{prefix}[{i}]") for i, item in enumerate(data))
+    names = [getattr(item, "name", None) for item in built]
+    for i, name in enumerate(names):
+        if name is not None and name in names[:i]:
+            raise ConfigError(f"{prefix}[{i}].name: {name!r} is used twice")
+    return built
 
 
 def parse_config(text: str, base_dir: Path | None = None, source: str = "config") -> Config:
@@ -268,6 +342,12 @@ def load_config(path: str | Path | None = None) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})") from None
     return parse_config(text, base_dir=path.resolve().parent, source=str(path))
+
+
+def ncbi_api_key() -> str | None:
+    """NCBI's E-utilities key, from the environment only (a secret, like the token)."""
+    key = os.environ.get(NCBI_API_KEY_ENV, "").strip()
+    return key or None
 
 
 def discord_token() -> str | None:

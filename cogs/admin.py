@@ -400,6 +400,8 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                 f"{safe(exc.reason)}", embed=None, view=None)
             return
         await progress.stop()
+        if self.bot.alerts is not None and report.new:
+            self.bot.alerts.wake()  # alerts for the new studies
         if token_alive(interaction):
             await interaction.edit_original_response(
                 content=None, view=None,
@@ -442,6 +444,8 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             if discussions is not None:
                 note = await self._hook("queue_new_studies",
                                         discussions.queue_new_studies([study.id]))
+            if self.bot.alerts is not None:
+                self.bot.alerts.wake()
             await interaction.response.send_message(
                 f"Added `{study.id}` (change #{entry.id}).{note}", ephemeral=True,
                 embed=render.study_embed(study, self.library.topics), allowed_mentions=NO_PINGS)

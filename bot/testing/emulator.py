@@ -47,6 +47,10 @@ World (synchronous; if the bot is connected, the matching gateway events are dis
   MANAGE_CHANNELS, ATTACH_FILES, MANAGE_MESSAGES ...). Bits are in :class:`Perm`; a
   ``discord.Permissions`` works too.
 * ``post_message(channel_id, user_id, content) -> dict``: a member writes in a channel.
+* Direct messages: the bot opens a member's DM channel with ``POST /users/@me/channels``;
+  ``dm_messages(user_id)`` is what it sent there, ``click`` works on those messages (the
+  interaction then has a ``user`` and no guild, ``context`` 1), and ``close_dms(user_id)``
+  makes sending fail with ``403 {"code": 50007}`` as when a member's DMs are closed.
 * ``delete_channel(channel_id)``, ``archive_thread(thread_id, *, locked=False)``,
   ``lock_thread(thread_id)``: moderator actions with their gateway events.
 
@@ -126,6 +130,7 @@ from bot.testing.state import (
     AUTOCOMPLETE,
     COMMAND,
     COMPONENT,
+    DM_PERMISSIONS,
     FLAG_REQUIRE_TAG,
     MODAL_SUBMIT,
     SELECT_TYPES,
@@ -622,12 +627,15 @@ class DiscordEmulator(RestServer):
         locale: str = "en-US",
         age: float = 0.0,
     ) -> InteractionHandle:
+        interaction_id = self._ids.past(age) if age > 0 else self._ids.next()
+        token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(120)
+        if channel.type == ChannelType.DM:
+            return self._dm_interaction(kind, channel, int(user_id), data, name, message,
+                                        interaction_id, token, locale, age)
         guild = self._guilds[channel.guild_id]
         member = guild.members.get(int(user_id))
         if member is None:
             raise LookupError(f"user {user_id} is not a member of guild {guild.id}")
-        interaction_id = self._ids.past(age) if age > 0 else self._ids.next()
-        token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(120)
         user_perms = self._permissions(member.user.id, channel)
         channel_data = {**channel.to_dict(), "permissions": str(user_perms)}
         payload: dict[str, Any] = {
@@ -673,6 +681,78 @@ class DiscordEmulator(RestServer):
                 "no gateway session is ready for the interaction; await emu.wait_until_ready()"
             )
         return InteractionHandle(self, record)
+
+    def _dm_interaction(
+        self,
+        kind: int,
+        channel: Channel,
+        user_id: int,
+        data: dict[str, Any],
+        name: str | None,
+        message: StoredMessage | None,
+        interaction_id: int,
+        token: str,
+        locale: str,
+        age: float,
+    ) -> InteractionHandle:
+        """An interaction in the member's DM with the bot: a user, no guild or member."""
+        user = self._users.get(user_id)
+        if user is None or int(channel.recipients[0]["id"]) != user_id:
+            raise LookupError(f"user {user_id} cannot use the DM channel {channel.id}")
+        payload: dict[str, Any] = {
+            "id": str(interaction_id),
+            "application_id": str(self.application_id),
+            "type": kind,
+            "data": data,
+            "channel": {**channel.to_dict(), "permissions": str(DM_PERMISSIONS)},
+            "channel_id": str(channel.id),
+            "user": user.to_dict(),
+            "token": token,
+            "version": 1,
+            "app_permissions": str(DM_PERMISSIONS),
+            "locale": locale,
+            "entitlements": [],
+            "entitlement_sku_ids": [],
+            "authorizing_integration_owners": {"0": "0"},
+            "context": 1,
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        if message is not None:
+            payload["message"] = copy.deepcopy(message.data)
+        record = InteractionRecord(
+            id=interaction_id,
+            token=token,
+            type=kind,
+            payload=payload,
+            guild_id=0,
+            channel_id=channel.id,
+            user_id=user_id,
+            created=asyncio.get_running_loop().time() - max(0.0, age),
+            name=name,
+            source_message_id=message.id if message is not None else None,
+            source_interaction_id=None,
+        )
+        self._interactions[interaction_id] = record
+        self._interactions_by_token[token] = record
+        if not self._dispatch("INTERACTION_CREATE", payload, None, None):
+            raise RuntimeError(
+                "no gateway session is ready for the interaction; await emu.wait_until_ready()"
+            )
+        return InteractionHandle(self, record)
+
+    def dm_messages(self, user_id: int) -> list[dict[str, Any]]:
+        """What the bot sent the member by direct message, oldest first."""
+        channel_id = self._dm_channels.get(int(user_id))
+        return [] if channel_id is None else self.channel_messages(channel_id)
+
+    def close_dms(self, user_id: int, closed: bool = True) -> None:
+        """The member stops (or starts again) accepting direct messages from the bot: the
+        bot's messages to them then fail with 403 code 50007, as on Discord."""
+        if closed:
+            self.closed_dms.add(int(user_id))
+        else:
+            self.closed_dms.discard(int(user_id))
+        self._changes.notify()
 
     def _find_command(self, guild_id: int, name: str, kind: int = 1) -> dict[str, Any]:
         for scope in (guild_id, None):

@@ -162,6 +162,7 @@ DEFAULT_BOT_PERMISSIONS = int(
 
 class ChannelType(enum.IntEnum):
     TEXT = 0
+    DM = 1
     CATEGORY = 4
     ANNOUNCEMENT = 5
     ANNOUNCEMENT_THREAD = 10
@@ -292,6 +293,8 @@ class Channel:
     message_count: int = 0
     total_message_sent: int = 0
     member_ids: set[int] = field(default_factory=set)
+    # DM channels only (guild_id 0): the member the bot writes to.
+    recipients: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def is_thread(self) -> bool:
@@ -299,6 +302,14 @@ class Channel:
 
     def to_dict(self) -> dict[str, Any]:
         last = str(self.last_message_id) if self.last_message_id else None
+        if self.type == ChannelType.DM:
+            return {
+                "id": str(self.id),
+                "type": self.type,
+                "last_message_id": last,
+                "flags": self.flags,
+                "recipients": [dict(r) for r in self.recipients],
+            }
         if self.is_thread:
             return {
                 "id": str(self.id),

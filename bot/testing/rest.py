@@ -163,6 +163,7 @@ class RestServer(EmulatorState):
             ("GET", "/gateway", self._get_gateway, False),
             ("GET", "/gateway/bot", self._get_gateway_bot, True),
             ("GET", "/users/@me", self._get_me, True),
+            ("POST", "/users/@me/channels", self._create_dm, True),
             ("GET", "/users/{user_id}", self._get_user, True),
             ("GET", "/oauth2/applications/@me", self._get_application, True),
             ("GET", "/applications/@me", self._get_application, True),
@@ -791,7 +792,18 @@ class RestServer(EmulatorState):
         self._require(channel)
         return _json_response(channel.to_dict())
 
+    async def _create_dm(self, rq: Request) -> web.Response:
+        body = rq.body if isinstance(rq.body, dict) else {}
+        user = self._users.get(parse_snowflake(str(body.get("recipient_id", ""))) or 0)
+        if user is None or user.bot:
+            raise ApiError(400, 50035)
+        return _json_response(self._dm_channel(user).to_dict())
+
     def _require_send(self, channel: Channel, uploads: list[Upload]) -> None:
+        if channel.type == ChannelType.DM:
+            if int(channel.recipients[0]["id"]) in self.closed_dms:
+                raise ApiError(403, 50007)  # the member does not accept the bot's DMs
+            return
         if channel.type == ChannelType.FORUM:
             raise ApiError(400, 50024)
         perms = self._require(

@@ -24,6 +24,7 @@ import yarl
 from bot.testing.gateway import Gateway, GatewaySession, Intent
 from bot.testing.model import (
     Channel,
+    ChannelType,
     Guild,
     Perm,
     SnowflakeGenerator,
@@ -35,6 +36,17 @@ from bot.testing.model import (
 )
 
 API_PREFIX = "/api/v10"
+# What the bot may do in a direct message channel (no roles or overwrites there).
+DM_PERMISSIONS = int(
+    Perm.VIEW_CHANNEL
+    | Perm.SEND_MESSAGES
+    | Perm.EMBED_LINKS
+    | Perm.ATTACH_FILES
+    | Perm.READ_MESSAGE_HISTORY
+    | Perm.ADD_REACTIONS
+    | Perm.USE_EXTERNAL_EMOJIS
+    | Perm.USE_APPLICATION_COMMANDS
+)
 
 # Interaction types.
 COMMAND = 2
@@ -72,6 +84,7 @@ ERROR_MESSAGES: dict[int, str] = {
     50001: "Missing Access",
     50005: "Cannot edit a message authored by another user",
     50006: "Cannot send an empty message",
+    50007: "Cannot send messages to this user",
     50013: "Missing Permissions",
     50024: "Cannot execute action on this channel type",
     50035: "Invalid Form Body",
@@ -287,6 +300,10 @@ class EmulatorState:
         self._commands: dict[int | None, dict[int, dict[str, Any]]] = {None: {}}
         self._interactions: dict[int, InteractionRecord] = {}
         self._interactions_by_token: dict[str, InteractionRecord] = {}
+        # Direct messages: each member's DM channel with the bot (guild id 0), and the
+        # members who do not accept direct messages from it (sending gets 50007).
+        self._dm_channels: dict[int, int] = {}
+        self.closed_dms: set[int] = set()
         self._changes = Changes()
 
         self.gateway = Gateway(
@@ -439,7 +456,26 @@ class EmulatorState:
             "activity_instances": [],
         }
 
+    def _guild_of(self, channel: Channel) -> Guild:
+        """The channel's guild; for a DM channel an empty stand-in (no roles, no members)."""
+        if channel.type == ChannelType.DM:
+            return Guild(id=0, name="", owner_id=0, bot_role_id=0)
+        return self._guilds[channel.guild_id]
+
+    def _dm_channel(self, user: User) -> Channel:
+        """The member's DM channel with the bot (made on first use, as Discord does)."""
+        channel_id = self._dm_channels.get(user.id)
+        if channel_id is not None:
+            return self._channels[channel_id]
+        channel = Channel(self._ids.next(), 0, ChannelType.DM, "", recipients=[user.to_dict()])
+        self._channels[channel.id] = channel
+        self._channel_messages[channel.id] = []
+        self._dm_channels[user.id] = channel.id
+        return channel
+
     def _permissions(self, user_id: int, channel: Channel) -> int:
+        if channel.type == ChannelType.DM:
+            return DM_PERMISSIONS
         guild = self._guilds[channel.guild_id]
         parent = self._channels.get(channel.parent_id or 0) if channel.is_thread else None
         return compute_permissions(guild, user_id, channel, parent)
@@ -559,7 +595,7 @@ class EmulatorState:
         uploads: list[Upload],
     ) -> None:
         """Apply message fields from a create/edit payload onto ``data``."""
-        guild = self._guilds[channel.guild_id]
+        guild = self._guild_of(channel)
         if "content" in payload:
             data["content"] = payload.get("content") or ""
         if "embeds" in payload:
@@ -663,11 +699,10 @@ class EmulatorState:
         return stored
 
     def _interaction_metadata(self, interaction: InteractionRecord) -> dict[str, Any]:
-        guild = self._guilds[interaction.guild_id]
         metadata: dict[str, Any] = {
             "id": str(interaction.id),
             "type": interaction.type,
-            "user": guild.members[interaction.user_id].user.to_dict(),
+            "user": self._users[interaction.user_id].to_dict(),
             "authorizing_integration_owners": {"0": str(interaction.guild_id)},
         }
         if interaction.type == COMPONENT and interaction.source_message_id:
@@ -691,8 +726,8 @@ class EmulatorState:
         return data
 
     def _dispatch_message(self, event: str, stored: StoredMessage) -> None:
-        if stored.ephemeral:
-            return
+        if stored.ephemeral or stored.guild_id == 0:
+            return  # DMs need the DIRECT_MESSAGES intent, which the bot does not ask for
         data = self._message_event(stored)
         if int(data["author"]["id"]) != self.bot_user.id:
             # Without MESSAGE_CONTENT a bot does not see what others write (unless mentioned).

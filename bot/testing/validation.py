@@ -77,6 +77,7 @@ KNOWN_TEMPLATES: tuple[str, ...] = (
     "/gateway",
     "/gateway/bot",
     "/users/@me",
+    "/users/@me/channels",
     "/users/{user_id}",
     "/oauth2/applications/@me",
     "/applications/@me",

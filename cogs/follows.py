@@ -1,0 +1,380 @@
+"""/follow and /following (private, per member), the alert messages' buttons, and the
+notice a member gets the next time they use the bot after their direct messages failed."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.alerts import (
+    ALERT_MORE_RE,
+    ALERT_OPEN_RE,
+    ALERT_STOP_RE,
+    AlertService,
+    study_line,
+)
+from bot.errors import UserFacingError
+from bot.follows import DM_CLOSED_NOTICE, MAX_FOLLOWS, FollowStore, match_expression
+from bot.interactions import Reply, ReportingButton, answer, update
+from bot.library import SearchRequest
+from bot.model import STUDY_TYPE_LABELS, STUDY_TYPES
+from bot.render import COLOUR, NO_PINGS, safe
+from bot.text import truncate
+
+if TYPE_CHECKING:
+    from bot.client import StudyBot
+
+log = logging.getLogger("studybot.follows")
+
+TYPE_CHOICES = [app_commands.Choice(name=STUDY_TYPE_LABELS[t], value=t) for t in STUDY_TYPES]
+FOLLOWING_PAGE = 20  # stop buttons on one /following page (a fifth row for paging)
+FOLLOW_STOP = "follow:stop:{follow_id}:{offset}"
+FOLLOW_STOP_RE = r"follow:stop:(?P<follow_id>\d{1,18}):(?P<offset>\d{1,3})"
+FOLLOW_PAGE = "follow:page:{offset}"
+FOLLOW_PAGE_RE = r"follow:page:(?P<offset>\d{1,3})"
+FOLLOW_RESUME = "follow:resume"
+MORE_LISTED = 40  # studies listed by "N more" (the message's limit)
+
+DM_CLOSED_TEXT = ("I could not send you alerts: your direct messages are closed to me, so "
+                  "the follows that matched are paused. Allow direct messages from this "
+                  "server's members (Privacy Settings), then press **Resume paused** in "
+                  "`/following`.")
+
+
+class FollowsCog(commands.Cog, name="Follows"):
+    def __init__(self, bot: StudyBot, store: FollowStore) -> None:
+        self.bot = bot
+        self.store = store
+        self.library, _community = bot.services()
+        self.alerts = AlertService(bot, store, bot.config, self.describe_follows)
+
+    async def cog_load(self) -> None:
+        await self.store.load_notices()
+        self.alerts.start()
+
+    async def cog_unload(self) -> None:
+        await self.alerts.stop()
+
+    async def describe_follows(self, follow_ids: Sequence[int]) -> list[str]:
+        return [f.describe(self.library.topics) for f in await self.store.by_ids(follow_ids)]
+
+    # --- the notice after a failed direct message ----------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_app_command_completion(self, interaction: discord.Interaction[Any],
+                                        command: Any) -> None:
+        if interaction.user.id not in self.store.notice_users:
+            return
+        notice = await self.store.take_notice(interaction.user.id)
+        if notice == DM_CLOSED_NOTICE:
+            try:
+                await interaction.followup.send(DM_CLOSED_TEXT, ephemeral=True,
+                                                allowed_mentions=NO_PINGS)
+            except discord.HTTPException as exc:
+                log.warning("could not tell member %s their alerts are paused: %s",
+                            interaction.user.id, exc)
+
+    # --- /follow -------------------------------------------------------------------------------
+
+    @app_commands.command(name="follow", description="Get new studies on a topic or a "
+                          "search by direct message.")
+    @app_commands.describe(
+        topic="A topic to follow (or, with words, only studies on it).",
+        query="Words to look for in new studies (title, TLDR, summary, authors, journal).",
+        type="Only studies of this type.",
+        since="Only studies published in or after this year.",
+    )
+    @app_commands.choices(type=TYPE_CHOICES)
+    async def follow(self, interaction: discord.Interaction[Any],
+                     topic: app_commands.Range[str, 1, 100] | None = None,
+                     query: app_commands.Range[str, 1, 300] | None = None,
+                     type: str | None = None,
+                     since: app_commands.Range[int, 1800, 2100] | None = None) -> None:
+        await answer(interaction, lambda: self.follow_reply(interaction.user.id, topic, query,
+                                                            type, since), ephemeral=True)
+
+    @follow.autocomplete("topic")
+    async def topic_autocomplete(self, interaction: discord.Interaction[Any], value: str
+                                 ) -> list[app_commands.Choice[str]]:
+        vocabulary = self.library.topics
+        counts = {slug: n for slug, _name, n in await self.library.topic_counts()}
+        slugs = vocabulary.matching(value) if value.strip() else list(vocabulary.topics)
+        slugs.sort(key=lambda s: counts.get(s, 0) == 0)
+        return [app_commands.Choice(
+            name=truncate(f"{vocabulary.display_name(s)} ({counts.get(s, 0):,})", 100),
+            value=s[:100]) for s in slugs[:25]]
+
+    async def follow_reply(self, user_id: int, topic: str | None, query: str | None,
+                           study_type: str | None, since: int | None) -> Reply:
+        slug = None
+        if topic is not None:
+            slug = self.library.topics.resolve(topic)
+            if slug is None:
+                raise UserFacingError(f"I know no topic **{safe(topic)}**: pick one of the "
+                                      "suggestions, or follow words with `query:`.")
+        if query is None:
+            if slug is None:
+                raise UserFacingError("Say what to follow: a `topic:`, or words in `query:` "
+                                      "(with optional filters).")
+            if study_type or since:
+                raise UserFacingError("The `type:` and `since:` filters go with `query:` "
+                                      "words; a topic follow gets every new study on it.")
+            follow, state = await self.store.add(user_id, topic=slug)
+            request = SearchRequest(topic=slug, limit=1)
+        else:
+            if study_type is not None and study_type not in STUDY_TYPES:
+                raise UserFacingError(f"Unknown study type {safe(study_type)}.")
+            page = await self.library.search(SearchRequest(
+                text=query, topic=slug, since=since, study_type=study_type, limit=1))
+            # A misspelt saved search would never match: save what search understood.
+            expression = match_expression(page.corrected_query or query)
+            if expression is None:
+                raise UserFacingError("That has no words to look for; try a treatment, a "
+                                      "condition or a title word.")
+            words, match = expression
+            follow, state = await self.store.add(
+                user_id, query=words, match=match, filter_topic=slug, filter_type=study_type,
+                filter_since=since)
+            request = None
+        what = safe(follow.describe(self.library.topics))
+        minutes = self.bot.config.follows.min_minutes_between_alerts
+        if state == "already":
+            text = f"You already follow {what}. `/following` lists your follows."
+        else:
+            verb = "Following again" if state == "resumed" else "Following"
+            text = (f"{verb} {what}. New studies come to you by direct message, at most one "
+                    f"message every {_minutes(minutes)} (keep direct messages from this "
+                    "server's members open). `/following` lists and stops your follows.")
+            if request is not None:
+                count = (await self.library.search(request)).total
+                text += f"\nThe library has {count:,} studies on it today."
+        return Reply(content=text)
+
+    # --- /following ----------------------------------------------------------------------------
+
+    @app_commands.command(name="following", description="What you follow, with a button to "
+                          "stop each.")
+    async def following(self, interaction: discord.Interaction[Any]) -> None:
+        await answer(interaction, lambda: self.following_reply(interaction.user.id, 0),
+                     ephemeral=True)
+
+    async def following_reply(self, user_id: int, offset: int, note: str = "") -> Reply:
+        follows = await self.store.list(user_id)
+        offset = max(0, min(offset, (max(len(follows), 1) - 1) // FOLLOWING_PAGE
+                            * FOLLOWING_PAGE))
+        if not follows:
+            return Reply(content=(note + "\n" if note else "") + "You follow nothing yet: "
+                         "`/follow topic:` or `/follow query:` sends you new studies by "
+                         "direct message.", embed=None, view=None)
+        lines = []
+        for number, follow in enumerate(follows, start=1):
+            paused = " — *paused: your direct messages were closed*" if follow.paused else ""
+            lines.append(f"**{number}.** {safe(follow.describe(self.library.topics))}{paused}")
+        embed = discord.Embed(title=f"You follow {len(follows)} of at most {MAX_FOLLOWS}",
+                              description=truncate("\n".join(lines), 4096), colour=COLOUR)
+        embed.set_footer(text="New studies on these come to you by direct message.")
+        view = discord.ui.View(timeout=None)
+        page = follows[offset:offset + FOLLOWING_PAGE]
+        for i, follow in enumerate(page):
+            number = offset + i + 1
+            view.add_item(discord.ui.Button(
+                label=f"Stop {number}", style=discord.ButtonStyle.secondary, row=i // 5,
+                custom_id=FOLLOW_STOP.format(follow_id=follow.id, offset=offset)))
+        if offset > 0:
+            view.add_item(discord.ui.Button(label="Previous", row=4, custom_id=FOLLOW_PAGE
+                                            .format(offset=offset - FOLLOWING_PAGE)))
+        if offset + FOLLOWING_PAGE < len(follows):
+            view.add_item(discord.ui.Button(label="Next", row=4, custom_id=FOLLOW_PAGE
+                                            .format(offset=offset + FOLLOWING_PAGE)))
+        if any(f.paused for f in follows):
+            view.add_item(discord.ui.Button(label="Resume paused", row=4,
+                                            style=discord.ButtonStyle.primary,
+                                            custom_id=FOLLOW_RESUME))
+        view.stop()
+        return Reply(content=note or None, embed=embed, view=view)
+
+    async def stop_follow(self, interaction: discord.Interaction[Any], follow_id: int,
+                          offset: int) -> None:
+        stopped = await self.store.remove(interaction.user.id, [follow_id])
+        note = (f"Stopped following {safe(stopped[0].describe(self.library.topics))}."
+                if stopped else "That follow was already stopped.")
+        await update(interaction, lambda: self.following_reply(interaction.user.id, offset,
+                                                               note))
+
+    async def resume(self, interaction: discord.Interaction[Any]) -> None:
+        resumed = await self.store.resume_all(interaction.user.id)
+        note = (f"Resumed {resumed} follow(s): make sure your direct messages are open."
+                if resumed else "Nothing was paused.")
+        await update(interaction, lambda: self.following_reply(interaction.user.id, 0, note))
+
+    # --- the alert message's buttons ----------------------------------------------------------
+
+    async def list_batch(self, interaction: discord.Interaction[Any], batch_id: int) -> None:
+        batch = await self.store.batch(batch_id, interaction.user.id)
+        if batch is None or not batch.studies:
+            raise UserFacingError("Those studies are no longer in the library.")
+
+        async def build() -> Reply:
+            assert batch is not None
+            listed = batch.studies[:MORE_LISTED]
+            lines = [study_line(i, s) for i, s in enumerate(listed, start=1)]
+            if len(batch.studies) > len(listed):
+                lines.append(f"…and {len(batch.studies) - len(listed)} more: `/search` finds "
+                             "them too.")
+            text = truncate("\n".join(lines), 4096)
+            embed = discord.Embed(title=f"All {len(batch.studies)} new studies",
+                                  description=text, colour=COLOUR)
+            embed.set_footer(text="/study opens any of them by title.")
+            return Reply(embed=embed)
+
+        await answer(interaction, build, ephemeral=True)
+
+    async def stop_batch(self, interaction: discord.Interaction[Any], batch_id: int) -> None:
+        batch = await self.store.batch(batch_id, interaction.user.id)
+        if batch is None:
+            raise UserFacingError("I do not know these alerts any more; `/following` lists "
+                                  "and stops your follows.")
+        stopped = await self.store.remove(interaction.user.id, batch.follow_ids)
+        if stopped:
+            names = "; ".join(safe(f.describe(self.library.topics)) for f in stopped)
+            text = f"Stopped following {names}. `/following` lists what you still follow."
+        else:
+            text = "Those follows were already stopped. `/following` lists what you follow."
+        await answer(interaction, lambda: _reply(text), ephemeral=True)
+
+    async def open_study(self, interaction: discord.Interaction[Any], study_id: str) -> None:
+        studies = interaction.client.get_cog("Studies")  # type: ignore[attr-defined]
+        if studies is None:
+            raise UserFacingError("Studies cannot be opened right now.")
+        await studies.open_study(interaction, study_id)
+
+
+async def _reply(text: str) -> Reply:
+    return Reply(content=text)
+
+
+def _minutes(minutes: int) -> str:
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return "hour" if hours == 1 else f"{hours} hours"
+    return f"{minutes} minutes"
+
+
+# --- DynamicItems: buttons that work after a restart ----------------------------------------
+
+def _cog(interaction: discord.Interaction[Any]) -> FollowsCog:
+    cog = interaction.client.get_cog("Follows")  # type: ignore[attr-defined]
+    assert isinstance(cog, FollowsCog)
+    return cog
+
+
+class AlertOpenButton(ReportingButton, template=ALERT_OPEN_RE):
+    def __init__(self, study_id: str) -> None:
+        super().__init__(discord.ui.Button(label="Open", custom_id=f"alert:open:{study_id}"))
+        self.study_id = study_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> AlertOpenButton:
+        return cls(match["study_id"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).open_study(interaction, self.study_id)
+
+
+class AlertMoreButton(ReportingButton, template=ALERT_MORE_RE):
+    def __init__(self, batch_id: int) -> None:
+        super().__init__(discord.ui.Button(label="More", custom_id=f"alert:more:{batch_id}"))
+        self.batch_id = batch_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> AlertMoreButton:
+        return cls(int(match["batch_id"]))
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).list_batch(interaction, self.batch_id)
+
+
+class AlertStopButton(ReportingButton, template=ALERT_STOP_RE):
+    def __init__(self, batch_id: int) -> None:
+        super().__init__(discord.ui.Button(label="Stop", custom_id=f"alert:stop:{batch_id}"))
+        self.batch_id = batch_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> AlertStopButton:
+        return cls(int(match["batch_id"]))
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).stop_batch(interaction, self.batch_id)
+
+
+class FollowStopButton(ReportingButton, template=FOLLOW_STOP_RE):
+    def __init__(self, follow_id: int, offset: int) -> None:
+        super().__init__(discord.ui.Button(label="Stop", custom_id=FOLLOW_STOP.format(
+            follow_id=follow_id, offset=offset)))
+        self.follow_id, self.offset = follow_id, offset
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> FollowStopButton:
+        return cls(int(match["follow_id"]), int(match["offset"]))
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).stop_follow(interaction, self.follow_id, self.offset)
+
+
+class FollowPageButton(ReportingButton, template=FOLLOW_PAGE_RE):
+    def __init__(self, offset: int) -> None:
+        super().__init__(discord.ui.Button(label="Page", custom_id=FOLLOW_PAGE.format(
+            offset=offset)))
+        self.offset = offset
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> FollowPageButton:
+        return cls(int(match["offset"]))
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        cog = _cog(interaction)
+        await update(interaction, lambda: cog.following_reply(interaction.user.id,
+                                                              self.offset))
+
+
+class FollowResumeButton(ReportingButton, template=re.escape(FOLLOW_RESUME)):
+    def __init__(self) -> None:
+        super().__init__(discord.ui.Button(label="Resume paused", custom_id=FOLLOW_RESUME))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> FollowResumeButton:
+        return cls()
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).resume(interaction)
+
+
+DYNAMIC_ITEMS = (AlertOpenButton, AlertMoreButton, AlertStopButton, FollowStopButton,
+                 FollowPageButton, FollowResumeButton)
+
+
+async def setup(bot: StudyBot) -> None:
+    assert bot.db is not None
+    store = FollowStore(bot.db)
+    cog = FollowsCog(bot, store)
+    await bot.add_cog(cog)
+    bot.alerts = cog.alerts
+    bot.add_dynamic_items(*DYNAMIC_ITEMS)
