@@ -755,7 +755,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         curates = state["guild_id"] in library_guild_ids(self.config,
                                                          [g.id for g in self.bot.guilds])
         embed.set_footer(text=f"Entries {offset + 1}–{offset + len(entries)} of {total:,} · "
-                         + ("/studyadmin revert undoes an edit" if curates else
+                         + ("/studyadmin revert undoes an edit or a removal" if curates else
                             "library changes are read-only here"))
         view = render.pager_view(
             AUDIT_ID.format(key=key, offset=offset, direction="p"),
@@ -777,9 +777,9 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         reply = await self.audit_reply(key, state, new_offset)
         await interaction.response.edit_message(**reply.kwargs())
 
-    @app_commands.command(name="revert", description="Undo an edit (its number is in "
-                          "/studyadmin audit).")
-    @app_commands.describe(change="The edit's number, e.g. 12.")
+    @app_commands.command(name="revert", description="Undo an edit or a removal (its number "
+                          "is in /studyadmin audit).")
+    @app_commands.describe(change="The change's number, e.g. 12.")
     async def revert(self, interaction: discord.Interaction[Any],
                      change: app_commands.Range[int, 1]) -> None:
         entry = await self.moderation.revert(actor_of(interaction), change)
@@ -797,7 +797,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         if interaction.guild_id is None or not await self.allowed(interaction, Access.LIBRARY):
             return []
         entries, _ = await self.moderation.store.entries(
-            interaction.guild_id, actions=("edit",), unreverted=True, limit=25)
+            interaction.guild_id, actions=("edit", "remove"), unreverted=True, limit=25)
         return [app_commands.Choice(name=truncate(f"#{e.id} {describe(e)} by "
                                                   f"{e.moderator_name}", 100), value=e.id)
                 for e in entries if not value or str(e.id).startswith(value.strip("# "))]

@@ -132,6 +132,11 @@ async def test_a_removed_study_stays_removed_until_restored(world):
         {"study": "hair"}, focused="study")
     assert [c["value"] for c in choices] == [MESO]
     assert choices[0]["name"].startswith("Hair Mesotherapy")
+    # The removal is offered for revert too (revert restores); here, restore does it.
+    changes = await world.emu.autocomplete(
+        world.guild_id, world.channel_id, world.admin_id, "studyadmin revert",
+        {"change": ""}, focused="change")
+    assert any("removed" in c["name"] and MESO in c["name"] for c in changes), changes
     done = await final(await admin(world, "restore", {"study": MESO}))
     assert re.match(rf"Restored `{MESO}` as it was removed \(change #\d+\)\.", done["content"])
     shown = await card(world, MESO)
