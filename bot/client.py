@@ -34,7 +34,7 @@ log = logging.getLogger("studybot")
 
 # Extensions, loaded in this order. Each is a module in cogs/.
 EXTENSIONS: tuple[str, ...] = ("cogs.studies", "cogs.discussions", "cogs.admin",
-                               "cogs.follows")
+                               "cogs.follows", "cogs.feeds")
 
 
 def configure_api(api_base_url: str) -> None:

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -27,7 +26,7 @@ import aiohttp
 
 from bot import importers
 from bot.config import Config, FeedConfig, ncbi_api_key
-from bot.database import Database, ImportWriter, now_iso
+from bot.database import FeedStore, ImportWriter, mark_feed_batch, now_iso
 from bot.importing import ImportAborted, ImportReport
 from bot.library import StudyLibrary
 from bot.model import InvalidRecord, StudyRecord
@@ -47,22 +46,6 @@ FEED_AUDIT_ACTION = "feed"
 
 class FeedError(Exception):
     """A poll failed (network, NCBI's answer); the feed is tried again later."""
-
-
-@dataclass(frozen=True, slots=True)
-class FeedState:
-    name: str
-    covered_until: str | None
-    window_from: str | None
-    window_to: str | None
-    window_done: int
-    last_run_at: str | None
-    last_success_at: str | None
-    next_run_at: str | None
-    studies_added: int
-    last_added: int
-    failures: int
-    last_error: str | None
 
 
 @dataclass
@@ -176,57 +159,6 @@ def parse_batch(data: bytes) -> list[StudyRecord | InvalidRecord]:
     return list(importers.iter_bytes(data, "efetch.xml", EFETCH_MAX_BYTES))
 
 
-class FeedStore:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def _run(self, work: Callable[[sqlite3.Connection], Any], write: bool = True) -> Any:
-        def run() -> Any:
-            conn = self.db.connect_writer()
-            try:
-                if write:
-                    conn.execute("BEGIN IMMEDIATE")
-                result = work(conn)
-                if write:
-                    conn.execute("COMMIT")
-                return result
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            finally:
-                conn.close()
-
-        if not write:
-            return await asyncio.to_thread(run)
-        async with self.db.write_lock:
-            return await asyncio.to_thread(run)
-
-    async def state(self, name: str) -> FeedState:
-        def work(conn: sqlite3.Connection) -> FeedState:
-            conn.execute("INSERT OR IGNORE INTO feeds (name) VALUES (?)", (name,))
-            row = conn.execute(
-                "SELECT name, covered_until, window_from, window_to, window_done, last_run_at, "
-                "last_success_at, next_run_at, studies_added, last_added, failures, last_error "
-                "FROM feeds WHERE name = ?", (name,)).fetchone()
-            return FeedState(*row)
-
-        state: FeedState = await self._run(work)
-        return state
-
-    async def update(self, name: str, **values: Any) -> None:
-        columns = ", ".join(f"{k} = ?" for k in values)
-        await self._run(lambda c: c.execute(f"UPDATE feeds SET {columns} WHERE name = ?",
-                                            (*values.values(), name)))
-
-
-def mark_batch(writer: ImportWriter, feed: str, done: int, report: ImportReport) -> None:
-    """In the batch's import transaction: how far the window got, and what it added."""
-    writer.conn.execute(
-        "UPDATE feeds SET window_done = ?, studies_added = studies_added + ?, "
-        "last_added = last_added + ? WHERE name = ?", (done, report.new, report.new, feed))
-
-
 class FeedService:
     def __init__(self, library: StudyLibrary, config: Config, *,
                  guild_id: Callable[[], int | None] = lambda: None,
@@ -338,7 +270,7 @@ class FeedService:
         def audited(writer: ImportWriter, report: ImportReport) -> None:
             if self.after_import is not None:
                 self.after_import(writer, report)
-            mark_batch(writer, feed.name, done, report)
+            mark_feed_batch(writer, feed.name, done, report.new)
             if report.changed:
                 writer.add_audit(guild_id, None, f"feed {feed.name}", FEED_AUDIT_ACTION, None,
                                  json.dumps({"feed": feed.name, "query": feed.query,

@@ -27,8 +27,9 @@ from bot.render import safe
 log = logging.getLogger("studybot.permissions")
 
 # The /studyadmin commands (and their buttons and forms) that change the shared library.
-LIBRARY_COMMANDS = frozenset({"import", "add", "edit", "remove", "restore", "merge", "revert"})
-LIBRARY_WORK = "import, add, edit, remove, restore, merge and revert"
+LIBRARY_COMMANDS = frozenset({"import", "add", "edit", "remove", "restore", "merge", "revert",
+                              "feeds"})
+LIBRARY_WORK = "import, add, edit, remove, restore, merge, revert and feeds"
 SERVER_WORK = "discussion channel, automatic threads, log channel and moderator roles"
 
 

@@ -56,7 +56,10 @@ class FollowsCog(commands.Cog, name="Follows"):
 
     async def cog_load(self) -> None:
         await self.store.load_notices()
-        self.alerts.start()
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        self.alerts.start()  # once (later READYs after a reconnect find it running)
 
     async def cog_unload(self) -> None:
         await self.alerts.stop()
@@ -125,7 +128,7 @@ class FollowsCog(commands.Cog, name="Follows"):
             if study_type or since:
                 raise UserFacingError("The `type:` and `since:` filters go with `query:` "
                                       "words; a topic follow gets every new study on it.")
-            follow, state = await self.store.add(user_id, topic=slug)
+            follow, state = await self.store.add(user_id, topic=slug, limit=MAX_FOLLOWS)
             request = SearchRequest(topic=slug, limit=1)
         else:
             if study_type is not None and study_type not in STUDY_TYPES:
@@ -140,8 +143,11 @@ class FollowsCog(commands.Cog, name="Follows"):
             words, match = expression
             follow, state = await self.store.add(
                 user_id, query=words, match=match, filter_topic=slug, filter_type=study_type,
-                filter_since=since)
+                filter_since=since, limit=MAX_FOLLOWS)
             request = None
+        if follow is None:
+            raise UserFacingError(f"You follow {MAX_FOLLOWS} things already, the most "
+                                  "allowed: stop one with `/following` first.")
         what = safe(follow.describe(self.library.topics))
         minutes = self.bot.config.follows.min_minutes_between_alerts
         if state == "already":

@@ -89,6 +89,9 @@ LEAF_OPTIONS = {
     "revert": lambda w: {"change": 1},
     "stats": lambda w: {},
     "sync": lambda w: {},
+    "feeds": lambda w: {},
+    "digest channel": lambda w: {"channel": w.channel_id},
+    "digest post": lambda w: {},
 }
 
 
