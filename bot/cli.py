@@ -10,6 +10,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -385,12 +386,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=_keep, metavar="N",
                    help="backing up into a folder: keep its newest N backups, remove older")
     p.add_argument("--json", action="store_true", help="JSON output (stats)")
+    p = sub.add_parser("feed", parents=[common], help="PubMed feeds")
+    p.add_argument("action", choices=("run",), help="run: poll the feed now")
+    p.add_argument("name", help="the feed's name (config.yaml, feeds:)")
+    p.add_argument("--since", type=_day, metavar="YYYY-MM-DD",
+                   help="backfill from this entry date (default: since the last poll)")
     return parser
+
+
+async def cmd_feed(config: Config, args: argparse.Namespace) -> int:
+    """`studybot feed run NAME [--since YYYY-MM-DD]`: poll (or backfill) one PubMed feed."""
+    from bot.feeds import FeedError, FeedService
+
+    feed = next((f for f in config.feeds if f.name == args.name), None)
+    if feed is None:
+        known = ", ".join(f.name for f in config.feeds) or "none configured"
+        raise UserError(f"no feed {args.name!r} in the config (feeds: {known})")
+    db, library = await _open(config, args)
+    home = min(config.moderation.library_guild_ids, default=None)
+    feeds = FeedService(library, config, guild_id=lambda: home)
+    bar = _Bar()
+    try:
+        result = await feeds.poll(feed, since=args.since, progress=bar)
+    except FeedError as exc:
+        raise UserError(f"feed {feed.name}: {exc}") from None
+    finally:
+        bar.done()
+        await feeds.stop()
+        await db.close()
+    print(f"{feed.name}: {result.window[0]} to {result.window[1]}: {result.found:,} records, "
+          f"{result.new:,} new, {result.updated:,} updated")
+    for skipped in result.skipped_batches or []:
+        print(f"  skipped: {skipped}")
+    return 0
+
+
+class _Bar:
+    """A progress bar on stderr (records imported of those found), only on a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.enabled and total:
+            filled = 30 * done // total
+            print(f"\r  [{'#' * filled}{'.' * (30 - filled)}] {done:,}/{total:,} records",
+                  end="", file=sys.stderr, flush=True)
+
+    def done(self) -> None:
+        if self.enabled:
+            print("\r" + " " * 70 + "\r", end="", file=sys.stderr, flush=True)
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Awaitable[int]]] = {
     "import": cmd_import, "search": cmd_search, "show": cmd_show, "related": cmd_related,
-    "db": cmd_db,
+    "db": cmd_db, "feed": cmd_feed,
 }
 
 

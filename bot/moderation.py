@@ -801,6 +801,9 @@ def describe(entry: AuditEntry, *, full: bool = False) -> str:
     if action == "modroles":
         verb = "added" if d.get("change") == "add" else "removed"
         return f"{verb} the moderator role <@&{d.get('role_id')}>"
+    if action == "feed":
+        return (f"imported from PubMed: {d.get('new', 0)} new, "
+                f"{d.get('updated', 0)} updated of {d.get('ids', 0)} records")
     if action == "sync":
         return f"resynced the application commands ({', '.join(d.get('scopes') or []) or 'none'})"
     return action

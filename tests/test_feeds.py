@@ -3,7 +3,9 @@ paging, an empty window, 429 and 5xx, a malformed answer, a restart mid-backfill
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
@@ -15,7 +17,7 @@ from bot.database import Database
 from bot.feeds import EutilsClient, FeedError, FeedService
 from bot.library import StudyLibrary
 from tests.eutils_standin import EutilsStandIn, articles
-from tests.paths import shared_path
+from tests.paths import REPO, shared_path
 
 TODAY = date(2026, 12, 5)
 FEED = FeedConfig(name="hair", query='alopecia[mh] OR "hair loss"[tiab]', topics=("minoxidil",))
@@ -177,3 +179,36 @@ async def test_restart_mid_backfill_resumes_without_duplicates(tmp_path: Path, t
     assert state.studies_added == total and state.window_from is None
     await feeds.client.close()
     await db.close()
+
+
+async def test_cli_feed_run_backfills_with_since(tmp_path: Path, standin):
+    today = date.today()
+    standin.entry_dates = {p: today - timedelta(days=i % 40)
+                           for i, p in enumerate(standin.records)}
+    config = tmp_path / "config.yaml"
+    config.write_text(f"""database: {{path: {tmp_path / 'cli.db'}}}
+feeds:
+  - name: hair
+    query: 'alopecia[mh] OR "hair loss"[tiab]'
+pubmed: {{api_base_url: "{standin.base_url}"}}
+""")
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", *args, "--config", str(config), cwd=REPO,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+    since = (today - timedelta(days=60)).isoformat()
+    code, out, err = await cli("feed", "run", "hair", "--since", since)
+    assert code == 0, err
+    assert f"{len(standin.records)} records" in out and " new, 0 updated" in out
+    assert int(out.split("records, ")[1].split(" new")[0]) > 0
+    code, out, _ = await cli("feed", "run", "hair", "--since", since)
+    assert code == 0 and "0 new, 0 updated" in out
+    code, _, err = await cli("feed", "run", "nope")
+    assert code == 1 and err.strip() == "studybot: no feed 'nope' in the config (feeds: hair)"
+    code, _, err = await cli("feed", "run", "hair", "--since", "yesterday")
+    assert code == 2 and "expected a date YYYY-MM-DD" in err

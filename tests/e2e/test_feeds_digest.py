@@ -4,6 +4,7 @@ feed imported, /studyadmin digest channel and post, and the schedule across a re
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -115,3 +116,14 @@ async def test_digest_is_for_moderators(world):
     handle = await world.command("studyadmin digest post", client_checks=False)
     reply = await handle.final_message(TIMEOUT)
     assert "moderators" in reply["content"]
+
+
+async def test_feed_changes_are_in_the_audit_log(world, standin):
+    await with_feed(world, standin)
+    feeds_cog = world.bot.get_cog("Feeds")
+    await feeds_cog.feeds.poll(feeds_cog.feeds.feed("hair-loss"))
+    handle = await admin(world, "audit")
+    message = await handle.final_message(TIMEOUT)
+    text = message["content"] + "".join(e.get("description", "") for e in message["embeds"])
+    assert re.search(r"feed hair-loss: imported from PubMed: \d+ new, 0 updated of \d+ "
+                     r"records", text), text
