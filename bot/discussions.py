@@ -490,7 +490,8 @@ class DiscussionService:
     async def _make_thread(self, channel: discord.ForumChannel | discord.TextChannel,
                            settings: EffectiveSettings, study: Study) -> discord.Thread:
         name = thread_name(study.title)
-        embed = render.study_embed(study, self.library.topics)
+        embed = render.study_embed(study, self.library.topics,
+                                   disclaimer=self.config.render.disclaimer or None)
         view = render.study_view(study)
         reason = f"Discussion thread for the study {study.id}"
         archive = settings.archive_after_minutes
@@ -653,7 +654,8 @@ class DiscussionService:
         except discord.HTTPException:
             return False
         footer = message.embeds[0].footer.text if message.embeds else None
-        return footer == f"id: {study.id}"
+        # The footer starts with the id; a disclaimer may follow it.
+        return footer is not None and footer.split(" · ", 1)[0] == f"id: {study.id}"
 
     async def reconcile_claims(self) -> None:
         """At start: settle claims older than the claim timeout (adopt or release)."""
@@ -754,7 +756,9 @@ class DiscussionService:
             view = render.study_view(study)
             try:
                 await holder.get_partial_message(thread.id).edit(
-                    embed=render.study_embed(study, self.library.topics), view=view,
+                    embed=render.study_embed(study, self.library.topics,
+                                             disclaimer=self.config.render.disclaimer or None),
+                    view=view,
                     allowed_mentions=NO_PINGS)
             except discord.NotFound:
                 log.info("guild %s: the card of the thread %s is gone; not refreshed",

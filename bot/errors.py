@@ -19,7 +19,7 @@ from bot.database import DatabaseError
 from bot.deadlines import InteractionDeadline
 from bot.library import InvalidQuery, StudyNotFound
 from bot.logs import interaction_id
-from bot.render import NO_PINGS, not_found_message
+from bot.render import NO_PINGS, did_you_mean_view, not_found_message
 from bot.text import truncate
 
 log = logging.getLogger("studybot.errors")
@@ -95,21 +95,32 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
                   exc_info=error)
     else:
         log.info("user error in interaction %s: %s", interaction.id, message.splitlines()[0])
-    await send_ephemeral(interaction, message)
+    view = None
+    if isinstance(error, app_commands.TransformerError | app_commands.CommandInvokeError):
+        error = error.__cause__ or getattr(error, "original", error)
+    if isinstance(error, StudyNotFound) and error.suggestions:
+        view = did_you_mean_view(error.suggestions)  # each suggestion opens its study
+    await send_ephemeral(interaction, message, view)
 
 
-async def send_ephemeral(interaction: discord.Interaction[Any], message: str) -> None:
+async def send_ephemeral(interaction: discord.Interaction[Any], message: str,
+                         view: discord.ui.View | None = None) -> None:
     message = truncate(message, 2000)
+    extra: dict[str, Any] = {"view": view} if view is not None else {}
     try:
         if interaction.response.is_done():
-            await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_PINGS)
+            await interaction.followup.send(message, ephemeral=True, allowed_mentions=NO_PINGS,
+                                            **extra)
         else:
             await interaction.response.send_message(message, ephemeral=True,
-                                                    allowed_mentions=NO_PINGS)
+                                                    allowed_mentions=NO_PINGS, **extra)
     except (discord.HTTPException, aiohttp.ClientError, TimeoutError, OSError) as exc:
         # Discord unreachable or the interaction expired: nothing more to tell the member.
         log.warning("could not tell the member about an error in interaction %s: %r",
                     interaction.id, exc)
+    finally:
+        if view is not None:
+            view.stop()  # answered by DynamicItems: not kept in discord.py's view store
 
 
 class StudyTree(app_commands.CommandTree[Any]):

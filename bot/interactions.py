@@ -112,10 +112,9 @@ class StudyTransformer(app_commands.Transformer):
     DOI, PMID, URL or title) even when the member ignored the suggestions."""
 
     async def transform(self, interaction: discord.Interaction[Any], value: str) -> Study:
-        library = library_of(interaction)
-        study = await library.lookup(value)
+        study, suggestions = await library_of(interaction).find(value)
         if study is None:
-            raise StudyNotFound(value, await library.suggest(value, limit=5))
+            raise StudyNotFound(value, suggestions)
         return study
 
     async def autocomplete(self, interaction: discord.Interaction[Any], value: str  # type: ignore[override]

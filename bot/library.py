@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from bot.search import (
 from bot.text import (
     normalise_doi,
     normalise_pmid,
+    normalise_url,
     sanitise_id,
     strip_markup_words,
     title_key,
@@ -82,6 +84,40 @@ class SearchRequest:
     sort: str = "relevance"
     limit: int = 10
     offset: int = 0
+
+
+# A typed title opens the study when it is this close to one title (difflib's ratio), or
+# close enough and this far ahead of the next suggestion.
+NEAR_EXACT = 0.9
+CLEARLY_AHEAD = 0.25
+CLOSE_ENOUGH = 0.6
+
+
+def title_closeness(typed_key: str, title: str) -> float:
+    """How close a typed title is to a study's title or to its main part (before a colon):
+    'Hair Mesotherapy' is the main title of 'Hair Mesotherapy: A Non-Surgical ...'."""
+    best = 0.0
+    for part in (title, title.split(":", 1)[0]):
+        key = title_key(part)
+        if key:
+            best = max(best, SequenceMatcher(None, typed_key, key, autojunk=False).ratio())
+    return best
+
+
+def clearly_meant(text: str, suggestions: list[Suggestion]) -> str | None:
+    """The id of the suggestion a typed title clearly means, if one is."""
+    typed = title_key(text)
+    if not typed or not suggestions:
+        return None
+    scored = sorted(((title_closeness(typed, s.label), s.id) for s in suggestions),
+                    reverse=True)
+    best, best_id = scored[0]
+    runner_up = scored[1][0] if len(scored) > 1 else 0.0
+    if best >= NEAR_EXACT and runner_up < NEAR_EXACT:
+        return best_id
+    if best >= CLOSE_ENOUGH and best - runner_up >= CLEARLY_AHEAD:
+        return best_id
+    return None
 
 
 def published_order(entry: RelatedEntry) -> tuple[int, int, int]:
@@ -146,6 +182,48 @@ class StudyLibrary:
         if study is None:
             raise StudyNotFound(identifier, await self.suggest(identifier, limit=5))
         return study
+
+    async def find(self, text: str) -> tuple[Study | None, list[Suggestion]]:
+        """What a member typed without picking a suggestion: the study when one is clearly
+        meant (an identifier, a link to its page, its id without the year, an exact or
+        near-exact title, or a title far ahead of the next), else up to five to choose from."""
+        study = await self.lookup(text)
+        if study is not None:
+            return study, []
+        text = text.strip()[:2000]
+        if not text:
+            return None, []
+        link = normalise_url(text) if text.lower().startswith(("http", "www.")) else None
+        if link:
+            return await self._find_by_page_link(link)
+        short = sanitise_id(text)
+        typed_an_id = bool(short) and short == text.lower() and "-" in short
+        if typed_an_id:
+            ids = await self.db.suggest_by_id_prefix(short + "-", 2)
+            if len(ids) == 1:
+                return await self.db.study_by_identifier("id", ids[0][0]), []
+        suggestions = await self.suggest(text, limit=5)
+        # An id is not a title: one that names no study is never taken for a similar title.
+        chosen = None if typed_an_id else clearly_meant(text, suggestions)
+        if chosen is not None:
+            found = await self.db.study_by_identifier("id", chosen)
+            if found is not None:
+                return found, []
+        return None, suggestions
+
+    async def _find_by_page_link(self, link: str) -> tuple[Study | None, list[Suggestion]]:
+        """A link to a study's page on the community's site (its stored url): the page's slug
+        names the title, so the studies titled like it are compared with the link."""
+        slug = link.rstrip("/").rsplit("/", 1)[-1].split("?")[0].split("#")[0]
+        words = " ".join(w for w in re.split(r"[-_+]|%20", slug) if w)
+        suggestions = await self.suggest(words, limit=10) if words else []
+        studies = await self.db.studies_by_ids([s.id for s in suggestions])
+        wanted = link.rstrip("/").lower()
+        for suggestion in suggestions:
+            study = studies.get(suggestion.id)
+            if study is not None and study.url and study.url.rstrip("/").lower() == wanted:
+                return study, []
+        return None, suggestions[:5]
 
     # Suggest (autocomplete) ---------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import discord
 
+from bot.key_finding import FROM_CONCLUSION, key_finding
 from bot.model import (
-    STUDY_TYPE_LABELS,
     RelatedEntry,
     SearchPage,
     Study,
@@ -37,6 +37,11 @@ OPTION_LIMIT = 100
 # Custom id templates (DynamicItem regexes in the cogs match these).
 STUDY_RELATED = "study:related:{study_id}"
 STUDY_DISCUSS = "study:discuss:{study_id}"
+STUDY_SUMMARY = "study:summary:{study_id}"
+OPEN_STUDY = "open:study:{study_id}"
+STUDY_SHARE = "share:study:{study_id}"
+SUMMARY_PAGE = "sumpage:{to}:{page}:{study_id}"
+DELETE_ANSWER = "answer:delete"
 SEARCH_PAGE = "search:{key}:{offset}:{direction}"
 SEARCH_PICK = "pick:{key}:{offset}"
 RELATED_PAGE = "related:{sort}:{offset}:{direction}:{study_id}"
@@ -46,10 +51,32 @@ SEARCH_AGAIN_RE = r"again:(?P<key>[0-9a-f]{12})"
 
 STUDY_RELATED_RE = r"study:related:(?P<study_id>[a-z0-9_-]{1,80})"
 STUDY_DISCUSS_RE = r"study:discuss:(?P<study_id>[a-z0-9_-]{1,80})"
+STUDY_SUMMARY_RE = r"study:summary:(?P<study_id>[a-z0-9_-]{1,80})"
+OPEN_STUDY_RE = r"open:study:(?P<study_id>[a-z0-9_-]{1,80})"
+STUDY_SHARE_RE = r"share:study:(?P<study_id>[a-z0-9_-]{1,80})"
+SUMMARY_PAGE_RE = r"sumpage:[pn]:(?P<page>\d{1,3}):(?P<study_id>[a-z0-9_-]{1,80})"
 SEARCH_PAGE_RE = r"search:(?P<key>[0-9a-f]{12}):(?P<offset>\d{1,6}):(?P<direction>[pn])"
 SEARCH_PICK_RE = r"pick:(?P<key>[0-9a-f]{12}):(?P<offset>\d{1,6})"
 RELATED_PAGE_RE = (r"related:(?P<sort>[rcn]):(?P<offset>\d{1,4}):(?P<direction>[pn]):"
                    r"(?P<study_id>[a-z0-9_-]{1,80})")
+
+# A card's summary is trimmed to about this (a phone screen); "Full summary" shows the rest.
+SUMMARY_CARD_CHARS = 1000
+SUMMARY_PAGE_CHARS = 4000
+DEFAULT_DISCLAIMER = "Not medical advice: talk to a doctor before changing a treatment."
+# The study type's badge: short, one consistent set for cards and every list line.
+TYPE_BADGES: dict[str, str] = {
+    "meta-analysis": "Meta-analysis",
+    "systematic review": "Systematic review",
+    "rct": "RCT",
+    "cohort": "Cohort",
+    "case-control": "Case-control",
+    "case report": "Case report",
+    "review": "Review",
+    "in vitro": "In vitro",
+    "animal": "Animal",
+    "other": "Other",
+}
 SORT_CODES = {"relevance": "r", "citations": "c", "newest": "n"}
 SORT_NAMES = {code: name for name, code in SORT_CODES.items()}
 
@@ -94,22 +121,46 @@ def rich(text: str | None) -> str:
         escaped)
 
 
+def person_name(author: str) -> str:
+    """'Kutlubay, Zekayi' as people write it: 'Zekayi Kutlubay' (a group name stays)."""
+    family, comma, given = author.partition(",")
+    if not comma or not given.strip() or not family.strip() or "," in given:
+        return author.strip()
+    return f"{given.strip()} {family.strip()}"
+
+
 def authors_line(authors: Sequence[str], limit: int = 3) -> str:
-    if not authors:
-        return "Unknown authors"
-    shown = ", ".join(authors[:limit])
+    """'Zekayi Kutlubay, Özge Karakuş': the first three as named, then 'et al.'; '' if none."""
+    shown = ", ".join(person_name(a) for a in authors[:limit])
     return shown + (" et al." if len(authors) > limit else "")
 
 
+def type_badge(study_type: str | None) -> str | None:
+    """The study type's short badge ('RCT', 'Meta-analysis'); None when it is not known."""
+    return TYPE_BADGES.get(study_type) if study_type else None
+
+
 def study_facts(study: Study) -> str:
-    """'34 citations · December 2012 · Indian Journal of ...' (the one-line summary)."""
+    """'34 citations · December 2012 · Indian Journal of ...' (plain: lists and menus)."""
     facts = []
     if study.citations is not None:
-        facts.append(f"{study.citations:,} citation{'s' if study.citations != 1 else ''}")
-    facts.append(study.published)
+        facts.append(citations_text(study.citations))
+    if study.year is not None:
+        facts.append(study.published)
     if study.journal:
         facts.append(study.journal)
     return " · ".join(facts)
+
+
+def citations_text(count: int) -> str:
+    return f"{count:,} citation{'s' if count != 1 else ''}"
+
+
+def badged_facts(study: Study) -> str:
+    """A menu option's description: the badge, then the facts."""
+    badge = type_badge(study.study_type)
+    facts = study_facts(study)
+    return " · ".join(p for p in (badge, facts) if p)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,20 +174,59 @@ class ThreadLink:
         return f"https://discord.com/channels/{self.guild_id}/{self.thread_id}"
 
 
-def study_embed(study: Study, topics: TopicVocabulary, thread: ThreadLink | None = None
-                ) -> discord.Embed:
+def card_facts(study: Study) -> str:
+    """The line under a card's title: 'January 2012 · *Journal* · `Review` · 34 citations'
+    (what is missing is left out)."""
+    facts = []
+    if study.year is not None:
+        facts.append(study.published)
+    if study.journal:
+        facts.append(f"*{safe(study.journal)}*")
+    badge = type_badge(study.study_type)
+    if badge:
+        facts.append(f"`{badge}`")
+    if study.citations is not None:
+        facts.append(citations_text(study.citations))
+    return " · ".join(facts)
+
+
+def trim_at_sentence(text: str, limit: int) -> str:
+    """`text` whole when it fits, else cut at the last sentence (or line) end before `limit`
+    characters, else at a word, and marked with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    ends = [m.end() for m in _SENTENCE_OR_LINE_END.finditer(head)]
+    cut = ends[-1] if ends and ends[-1] >= limit // 3 else None
+    if cut is None:
+        cut = head.rfind(" ")
+        cut = cut if cut > limit // 3 else limit - 1
+    return head[:cut].rstrip() + " …"
+
+
+_SENTENCE_OR_LINE_END = re.compile(r"[.!?][\"')\]]?(?=\s)|\n")
+
+
+def summary_pages(summary: str, size: int = SUMMARY_PAGE_CHARS) -> list[str]:
+    """The whole summary in pages of at most `size` characters, cut at sentence ends."""
+    text = rich(summary)
+    pages = []
+    while len(text) > size:
+        page = trim_at_sentence(text, size - 2).removesuffix(" …")
+        pages.append(page)
+        text = text[len(page):].lstrip()
+    pages.append(text)
+    return [p for p in pages if p]
+
+
+def study_embed(study: Study, topics: TopicVocabulary, thread: ThreadLink | None = None,
+                disclaimer: str | None = DEFAULT_DISCLAIMER) -> discord.Embed:
+    """The card, in the order of the research site's study page: title, 'Month YYYY ·
+    Journal · type · citations', authors, the TLDR (or the abstract's own conclusion) set
+    apart, the summary trimmed to about SUMMARY_CARD_CHARS; then topics, identifiers,
+    discussion; the id and the disclaimer in the footer. What is missing is left out."""
     embed = discord.Embed(title=truncate(study.title, TITLE_LIMIT),
                           url=link_or_none(study.source_url), colour=COLOUR)
-    embed.add_field(name="Authors", value=truncate(safe(authors_line(study.authors)),
-                                                   FIELD_LIMIT), inline=False)
-    published = study.published + (f" in *{safe(study.journal)}*" if study.journal else "")
-    embed.add_field(name="Published", value=truncate(published, FIELD_LIMIT), inline=True)
-    if study.citations is not None:
-        embed.add_field(name="Citations", value=f"{study.citations:,}", inline=True)
-    if study.study_type:
-        embed.add_field(name="Study type",
-                        value=STUDY_TYPE_LABELS.get(study.study_type, study.study_type),
-                        inline=True)
     if study.topics:
         names = ", ".join(topics.display_name(t) for t in study.topics)
         embed.add_field(name="Topics", value=truncate(safe(names), FIELD_LIMIT), inline=False)
@@ -152,36 +242,98 @@ def study_embed(study: Study, topics: TopicVocabulary, thread: ThreadLink | None
         count = f" · {thread.message_count:,} messages" if thread.message_count else ""
         embed.add_field(name="Discussion", value=f"[Open the thread]({thread.url}){count}",
                         inline=False)
-    embed.set_footer(text=truncate(f"id: {study.id}", FOOTER_LIMIT))
-    # The TLDR set apart, then the summary, in whatever room is left.
-    head = f"**TLDR** {rich(study.tldr)}" if study.tldr else ""
+    footer = f"id: {study.id}" + (f" · {disclaimer}" if disclaimer else "")
+    embed.set_footer(text=truncate(footer, FOOTER_LIMIT))
+    head = [line for line in (card_facts(study), safe(authors_line(study.authors))) if line]
+    parts = ["\n".join(head)] if head else []
+    if study.tldr:
+        parts.append(f"> **TLDR** {rich(study.tldr)}".replace("\n", "\n> "))
+    else:
+        finding = key_finding(study.summary)
+        # The last sentence of a summary shown whole is already on the card: set apart only
+        # a conclusion section, or what the trimmed summary leaves out.
+        if finding is not None and (finding.label == FROM_CONCLUSION
+                                    or summary_is_trimmed(study)):
+            parts.append(f"> **{finding.label}:** {rich(finding.text)}")
     room = min(DESCRIPTION_LIMIT, EMBED_TOTAL_LIMIT - len(embed) - 10)
-    summary = rich(study.summary) if study.summary else ""
-    parts = [p for p in (head, summary) if p]
-    description = "\n\n".join(parts) if parts else "*No summary yet.*"
-    embed.description = truncate(description, max(20, room))
+    used = sum(len(p) + 2 for p in parts)
+    if study.summary:
+        limit = max(100, min(SUMMARY_CARD_CHARS, room - used))
+        parts.append(trim_at_sentence(rich(study.summary), limit))
+    embed.description = truncate("\n\n".join(parts) or "No summary yet.", max(20, room))
     return embed
 
 
-def study_view(study: Study) -> discord.ui.View:
+def summary_is_trimmed(study: Study) -> bool:
+    return bool(study.summary) and len(rich(study.summary)) > SUMMARY_CARD_CHARS
+
+
+def study_view(study: Study, *, private: bool = False, shared: bool = False
+               ) -> discord.ui.View:
+    """The card's buttons. A private card can be posted in the channel; a public answer can
+    be deleted by whoever asked (`shared`: an answer at all, not a thread's starter card)."""
     view = discord.ui.View(timeout=None)
     view.add_item(discord.ui.Button(label="Related research", style=discord.ButtonStyle.primary,
                                     custom_id=STUDY_RELATED.format(study_id=study.id)))
     view.add_item(discord.ui.Button(label="Discuss", style=discord.ButtonStyle.success,
                                     custom_id=STUDY_DISCUSS.format(study_id=study.id)))
+    if summary_is_trimmed(study):
+        view.add_item(discord.ui.Button(label="Full summary",
+                                        style=discord.ButtonStyle.secondary,
+                                        custom_id=STUDY_SUMMARY.format(study_id=study.id)))
     source = link_or_none(study.source_url)
     if source:
         view.add_item(discord.ui.Button(label="Source", style=discord.ButtonStyle.link,
                                         url=source))
+    add_share_or_delete(view, private=private, shared=shared,
+                        share_id=STUDY_SHARE.format(study_id=study.id))
+    return view
+
+
+def add_share_or_delete(view: discord.ui.View, *, private: bool, shared: bool,
+                        share_id: str | None) -> None:
+    """'Post in channel' on a private answer, 'Delete' on a public one."""
+    if private and share_id:
+        view.add_item(discord.ui.Button(label="Post in channel",
+                                        style=discord.ButtonStyle.secondary,
+                                        custom_id=share_id, row=1))
+    elif shared and not private:
+        view.add_item(discord.ui.Button(label="Delete", style=discord.ButtonStyle.danger,
+                                        custom_id=DELETE_ANSWER, row=1))
+
+
+def summary_embed(study: Study, page: int, pages: Sequence[str]) -> discord.Embed:
+    embed = discord.Embed(title=truncate(study.title, TITLE_LIMIT),
+                          url=link_or_none(study.source_url), colour=COLOUR,
+                          description=pages[page])
+    footer = f"Full summary · page {page + 1} of {len(pages)} · id: {study.id}" \
+        if len(pages) > 1 else f"Full summary · id: {study.id}"
+    embed.set_footer(text=footer)
+    return embed
+
+
+def summary_view(study: Study, page: int, pages: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    if pages > 1:
+        view.add_item(discord.ui.Button(
+            label="Previous", style=discord.ButtonStyle.secondary, disabled=page == 0,
+            custom_id=SUMMARY_PAGE.format(study_id=study.id, page=max(0, page - 1), to="p")))
+        view.add_item(discord.ui.Button(
+            label="Next", style=discord.ButtonStyle.secondary, disabled=page >= pages - 1,
+            custom_id=SUMMARY_PAGE.format(study_id=study.id, page=min(pages - 1, page + 1),
+                                          to="n")))
     return view
 
 
 def _result_line(number: int, title: str, url: str | None, facts: str, tldr: str | None,
-                 marker: str = "") -> str:
+                 marker: str = "", badge: str | None = None) -> str:
     name = truncate(safe(strip_markup_words(title)), 150)  # plain inside the bold heading
     heading = f"**{number}. [{name}]({url})**" if url and len(url) <= 300 else \
         f"**{number}. {name}**"
-    lines = [heading + marker, truncate(safe(facts), 160)]
+    facts_line = truncate(safe(facts), 160)
+    if badge:
+        facts_line = f"`{badge}` · {facts_line}" if facts_line else f"`{badge}`"
+    lines = [heading + marker] + ([facts_line] if facts_line else [])
     if tldr:
         lines.append("> " + truncate(rich(tldr).replace("\n", " "), 220))
     return "\n".join(lines)
@@ -214,7 +366,7 @@ def fit_search_page(query: str, page: SearchPage, sort: str, filters: str = ""
     used = 0
     for i, study in enumerate(page.studies):
         line = _result_line(page.offset + i + 1, study.title, study.source_url,
-                            study_facts(study), study.tldr)
+                            study_facts(study), study.tldr, badge=type_badge(study.study_type))
         cost = len(line) + (2 if lines else 0)
         if lines and used + cost > room:
             break
@@ -238,12 +390,14 @@ def no_results_message(query: str, filters: str) -> str:
 
 
 def pager_view(prev_id: str, next_id: str, has_prev: bool, has_next: bool,
-               pick_id: str | None = None, studies: Sequence[Study] = ()) -> discord.ui.View:
+               pick_id: str | None = None, studies: Sequence[Study] = (), *,
+               deletable: bool = False) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     if pick_id and studies:
         options = [discord.SelectOption(label=truncate(strip_markup_words(s.title), OPTION_LIMIT),
                                         value=s.id,
-                                        description=truncate(study_facts(s), OPTION_LIMIT))
+                                        description=truncate(badged_facts(s), OPTION_LIMIT)
+                                        or None)
                    for s in studies[:25]]
         view.add_item(discord.ui.Select(custom_id=pick_id, placeholder="Open a study…",
                                         options=options, row=0))
@@ -251,6 +405,9 @@ def pager_view(prev_id: str, next_id: str, has_prev: bool, has_next: bool,
                                     custom_id=prev_id, disabled=not has_prev, row=1))
     view.add_item(discord.ui.Button(label="Next", style=discord.ButtonStyle.secondary,
                                     custom_id=next_id, disabled=not has_next, row=1))
+    if deletable:
+        view.add_item(discord.ui.Button(label="Delete", style=discord.ButtonStyle.danger,
+                                        custom_id=DELETE_ANSWER, row=1))
     return view
 
 
@@ -265,7 +422,8 @@ def related_embed(study: Study, entries: Sequence[RelatedEntry], offset: int, to
             link = (threads or {}).get(target.id)
             marker = f" · [discussion]({link.url})" if link else ""
             lines.append(_result_line(offset + i + 1, target.title, target.source_url,
-                                      study_facts(target), target.tldr, marker))
+                                      study_facts(target), target.tldr, marker,
+                                      badge=type_badge(target.study_type)))
         else:
             ref = entry.ref
             facts = []
@@ -289,11 +447,20 @@ def related_embed(study: Study, entries: Sequence[RelatedEntry], offset: int, to
 def not_found_message(query: str, suggestions: Sequence[Suggestion]) -> str:
     text = f"I could not find a study matching “{truncate(safe(query), 100)}”."
     if suggestions:
-        text += "\nDid you mean:\n" + "\n".join(
-            f"• {safe(s.label)} (`{s.id}`)" for s in suggestions[:5])
+        text += " Did you mean one of these?"
     else:
         text += " Try `/search` with a word from its title."
     return text
+
+
+def did_you_mean_view(suggestions: Sequence[Suggestion]) -> discord.ui.View:
+    """One button per suggestion (a row each, so whole titles read), opening its study."""
+    view = discord.ui.View(timeout=None)
+    for row, suggestion in enumerate(suggestions[:5]):
+        view.add_item(discord.ui.Button(label=truncate(suggestion.label, LABEL_LIMIT),
+                                        style=discord.ButtonStyle.secondary, row=row,
+                                        custom_id=OPEN_STUDY.format(study_id=suggestion.id)))
+    return view
 
 
 def topics_embed(rows: Sequence[tuple[str, str, int]], total_studies: int) -> discord.Embed:

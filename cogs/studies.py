@@ -43,6 +43,10 @@ PRUNE_EVERY_SECONDS = 24 * 3600
 log = logging.getLogger("studybot.studies")
 
 
+def is_private(message: discord.Message | None) -> bool:
+    return message is not None and message.flags.ephemeral
+
+
 def stopped(view: discord.ui.View) -> discord.ui.View:
     """A view to send as often as needed: stopped, discord.py does not keep it in its view
     store (our components are answered by DynamicItems matching their custom ids)."""
@@ -62,9 +66,11 @@ class StudiesCog(commands.Cog, name="Studies"):
         self.unsaved_searches: dict[str, str] = {}
         # Rendered replies, so a repeat costs no rendering: study cards by the study as read
         # and its thread link, search pages by the page object the library's cache returned.
-        self.cards: LRU[tuple[Study, render.ThreadLink | None], Reply] = LRU(CARD_CACHE_SIZE)
+        self.cards: LRU[tuple[Study, render.ThreadLink | None], discord.Embed] = \
+            LRU(CARD_CACHE_SIZE)
+        self.disclaimer = bot.config.render.disclaimer or None
         # (key, page start) -> the page as read, its reply, and how many results it shows.
-        self.search_pages: LRU[tuple[str, int], tuple[SearchPage, Reply, int]] = \
+        self.search_pages: LRU[tuple[str, int, bool], tuple[SearchPage, Reply, int]] = \
             LRU(SEARCH_PAGE_CACHE_SIZE)
 
     # --- saved search states: pruned at start-up and daily ---------------------------------
@@ -101,37 +107,43 @@ class StudiesCog(commands.Cog, name="Studies"):
             return {}
         return await self.discussions.thread_links(guild_id, study_ids)
 
-    async def study_reply(self, study: Study, guild_id: int | None = None) -> Reply:
+    async def study_reply(self, study: Study, guild_id: int | None = None, *,
+                          private: bool = False) -> Reply:
         thread = (await self.thread_links(guild_id, [study.id])).get(study.id)
-        return self.study_card(study, thread)
+        return self.study_card(study, thread, private=private)
 
-    def study_card(self, study: Study, thread: render.ThreadLink | None) -> Reply:
+    def study_card(self, study: Study, thread: render.ThreadLink | None, *,
+                   private: bool = False) -> Reply:
         """The study's card, rendered once per version of the study: the key is the whole
         study as read (an edit, a revert or an import makes another key) and its thread link,
-        so nothing needs invalidating; the least recently shown go first."""
+        so nothing needs invalidating; the least recently shown go first. A private card
+        can be posted in the channel, a public one deleted by whoever asked."""
         key = (study, thread)
-        reply = self.cards.get(key)
-        if reply is None:
-            reply = Reply(embed=render.study_embed(study, self.library.topics, thread),
-                          view=stopped(render.study_view(study)))
-            self.cards.put(key, reply)
-        return reply
+        embed = self.cards.get(key)
+        if embed is None:
+            embed = render.study_embed(study, self.library.topics, thread, self.disclaimer)
+            self.cards.put(key, embed)
+        return Reply(embed=embed, view=stopped(render.study_view(study, private=private,
+                                                                 shared=True)))
 
-    async def search_reply(self, key: str, request: SearchRequest) -> Reply:
-        return (await self.search_page(key, request))[0]
+    async def search_reply(self, key: str, request: SearchRequest, *, public: bool = False
+                           ) -> Reply:
+        return (await self.search_page(key, request, public=public))[0]
 
-    async def search_page(self, key: str, request: SearchRequest) -> tuple[Reply, int]:
-        """The page of results starting at request.offset, and how many it shows."""
+    async def search_page(self, key: str, request: SearchRequest, *, public: bool = False
+                          ) -> tuple[Reply, int]:
+        """The page of results starting at request.offset, and how many it shows (a public
+        page has a Delete button for whoever asked)."""
         page = await self.library.search(request)
-        cached = self.search_pages.get((key, request.offset))
+        cached = self.search_pages.get((key, request.offset, public))
         if cached is not None and cached[0] is page:  # the library answered from its cache
             return cached[1], cached[2]
-        reply, shown = self.render_search(key, request, page)
-        self.search_pages.put((key, request.offset), (page, reply, shown))
+        reply, shown = self.render_search(key, request, page, public=public)
+        self.search_pages.put((key, request.offset, public), (page, reply, shown))
         return reply, shown
 
-    def render_search(self, key: str, request: SearchRequest, page: SearchPage
-                      ) -> tuple[Reply, int]:
+    def render_search(self, key: str, request: SearchRequest, page: SearchPage, *,
+                      public: bool = False) -> tuple[Reply, int]:
         filters = self.describe_filters(request)
         if not page.studies:
             if request.offset:
@@ -145,7 +157,8 @@ class StudiesCog(commands.Cog, name="Studies"):
             render.SEARCH_PAGE.format(key=key, offset=request.offset, direction="p"),
             render.SEARCH_PAGE.format(key=key, offset=request.offset, direction="n"),
             request.offset > 0, has_next,
-            render.SEARCH_PICK.format(key=key, offset=request.offset), page.studies[:shown])
+            render.SEARCH_PICK.format(key=key, offset=request.offset), page.studies[:shown],
+            deletable=public)
         return Reply(embed=embed, view=stopped(view)), shown
 
     async def next_start(self, key: str, request: SearchRequest, start: int) -> int:
@@ -193,7 +206,8 @@ class StudiesCog(commands.Cog, name="Studies"):
         key, state = self.search_state(request)
         self.unsaved_searches[key] = state
         try:
-            await answer(interaction, lambda: self.search_reply(key, request),
+            await answer(interaction, lambda: self.search_reply(key, request,
+                                                                public=not ephemeral),
                          ephemeral=ephemeral)
             try:
                 await self.community.save_view(key, "search", state)
@@ -267,7 +281,7 @@ class StudiesCog(commands.Cog, name="Studies"):
         await update(interaction, lambda: self.search_reply(key, request))
 
     async def related_reply(self, study: Study, sort: str, offset: int,
-                            guild_id: int | None = None) -> Reply:
+                            guild_id: int | None = None, *, public: bool = False) -> Reply:
         entries = await self.library.related(study, sort=sort, limit=RELATED_LIMIT)
         if offset >= len(entries) and offset:
             raise UserFacingError("There are no more related studies.")
@@ -281,7 +295,7 @@ class StudiesCog(commands.Cog, name="Studies"):
                                        study_id=study.id),
             render.RELATED_PAGE.format(sort=code, offset=offset, direction="n",
                                        study_id=study.id),
-            offset > 0, offset + len(page) < len(entries))
+            offset > 0, offset + len(page) < len(entries), deletable=public)
         return Reply(embed=embed, view=view)
 
     # --- commands --------------------------------------------------------------------------
@@ -295,29 +309,34 @@ class StudiesCog(commands.Cog, name="Studies"):
         await self.community.record_command("study", study.id,
                                             guild_id=interaction.guild_id)
 
-    @app_commands.command(name="search", description="Find studies by any words, with "
-                          "optional filters.")
+    @app_commands.command(name="search", description="Find studies by any words, or browse "
+                          "by topic, type and years.")
     @app_commands.describe(
-        query="Words to look for (title, TLDR, summary, authors, journal, topics).",
+        query="Words to look for (title, TLDR, summary, authors, journal, topics); leave it "
+              "out to browse.",
         topic="Only studies on this topic.",
         since="Only studies published in or after this year.",
         until="Only studies published in or before this year.",
         type="Only studies of this type.",
-        sort="Order of the results (default: relevance).",
+        sort="Order of the results (default: relevance; newest when browsing).",
     )
     @app_commands.choices(type=TYPE_CHOICES)
     async def search(
         self,
         interaction: discord.Interaction[Any],
-        query: app_commands.Range[str, 1, 300],
+        query: app_commands.Range[str, 1, 300] | None = None,
         topic: app_commands.Range[str, 1, 100] | None = None,
         since: app_commands.Range[int, 1800, 2100] | None = None,
         until: app_commands.Range[int, 1800, 2100] | None = None,
         type: str | None = None,
-        sort: Sort = "relevance",
+        sort: Sort | None = None,
     ) -> None:
-        request = SearchRequest(text=query, topic=topic, since=since, until=until,
-                                study_type=type, sort=sort, limit=self.page_size)
+        # Without words there is nothing to rank by relevance: browsing lists the newest.
+        words = (query or "").strip()
+        request = SearchRequest(text=words, topic=topic, since=since, until=until,
+                                study_type=type, sort=sort or ("relevance" if words else
+                                                               "newest"),
+                                limit=self.page_size)
         await self.answer_search(interaction, request)
         await self.community.record_command("search", guild_id=interaction.guild_id)
 
@@ -345,7 +364,7 @@ class StudiesCog(commands.Cog, name="Studies"):
     async def related(self, interaction: discord.Interaction[Any], study: StudyArg,
                       sort: Sort = "relevance") -> None:
         await answer(interaction, lambda: self.related_reply(study, sort, 0,
-                                                             interaction.guild_id))
+                                                             interaction.guild_id, public=True))
         await self.community.record_command("related", study.id,
                                             guild_id=interaction.guild_id)
 
@@ -384,7 +403,8 @@ class StudiesCog(commands.Cog, name="Studies"):
             start = await self.previous_start(key, base, offset)
         request = replace(base, offset=start)
         if owns_message(interaction):
-            await update(interaction, lambda: self.search_reply(key, request))
+            public = not is_private(interaction.message)
+            await update(interaction, lambda: self.search_reply(key, request, public=public))
         else:  # someone else's results: page through a copy of their own
             await answer(interaction, lambda: self.search_reply(key, request), ephemeral=True)
 
@@ -394,8 +414,10 @@ class StudiesCog(commands.Cog, name="Studies"):
         step = self.page_size if direction == "n" else -self.page_size
         new_offset = max(0, offset + step)
         if owns_message(interaction):
+            public = not is_private(interaction.message)
             await update(interaction, lambda: self.related_reply(study, sort, new_offset,
-                                                                 interaction.guild_id))
+                                                                 interaction.guild_id,
+                                                                 public=public))
         else:
             await answer(interaction, lambda: self.related_reply(study, sort, new_offset,
                                                                  interaction.guild_id),
@@ -403,8 +425,8 @@ class StudiesCog(commands.Cog, name="Studies"):
 
     async def open_study(self, interaction: discord.Interaction[Any], study_id: str) -> None:
         study = await self.library.resolve(study_id)
-        await answer(interaction, lambda: self.study_reply(study, interaction.guild_id),
-                     ephemeral=True)
+        await answer(interaction, lambda: self.study_reply(study, interaction.guild_id,
+                                                           private=True), ephemeral=True)
         await self.community.record_command("study", study.id,
                                             guild_id=interaction.guild_id)
 
@@ -414,12 +436,128 @@ class StudiesCog(commands.Cog, name="Studies"):
                                                              interaction.guild_id),
                      ephemeral=True)
 
+    async def full_summary(self, interaction: discord.Interaction[Any], study_id: str,
+                           page: int = 0) -> None:
+        """The whole summary, privately, in pages; page buttons turn the page in place."""
+        study = await self.library.resolve(study_id)
+        if not study.summary:
+            raise UserFacingError("This study has no summary yet.")
+        pages = render.summary_pages(study.summary)
+        page = min(page, len(pages) - 1)
+        reply = Reply(embed=render.summary_embed(study, page, pages),
+                      view=stopped(render.summary_view(study, page, len(pages))))
+        if interaction.message is not None and is_private(interaction.message) \
+                and (interaction.data or {}).get("custom_id", "").startswith("sumpage:"):
+            await update(interaction, lambda: _ready(reply))
+        else:
+            await answer(interaction, lambda: _ready(reply), ephemeral=True)
+
+    async def share_study(self, interaction: discord.Interaction[Any], study_id: str) -> None:
+        """A private card posted in the channel for everyone, saying who shared it (a
+        mention that pings nobody); whoever shared it can delete it."""
+        study = await self.library.resolve(study_id)
+        reply = await self.study_reply(study, interaction.guild_id)
+        reply.content = f"Shared by {interaction.user.mention}"
+        await answer(interaction, lambda: _ready(reply))
+        await self.community.record_command("share", study.id, guild_id=interaction.guild_id)
+
+    async def delete_answer(self, interaction: discord.Interaction[Any]) -> None:
+        """A public answer deleted by the member it answered (or a member who may manage
+        messages here); nobody else."""
+        permissions = interaction.permissions
+        if not owns_message(interaction) and not permissions.manage_messages:
+            raise UserFacingError("Only the member who asked (or a moderator) can delete this.")
+        await interaction.response.defer()
+        await interaction.delete_original_response()
+
     async def pick_topic(self, interaction: discord.Interaction[Any], slug: str) -> None:
         request = SearchRequest(topic=slug, sort="citations", limit=self.page_size)
         await self.answer_search(interaction, request, ephemeral=True)
 
 
+async def _ready(reply: Reply) -> Reply:
+    return reply
+
+
 # --- DynamicItems: one class per custom id template ------------------------------------------
+
+class FullSummaryButton(ReportingButton, template=render.STUDY_SUMMARY_RE):
+    def __init__(self, study_id: str) -> None:
+        super().__init__(discord.ui.Button(
+            label="Full summary", custom_id=render.STUDY_SUMMARY.format(study_id=study_id)))
+        self.study_id = study_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> FullSummaryButton:
+        return cls(match["study_id"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).full_summary(interaction, self.study_id)
+
+
+class SummaryPageButton(ReportingButton, template=render.SUMMARY_PAGE_RE):
+    def __init__(self, study_id: str, page: int) -> None:
+        super().__init__(discord.ui.Button(label="Page", custom_id=render.SUMMARY_PAGE.format(
+            to="n", page=page, study_id=study_id)))
+        self.study_id, self.page = study_id, page
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> SummaryPageButton:
+        return cls(match["study_id"], int(match["page"]))
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).full_summary(interaction, self.study_id, self.page)
+
+
+class ShareStudyButton(ReportingButton, template=render.STUDY_SHARE_RE):
+    def __init__(self, study_id: str) -> None:
+        super().__init__(discord.ui.Button(
+            label="Post in channel", custom_id=render.STUDY_SHARE.format(study_id=study_id)))
+        self.study_id = study_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> ShareStudyButton:
+        return cls(match["study_id"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).share_study(interaction, self.study_id)
+
+
+class DeleteAnswerButton(ReportingButton, template=re.escape(render.DELETE_ANSWER)):
+    def __init__(self) -> None:
+        super().__init__(discord.ui.Button(label="Delete", custom_id=render.DELETE_ANSWER))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> DeleteAnswerButton:
+        return cls()
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).delete_answer(interaction)
+
+
+class OpenStudyButton(ReportingButton, template=render.OPEN_STUDY_RE):
+    def __init__(self, study_id: str) -> None:
+        super().__init__(discord.ui.Button(
+            label="Open", custom_id=render.OPEN_STUDY.format(study_id=study_id)))
+        self.study_id = study_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> OpenStudyButton:
+        return cls(match["study_id"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await _cog(interaction).open_study(interaction, self.study_id)
+
 
 def _cog(interaction: discord.Interaction[Any]) -> StudiesCog:
     cog = interaction.client.get_cog("Studies")  # type: ignore[attr-defined]
@@ -523,7 +661,8 @@ class TopicPickSelect(ReportingSelect, template=re.escape(render.TOPIC_PICK)):
 
 
 DYNAMIC_ITEMS = (RelatedButton, SearchPageButton, RelatedPageButton, StudyPickSelect,
-                 TopicPickSelect, SearchAgainButton)
+                 TopicPickSelect, SearchAgainButton, FullSummaryButton, SummaryPageButton,
+                 ShareStudyButton, DeleteAnswerButton, OpenStudyButton)
 
 
 async def setup(bot: StudyBot) -> None:

@@ -44,6 +44,7 @@ def test_safe_cases():
 
 def long_study(i: int) -> Study:
     return Study(id=f"s{i}", title=f"Study {i} " + "with a long title " * 20, year=2020,
+                 study_type="systematic review" if i % 2 else None,
                  journal="Journal of Long Names " * 10, citations=1000 + i,
                  url=f"https://example.org/{'x' * 250}/{i}",
                  tldr="A long one-sentence summary of what was found. " * 10)
@@ -53,7 +54,13 @@ def long_study(i: int) -> Study:
        st.booleans())
 def test_a_search_page_never_cuts_a_result(short: int, offset: int, corrected: bool):
     from bot.model import SearchPage
-    from bot.render import DESCRIPTION_LIMIT, _result_line, fit_search_page, study_facts
+    from bot.render import (
+        DESCRIPTION_LIMIT,
+        _result_line,
+        fit_search_page,
+        study_facts,
+        type_badge,
+    )
 
     studies = tuple(Study(id=f"t{i}", title=f"Short {i}") if i < short else long_study(i)
                     for i in range(10))
@@ -63,7 +70,8 @@ def test_a_search_page_never_cuts_a_result(short: int, offset: int, corrected: b
     assert len(embed.description) <= DESCRIPTION_LIMIT
     last = studies[shown - 1]  # the last result shown is there whole
     assert embed.description.endswith(_result_line(offset + shown, last.title, last.source_url,
-                                                   study_facts(last), last.tldr))
+                                                   study_facts(last), last.tldr,
+                                                   badge=type_badge(last.study_type)))
     numbers = [int(n) for n in re.findall(r"^\*\*(\d+)\. ", embed.description, re.M)]
     assert numbers == list(range(offset + 1, offset + shown + 1))
     assert embed.footer.text.startswith(f"Results {offset + 1}–{offset + shown} of 1,000+")
@@ -82,7 +90,7 @@ def test_card_keeps_source_emphasis_escapes_the_rest_and_links_only_real_links(t
     embed = study_embed(study, topics)
     assert embed.url == "https://doi.org/10.1000/em"  # the bad link is skipped, not sent
     assert embed.description.startswith(
-        "**TLDR** *Minoxidil* helps \\[x](http://evil) @\u200beveryone")
+        "2020\n\n> **TLDR** *Minoxidil* helps \\[x](http://evil) @\u200beveryone")
     assert "A\\_b **strong** c" in embed.description
     (source,) = [b for b in study_view(study).children
                  if isinstance(b, discord.ui.Button) and b.url]
@@ -116,3 +124,80 @@ def test_every_bracket_before_a_link_is_escaped(text):
     # no "[" preceded by an even number of backslashes remains when a "](" follows
     if "](" in out:
         assert not re.search(r"(?<!\\)(?:\\\\)*\[", out), out
+
+
+# --- the study card: the research site's page order, nothing invented ------------------------
+
+def test_authors_read_as_people_are_named():
+    from bot.render import authors_line
+
+    assert authors_line(["Kutlubay, Zekayi", "Karakuş, Özge"]) == "Zekayi Kutlubay, Özge Karakuş"
+    assert authors_line(["A, B", "C, D", "E, F", "G, H"]) == "B A, D C, F E et al."
+    assert authors_line(["WHO Study Group", "Smith, J A"]) == "WHO Study Group, J A Smith"
+    assert authors_line([]) == ""
+
+
+def test_card_of_a_pubmed_study_with_a_structured_abstract(topics):
+    from bot.render import study_embed, study_view
+
+    summary = ("BACKGROUND: Low-level light therapy (LLLT) is a recent addition. " * 6 +
+               "\nMETHODS: A review of the clinical literature was performed. " * 6 +
+               "\nRESULTS: Evidence supports its use for alopecia. " * 8 +
+               "\nCONCLUSIONS: LLLT is here to stay. Trials will help us answer the rest.")
+    study = Study(id="pbm-2021", title="Photobiomodulation", year=2021, month=5,
+                  journal="Aesthetic surgery journal", authors=("Glass, Graeme Ewan",),
+                  study_type="review", doi="10.1093/asj/sjab025", pmid="33471046",
+                  topics=("androgenetic-alopecia",), summary=summary)
+    embed = study_embed(study, topics, disclaimer="Not medical advice.")
+    facts, authors, rest = embed.description.split("\n", 2)
+    assert facts == "May 2021 · *Aesthetic surgery journal* · `Review`"
+    assert authors == "Graeme Ewan Glass"
+    finding, card_summary = rest.lstrip("\n").split("\n\n", 1)
+    assert finding == ("> **From the abstract's conclusion:** LLLT is here to stay. Trials "
+                       "will help us answer the rest.")
+    assert card_summary.startswith("BACKGROUND: Low-level light therapy")
+    assert card_summary.endswith(". …") and len(card_summary) <= 1002
+    assert [f.name for f in embed.fields] == ["Topics", "Identifiers"]
+    assert embed.footer.text == "id: pbm-2021 · Not medical advice."
+    labels = [getattr(c, "label", None) for c in study_view(study, private=True).children]
+    assert labels == ["Related research", "Discuss", "Full summary", "Source",
+                      "Post in channel"]
+
+
+def test_card_with_most_fields_missing_shows_no_filler(topics):
+    from bot.render import study_embed, study_view
+
+    embed = study_embed(Study(id="bare", title="A bare study"), topics, disclaimer=None)
+    assert embed.description == "No summary yet."
+    assert embed.fields == [] and embed.url is None
+    assert embed.footer.text == "id: bare"
+    for text in ("Unknown", "undated", "None"):
+        assert text not in embed.description
+    labels = [getattr(c, "label", None) for c in study_view(
+        Study(id="bare", title="A bare study")).children]
+    assert labels == ["Related research", "Discuss"]  # a thread's card: no Delete
+
+
+def test_the_full_summary_pages_hold_every_word(topics):
+    from bot.render import SUMMARY_PAGE_CHARS, summary_pages
+
+    summary = " ".join(f"Sentence number {i} says something about hair." for i in range(400))
+    pages = summary_pages(summary)
+    assert len(pages) >= 4 and all(len(p) <= SUMMARY_PAGE_CHARS for p in pages)
+    assert " ".join(pages) == summary
+    assert all(p.endswith("hair.") for p in pages)
+
+
+def test_every_list_line_carries_the_type_badge():
+    from bot.model import SearchPage
+    from bot.render import fit_search_page, pager_view
+
+    studies = (Study(id="a", title="A trial", year=2020, citations=3, study_type="rct"),
+               Study(id="b", title="A note", year=2019))
+    embed, shown = fit_search_page("", SearchPage(studies, 2, 0), "newest")
+    assert shown == 2 and embed.title == "Studies"
+    assert "**1. A trial**\n`RCT` · 3 citations · 2020" in embed.description
+    assert "**2. A note**\n2019" in embed.description
+    view = pager_view("p", "n", False, False, "pick", studies)
+    menu = next(c for c in view.children if isinstance(c, discord.ui.Select))
+    assert [o.description for o in menu.options] == ["RCT · 3 citations · 2020", "2019"]

@@ -90,7 +90,7 @@ async def test_forum_post_with_tags_then_linked(world):
     assert thread["name"] == MESO_TITLE
     assert thread["thread_metadata"]["auto_archive_duration"] == 10080
     starter = world.emu.channel_messages(int(thread["id"]))[0]
-    assert starter["embeds"][0]["footer"]["text"] == f"id: {MESO}"
+    assert starter["embeds"][0]["footer"]["text"].startswith(f"id: {MESO} · Not medical advice")
     # The existing "Review" tag is used; topics get new tags; 5 at most on the post.
     tags = {t["id"]: t["name"] for t in world.emu.channel(forum.id)["available_tags"]}
     applied = [tags[t] for t in thread["applied_tags"]]
@@ -585,7 +585,8 @@ async def test_merge_moves_a_lone_thread_and_closes_a_second_one(world):
     await admin(world, "merge", {"keep": MESO, "duplicate": lone})
     await world.emu.wait_for(lambda: world.emu.channel(moved)["name"] == MESO_TITLE, TIMEOUT,
                              "the moved thread to carry the kept study's name")
-    await world.emu.wait_for(lambda: card(world, moved)["footer"]["text"] == f"id: {MESO}",
+    await world.emu.wait_for(lambda: card(world, moved)["footer"]["text"].startswith(
+                                 f"id: {MESO} · "),
                              TIMEOUT, "the moved thread's card")
     _, linked = await discuss(world, MESO)
     assert linked["content"].startswith("Discussion of")

@@ -28,19 +28,28 @@ async def moderator_edits_tldr(world, study: str, tldr: str) -> None:
 
 
 async def test_study_card(world):
+    # The research site's study page, in its order: facts under the title, the authors as
+    # named, the TLDR set apart, the summary cut at a sentence near 1,000 characters.
     handle = await world.command("study", {"study": "hair-mesotherapy-2012"})
     message = await handle.final_message(TIMEOUT)
     embed = embed_of(message)
     assert embed["title"] == "Hair Mesotherapy: A Non-Surgical Procedure for Hair Loss"
-    assert embed["description"].startswith("**TLDR** Hair mesotherapy might help")
-    fields = {f["name"]: f["value"] for f in embed["fields"]}
-    assert fields["Authors"] == "Kutlubay, Zekayi, Karakuş, Özge"
-    assert fields["Published"] == "January 2012 in *Hair therapy & transplantation*"
-    assert fields["Study type"] == "Review"
-    assert "Mesotherapy" in fields["Topics"]
-    assert embed["footer"]["text"] == "id: hair-mesotherapy-2012"
+    facts, authors, tldr, summary = embed["description"].split("\n", 2)[:2] + \
+        embed["description"].split("\n", 2)[2].lstrip("\n").split("\n\n")
+    assert facts == "January 2012 · *Hair therapy & transplantation* · `Review`"
+    assert authors == "Zekayi Kutlubay, Özge Karakuş"
+    assert tldr == ("> **TLDR** Hair mesotherapy might help with certain types of hair loss "
+                    "but lacks strong scientific proof and has some risks.")
+    assert summary.startswith("In the 2012 article, hair mesotherapy is presented")
+    assert summary.endswith("providing nutrients to hair follicles. …")
+    assert 500 <= len(summary) <= 1002  # the sentence that ends past 1,000 is left out
+    assert [f["name"] for f in embed["fields"]] == ["Topics"]  # no DOI, PMID or thread
+    assert embed["fields"][0]["value"].startswith("Mesotherapy, Androgenetic alopecia")
+    assert embed["footer"]["text"] == ("id: hair-mesotherapy-2012 · Not medical advice: talk "
+                                       "to a doctor before changing a treatment.")
     assert custom_ids(message) == ["study:related:hair-mesotherapy-2012",
-                                   "study:discuss:hair-mesotherapy-2012"]
+                                   "study:discuss:hair-mesotherapy-2012",
+                                   "study:summary:hair-mesotherapy-2012", "answer:delete"]
     assert not handle.ephemeral
 
 
@@ -51,11 +60,11 @@ async def test_study_card_follows_a_moderators_edit_and_removal(world):
     for _ in range(2):  # the second from the cache
         card = embed_of(await (await world.command("study", {"study": study})).final_message(
             TIMEOUT))
-        assert card["description"].startswith("**TLDR** Hair mesotherapy might help")
+        assert "\n> **TLDR** Hair mesotherapy might help" in card["description"]
     await moderator_edits_tldr(world, study, "Edited by a moderator.")
     card = embed_of(await (await world.command("study", {"study": study})).final_message(
         TIMEOUT))
-    assert card["description"].startswith("**TLDR** Edited by a moderator.")
+    assert "\n> **TLDR** Edited by a moderator.\n" in card["description"]
     ask = await (await world.command("studyadmin remove", {"study": study, "reason": "test"},
                                      user=world.admin_id)).final_message(TIMEOUT)
     await (await world.emu.click(ask, custom_ids(ask)[0], world.admin_id)).final_message(TIMEOUT)
@@ -75,12 +84,30 @@ async def test_autocomplete_suggests_studies(world):
     assert fuzzy and fuzzy[0]["value"] == "mesotherapy-myth-and-reality-2011"
 
 
-async def test_unknown_study_gets_did_you_mean(world):
-    handle = await world.command("study", {"study": "Mesotherapy Myth Realty"})
+async def test_a_typed_title_opens_the_study_it_clearly_means(world):
+    # Typed and sent without picking a suggestion (common on mobile).
+    for typed in ("Hair Mesotherapy", "Mesotherapy Myth Realty", "hair-mesotherapy"):
+        handle = await world.command("study", {"study": typed})
+        embed = embed_of(await handle.final_message(TIMEOUT))
+        assert not handle.ephemeral
+        assert embed["title"] in ("Hair Mesotherapy: A Non-Surgical Procedure for Hair Loss",
+                                  "Mesotherapy: Myth and Reality"), typed
+
+
+async def test_unknown_study_gets_did_you_mean_buttons_that_open_each_study(world):
+    handle = await world.command("study", {"study": "Mesotherapy review"})
     message = await handle.final_message(TIMEOUT)
     assert handle.ephemeral
-    assert message["content"].startswith("I could not find a study matching")
-    assert "mesotherapy-myth-and-reality-2011" in message["content"]
+    assert message["content"] == ("I could not find a study matching “Mesotherapy review”. "
+                                  "Did you mean one of these?")
+    opens = [i for i in custom_ids(message) if i.startswith("open:study:")]
+    assert len(opens) >= 2
+    assert "open:study:mesotherapy-what-is-new-2012" in opens
+    opened = await world.emu.click(message, "open:study:mesotherapy-what-is-new-2012",
+                                   world.member_id)
+    card = await opened.final_message(TIMEOUT)
+    assert opened.ephemeral and embed_of(card)["title"] == "Mesotherapy: What Is New?"
+    assert "share:study:mesotherapy-what-is-new-2012" in custom_ids(card)
 
 
 async def test_search_pages_and_opens_a_study(world):
@@ -205,6 +232,7 @@ async def test_related_lists_unresolved_entries_with_their_facts(world, tmp_path
     handle = await world.command("related", {"study": "host"})
     embed = embed_of(await handle.final_message(TIMEOUT))
     assert "**1. Outside paper**" in embed["description"]
+    assert "**2." not in embed["description"]
     assert "7 citations · March 2019 · J Hair · not in the database yet" in embed["description"]
     assert "> It helps." in embed["description"]
 
@@ -241,10 +269,10 @@ async def test_huge_study_renders_within_limits(world, tmp_path):
     embed = embed_of(message)
     assert len(embed["title"]) <= 256 and len(embed["description"]) <= 4096
     total = len(embed["title"]) + len(embed["description"]) + len(embed["footer"]["text"]) \
-        + sum(len(f["name"]) + len(f["value"]) for f in embed["fields"])
+        + sum(len(f["name"]) + len(f["value"]) for f in embed.get("fields", []))
     assert total <= 6000
-    fields = {f["name"]: f["value"] for f in embed["fields"]}
-    assert fields["Authors"].endswith("et al.")
+    authors = embed["description"].split("\n")[0]  # no date, journal or type to show
+    assert authors == "A Author0, A Author1, A Author2 et al."
     assert "@\u200beveryone" in embed["description"]
     world.emu.assert_no_violations()
 

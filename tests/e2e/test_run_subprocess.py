@@ -39,7 +39,8 @@ async def test_studybot_run_serves_commands_and_stops_cleanly(tmp_path):
                 handle = await emu.run_command(guild.id, guild.default_channel_id, member,
                                                "study", {"study": "hair-mesotherapy-2012"})
                 message = await handle.final_message(TIMEOUT)
-                assert message["embeds"][0]["footer"]["text"] == "id: hair-mesotherapy-2012"
+                assert message["embeds"][0]["footer"]["text"].startswith(
+                    "id: hair-mesotherapy-2012 · Not medical advice")
             finally:
                 if process.returncode is None:
                     process.send_signal(signal.SIGTERM)
