@@ -1,0 +1,110 @@
+"""Members' experience end to end (issue 13): the full summary, sharing a private card,
+deleting a public answer, browsing without words, links to the research site, the "Find
+studies" message command."""
+
+from __future__ import annotations
+
+from tests.conftest import TIMEOUT
+from tests.e2e.test_member_commands import custom_ids, embed_of
+
+
+async def import_yaml(world, tmp_path, text: str) -> None:
+    path = tmp_path / "extra.yaml"
+    path.write_text(text)
+    await world.bot.library.import_paths([path])
+
+
+LONG_SUMMARY = " ".join(f"Finding number {i} of the trial concerns hair counts."
+                        for i in range(150))
+
+
+async def test_full_summary_is_private_and_paged(world, tmp_path):
+    await import_yaml(world, tmp_path, "studies:\n  - id: long-trial\n    title: A long trial\n"
+                      f"    year: 2020\n    summary: '{LONG_SUMMARY}'\n")
+    card = await (await world.command("study", {"study": "long-trial"})).final_message(TIMEOUT)
+    assert embed_of(card)["description"].endswith(". …")
+    opened = await world.emu.click(card, "study:summary:long-trial", world.member_id)
+    page = await opened.final_message(TIMEOUT)
+    assert opened.ephemeral
+    first = embed_of(page)
+    assert first["footer"]["text"] == "Full summary · page 1 of 3 · id: long-trial"
+    assert first["description"].startswith("Finding number 0 of the trial")
+    turned = await world.emu.click(page, "sumpage:n:1:long-trial", world.member_id)
+    await turned.response(TIMEOUT)
+    second = embed_of(world.emu.message(int(page["id"])))  # turned in place
+    assert second["footer"]["text"] == "Full summary · page 2 of 3 · id: long-trial"
+    pages = [first["description"], second["description"]]
+    turned = await world.emu.click(world.emu.message(int(page["id"])), "sumpage:n:2:long-trial",
+                                   world.member_id)
+    await turned.response(TIMEOUT)
+    pages.append(embed_of(world.emu.message(int(page["id"])))["description"])
+    assert " ".join(pages) == LONG_SUMMARY  # every word, once
+
+
+async def test_a_private_card_is_posted_in_the_channel_by_whoever_shares_it(world):
+    search = await (await world.command("search", {"query": "mesotherapy"})).final_message(
+        TIMEOUT)
+    pick = next(i for i in custom_ids(search) if i.startswith("pick:"))
+    opened = await world.emu.select(search, pick, ["mesotherapy-myth-and-reality-2011"],
+                                    world.member_id)
+    private = await opened.final_message(TIMEOUT)
+    assert opened.ephemeral and "answer:delete" not in custom_ids(private)
+    shared = await world.emu.click(private, "share:study:mesotherapy-myth-and-reality-2011",
+                                   world.member_id)
+    posted = await shared.final_message(TIMEOUT)
+    assert not shared.ephemeral
+    assert posted["content"] == f"Shared by <@{world.member_id}>"
+    assert posted["mentions"] == [] and not posted["mention_everyone"]  # pings nobody
+    assert embed_of(posted)["title"] == "Mesotherapy: Myth and Reality"
+    assert custom_ids(posted)[-1] == "answer:delete"
+    assert "share:study:mesotherapy-myth-and-reality-2011" not in custom_ids(posted)
+    assert any(m["id"] == posted["id"] for m in world.emu.channel_messages(world.channel_id))
+
+
+async def test_only_the_member_who_asked_or_a_moderator_deletes_a_public_answer(world):
+    answer = await (await world.command("study", {"study": "hair-mesotherapy-2012"})
+                    ).final_message(TIMEOUT)
+    bob = world.emu.add_member(world.guild_id, "bob")
+    refused = await world.emu.click(answer, "answer:delete", bob)
+    reply = await refused.final_message(TIMEOUT)
+    assert refused.ephemeral and reply["content"].startswith("Only the member who asked")
+    assert world.emu.message(int(answer["id"])) is not None
+    deleted = await world.emu.click(answer, "answer:delete", world.member_id)
+    await deleted.response(TIMEOUT)
+    await world.emu.wait_for(lambda: world.emu.message(int(answer["id"])) is None, TIMEOUT,
+                             "the answer to be deleted")
+    # Search results too; a moderator (Manage Messages) may tidy anyone's.
+    results = await (await world.command("search", {"query": "mesotherapy"})).final_message(
+        TIMEOUT)
+    assert "answer:delete" in custom_ids(results)
+    tidied = await world.emu.click(results, "answer:delete", world.admin_id)
+    await tidied.response(TIMEOUT)
+    await world.emu.wait_for(lambda: world.emu.message(int(results["id"])) is None, TIMEOUT,
+                             "the results to be deleted by a moderator")
+
+
+async def test_search_without_words_browses_by_topic_type_and_years(world):
+    newest = await (await world.command("search", {})).final_message(TIMEOUT)
+    embed = embed_of(newest)
+    assert embed["title"] == "Studies"
+    assert embed["footer"]["text"].startswith("Results 1–5 of 5 · sorted by newest")
+    first = embed["description"].split("\n")[0]
+    assert "Mesotherapy vs PRP: Hair Loss" in first  # December 2021, the newest
+    reviews = await (await world.command("search", {"type": "review", "until": 2012,
+                                                    "sort": "citations"})).final_message(TIMEOUT)
+    embed = embed_of(reviews)
+    assert embed["description"].startswith("Filters: years: …–2012, type: Review.")
+    lines = [line for line in embed["description"].split("\n") if line.startswith("`")]
+    assert lines and all(line.startswith("`Review` · ") for line in lines)
+    assert "Mesotherapy: What Is New?" in embed["description"].split("\n\n")[1]
+
+
+async def test_a_link_to_the_studys_page_on_the_research_site_opens_it(world, tmp_path):
+    link = "https://www.hairlosscure2020.com/research/hair-growth-with-caffeine-lotion"
+    await import_yaml(world, tmp_path, "studies:\n  - id: caffeine-2019\n"
+                      "    title: Hair growth with a caffeine lotion\n    year: 2019\n"
+                      f"    url: {link}\n")
+    for typed in (link, link + "/", "caffeine-2019"):
+        handle = await world.command("study", {"study": typed})
+        assert embed_of(await handle.final_message(TIMEOUT))["title"] == \
+            "Hair growth with a caffeine lotion", typed
