@@ -211,6 +211,30 @@ class StudyLibrary:
                 return found, []
         return None, suggestions
 
+    async def studies_for_message(self, text: str, limit: int = 5) -> list[Study]:
+        """The studies a message is about: those matching its words that share its topics
+        first, then the rest of the word matches, then its topics' most cited studies."""
+        words = [w for w in tokens(text[:4000]) if w not in STOPWORDS and len(w) > 2][:12]
+        slugs = self.topics.tag([text[:4000]])[:3]
+        found: dict[str, Study] = {}
+        by_words: list[Study] = []
+        if words:
+            try:
+                page = await self.search(SearchRequest(text=" ".join(words), limit=limit * 3))
+                by_words = list(page.studies)
+            except InvalidQuery:
+                by_words = []
+        on_topic = [s for s in by_words if set(s.topics) & set(slugs)]
+        for study in [*on_topic, *by_words]:
+            found.setdefault(study.id, study)
+        for slug in slugs:
+            if len(found) >= limit:
+                break
+            page = await self.search(SearchRequest(topic=slug, sort="citations", limit=limit))
+            for study in page.studies:
+                found.setdefault(study.id, study)
+        return list(found.values())[:limit]
+
     async def _find_by_page_link(self, link: str) -> tuple[Study | None, list[Suggestion]]:
         """A link to a study's page on the community's site (its stored url): the page's slug
         names the title, so the studies titled like it are compared with the link."""

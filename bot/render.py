@@ -46,6 +46,7 @@ SEARCH_PAGE = "search:{key}:{offset}:{direction}"
 SEARCH_PICK = "pick:{key}:{offset}"
 RELATED_PAGE = "related:{sort}:{offset}:{direction}:{study_id}"
 TOPIC_PICK = "topic:pick"
+FIND_PICK = "find:pick"
 SEARCH_AGAIN = "again:{key}"
 SEARCH_AGAIN_RE = r"again:(?P<key>[0-9a-f]{12})"
 
@@ -451,6 +452,28 @@ def not_found_message(query: str, suggestions: Sequence[Suggestion]) -> str:
     else:
         text += " Try `/search` with a word from its title."
     return text
+
+
+def message_studies_embed(studies: Sequence[Study]) -> discord.Embed:
+    """The 'Find studies' answer: the best studies for a message, as search lines."""
+    embed = discord.Embed(title="Studies for this message", colour=COLOUR)
+    lines = [_result_line(i + 1, s.title, s.source_url, study_facts(s), s.tldr,
+                          badge=type_badge(s.study_type)) for i, s in enumerate(studies)]
+    embed.description = truncate("\n\n".join(lines), DESCRIPTION_LIMIT)
+    embed.set_footer(text="Pick one below to open it; you can then post it in the channel")
+    return embed
+
+
+def message_studies_view(studies: Sequence[Study]) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    options = [discord.SelectOption(label=truncate(strip_markup_words(s.title), OPTION_LIMIT),
+                                    value=s.id,
+                                    description=truncate(badged_facts(s), OPTION_LIMIT) or None)
+               for s in studies[:25]]
+    if options:
+        view.add_item(discord.ui.Select(custom_id=FIND_PICK, placeholder="Open a study…",
+                                        options=options))
+    return view
 
 
 def did_you_mean_view(suggestions: Sequence[Suggestion]) -> discord.ui.View:

@@ -69,6 +69,10 @@ class StudiesCog(commands.Cog, name="Studies"):
         self.cards: LRU[tuple[Study, render.ThreadLink | None], discord.Embed] = \
             LRU(CARD_CACHE_SIZE)
         self.disclaimer = bot.config.render.disclaimer or None
+        # Right-click a message -> Apps -> Find studies (context menus cannot be decorated
+        # methods of a cog: made here, added to the tree at load).
+        self.find_menu = app_commands.ContextMenu(name="Find studies",
+                                                  callback=self.find_studies)
         # (key, page start) -> the page as read, its reply, and how many results it shows.
         self.search_pages: LRU[tuple[str, int, bool], tuple[SearchPage, Reply, int]] = \
             LRU(SEARCH_PAGE_CACHE_SIZE)
@@ -76,10 +80,12 @@ class StudiesCog(commands.Cog, name="Studies"):
     # --- saved search states: pruned at start-up and daily ---------------------------------
 
     async def cog_load(self) -> None:
+        self.bot.tree.add_command(self.find_menu)
         await self.prune_views()  # at start-up (an index seek and a delete), then daily
         self._pruner = asyncio.create_task(self._prune_views_daily())
 
     async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.find_menu.name, type=self.find_menu.type)
         self._pruner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._pruner
@@ -389,6 +395,23 @@ class StudiesCog(commands.Cog, name="Studies"):
         await answer(interaction, build, ephemeral=True)
         await self.community.record_command("help", guild_id=interaction.guild_id)
 
+    async def find_studies(self, interaction: discord.Interaction[Any],
+                           message: discord.Message) -> None:
+        """The best five studies for a message's words and topics, privately: each opens as
+        a private card that can be posted in the channel."""
+        text = " ".join([message.content, *(e.title or "" for e in message.embeds)])
+
+        async def build() -> Reply:
+            studies = await self.library.studies_for_message(text, limit=5)
+            if not studies:
+                return Reply(content="I found no studies for that message. Try `/search` "
+                             "with a treatment or condition, or `/topics`.")
+            return Reply(embed=render.message_studies_embed(studies),
+                         view=stopped(render.message_studies_view(studies)))
+
+        await answer(interaction, build, ephemeral=True)
+        await self.community.record_command("find", guild_id=interaction.guild_id)
+
     # --- components (their state is in the custom id, so they work after a restart) -------
 
     async def page_search(self, interaction: discord.Interaction[Any], key: str,
@@ -660,9 +683,24 @@ class TopicPickSelect(ReportingSelect, template=re.escape(render.TOPIC_PICK)):
         await _cog(interaction).pick_topic(interaction, value)
 
 
+class FindPickSelect(ReportingSelect, template=re.escape(render.FIND_PICK)):
+    def __init__(self) -> None:
+        super().__init__(discord.ui.Select(custom_id=render.FIND_PICK,
+                                           options=[discord.SelectOption(label="-")]))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> FindPickSelect:
+        return cls()
+
+    async def run(self, interaction: discord.Interaction[Any], value: str) -> None:
+        await _cog(interaction).open_study(interaction, value)
+
+
 DYNAMIC_ITEMS = (RelatedButton, SearchPageButton, RelatedPageButton, StudyPickSelect,
                  TopicPickSelect, SearchAgainButton, FullSummaryButton, SummaryPageButton,
-                 ShareStudyButton, DeleteAnswerButton, OpenStudyButton)
+                 ShareStudyButton, DeleteAnswerButton, OpenStudyButton, FindPickSelect)
 
 
 async def setup(bot: StudyBot) -> None:

@@ -823,6 +823,32 @@ class DiscordEmulator(RestServer):
             age=age,
         )
 
+    async def run_message_command(
+        self, guild_id: int, user_id: int, name: str, message: Mapping[str, Any]
+    ) -> InteractionHandle:
+        """A member picks a message command (right-click a message -> Apps -> ``name``);
+        Discord sends the message, content included, as the command's target."""
+        stored = self._stored(message)
+        channel = self._channel(stored.channel_id)
+        if channel.guild_id != int(guild_id):
+            raise ValueError(f"message {stored.id} is not in guild {guild_id}")
+        registered = self._find_command(int(guild_id), name, kind=3)
+        member_perms = self._permissions(int(user_id), channel)
+        if not member_perms & Perm.USE_APPLICATION_COMMANDS:
+            raise PermissionError(f"user {user_id} may not use commands in {channel.name}")
+        data: dict[str, Any] = {
+            "id": registered["id"],
+            "name": registered["name"],
+            "type": 3,
+            "target_id": str(stored.id),
+            "resolved": {"messages": {str(stored.id): copy.deepcopy(stored.data)}},
+        }
+        if registered.get("guild_id"):
+            data["guild_id"] = registered["guild_id"]
+        return self._new_interaction(
+            kind=COMMAND, channel=channel, user_id=user_id, data=data, name=name
+        )
+
     async def autocomplete(
         self,
         guild_id: int,

@@ -108,3 +108,24 @@ async def test_a_link_to_the_studys_page_on_the_research_site_opens_it(world, tm
         handle = await world.command("study", {"study": typed})
         assert embed_of(await handle.final_message(TIMEOUT))["title"] == \
             "Hair growth with a caffeine lotion", typed
+
+
+async def test_find_studies_answers_a_message_privately_with_openable_shareable_studies(world):
+    question = world.emu.post_message(world.channel_id, world.member_id,
+                                      "has anyone tried mesotherapy for their hair loss?")
+    bob = world.emu.add_member(world.guild_id, "bob")
+    handle = await world.emu.run_message_command(world.guild_id, bob, "Find studies", question)
+    answer = await handle.final_message(TIMEOUT)
+    assert handle.ephemeral
+    embed = embed_of(answer)
+    assert embed["title"] == "Studies for this message"
+    titles = [line for line in embed["description"].split("\n") if line.startswith("**")]
+    assert 1 <= len(titles) <= 5
+    assert all("esotherapy" in t or "Mesococktails" in t for t in titles)
+    assert "`Review` · " in embed["description"]
+    opened = await world.emu.select(answer, "find:pick", ["hair-mesotherapy-2012"], bob)
+    card = await opened.final_message(TIMEOUT)
+    assert opened.ephemeral and "share:study:hair-mesotherapy-2012" in custom_ids(card)
+    nothing = world.emu.post_message(world.channel_id, world.member_id, "good morning all")
+    handle = await world.emu.run_message_command(world.guild_id, bob, "Find studies", nothing)
+    assert (await handle.final_message(TIMEOUT))["content"].startswith("I found no studies")
