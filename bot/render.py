@@ -522,7 +522,16 @@ COMMAND_HELP: tuple[tuple[str, str], ...] = (
 )
 
 
-def help_embed(studies: int, last_updated: str | None, topics: int) -> discord.Embed:
+ADMIN_HELP = (
+    "Start with `/studyadmin settings`: it shows what is set and names the command for "
+    "each missing value (`channel` for discussions, with a check of my permissions there; "
+    "`autothreads`, `modroles`, `logchannel`). `import`, `add`, `edit`, `remove`, `merge` "
+    "and `revert` curate the studies; `audit` shows who changed what."
+)
+
+
+def help_embed(studies: int, last_updated: str | None, topics: int, *,
+               moderator: bool = False) -> discord.Embed:
     embed = discord.Embed(
         title="studybot: read, find and discuss the research",
         colour=COLOUR,
@@ -532,6 +541,29 @@ def help_embed(studies: int, last_updated: str | None, topics: int) -> discord.E
     )
     for name, text in COMMAND_HELP:
         embed.add_field(name=name, value=text, inline=False)
-    updated = last_updated.replace("T", " ").replace("Z", " UTC") if last_updated else "never"
-    embed.set_footer(text=f"{studies:,} studies · {topics:,} topics · last updated {updated}")
+    embed.add_field(name="Find studies (right-click a message → Apps)",
+                    value="The studies a message is about, privately; post any of them in "
+                    "the channel.", inline=False)
+    if moderator:
+        embed.add_field(name="For moderators: /studyadmin", value=ADMIN_HELP, inline=False)
+    # A Discord timestamp: each reader sees their own time zone.
+    updated = discord_time(last_updated) if last_updated else "never"
+    embed.add_field(name="Database", value=f"{studies:,} studies · {topics:,} topics · last "
+                    f"updated {updated}", inline=False)
+    embed.set_footer(text=f"{studies:,} studies · {topics:,} topics · studies are not "
+                          "medical advice")
     return embed
+
+
+def discord_time(iso_time: str, style: str = "f") -> str:
+    """'<t:1733390000:f>' (Discord shows it in the reader's time zone); the text as it is
+    when it is not a time."""
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(iso_time.replace("Z", "+00:00"))
+    except ValueError:
+        return iso_time
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return f"<t:{int(moment.timestamp())}:{style}>"

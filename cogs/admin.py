@@ -663,17 +663,21 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                 archive = own.archive_after_minutes or defaults.archive_after_minutes
             source = " (server setting)" if own.discussion_channel_id else " (config)"
             embed.add_field(name="Discussion channel",
-                            value=f"<#{channel}>{source}" if channel else "not set",
-                            inline=False)
+                            value=f"<#{channel}>{source}" if channel else
+                            "not set: `/studyadmin channel` chooses it (members cannot "
+                            "discuss studies until then)", inline=False)
             embed.add_field(name="Automatic threads", value=("on" if auto else "off") + (
-                "" if own.auto_threads is not None else " (config default)"))
+                "" if own.auto_threads is not None else " (config default: "
+                "`/studyadmin autothreads` sets it)"))
             embed.add_field(name="Threads archive after", value=f"{archive:,} minutes")
             embed.add_field(name="Log channel", value=f"<#{own.log_channel_id}>"
-                            if own.log_channel_id else "not set", inline=False)
+                            if own.log_channel_id else "not set: `/studyadmin logchannel` "
+                            "sets it", inline=False)
             roles = [f"<@&{r}>" for r in own.moderator_role_ids] + \
                 [f"<@&{r}> (config)" for r in self.config.moderation.role_ids]
             embed.add_field(name="Moderator roles", value=truncate(
-                ", ".join(roles) + (" · " if roles else "") + "and Manage Server",
+                ", ".join(roles) + (" · " if roles else "") + "and Manage Server" +
+                ("" if roles else " (`/studyadmin modroles add` adds a role)"),
                 render.FIELD_LIMIT), inline=False)
             embed.add_field(name="Largest import", value=size_text(
                 self.config.imports.max_file_bytes))

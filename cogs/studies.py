@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import render
+from bot import permissions, render
 from bot.client import StudyBot
 from bot.database import DatabaseError
 from bot.errors import UserFacingError
@@ -390,7 +390,8 @@ class StudiesCog(commands.Cog, name="Studies"):
         async def build() -> Reply:
             stats = await self.library.stats()
             return Reply(embed=render.help_embed(stats.studies, stats.last_updated,
-                                                 stats.topics))
+                                                 stats.topics,
+                                                 moderator=await self.is_moderator(interaction)))
 
         await answer(interaction, build, ephemeral=True)
         await self.community.record_command("help", guild_id=interaction.guild_id)
@@ -411,6 +412,17 @@ class StudiesCog(commands.Cog, name="Studies"):
 
         await answer(interaction, build, ephemeral=True)
         await self.community.record_command("find", guild_id=interaction.guild_id)
+
+    async def is_moderator(self, interaction: discord.Interaction[Any]) -> bool:
+        """Whether /help shows the admin section (the admin commands check on their own)."""
+        if interaction.guild_id is None or not isinstance(interaction.user, discord.Member):
+            return False
+        if interaction.user.guild_permissions.manage_guild:
+            return True
+        if self.discussions is None:
+            return False
+        settings = await self.discussions.settings.get(interaction.guild_id)
+        return permissions.is_moderator(interaction.user, settings, self.bot.config)
 
     # --- components (their state is in the custom id, so they work after a restart) -------
 

@@ -398,6 +398,16 @@ async def test_channel_checks_my_permissions_then_settings_show_it(world):
     assert fields["Automatic threads"] == "on"
 
 
+async def test_settings_name_the_command_that_sets_each_missing_value(world):
+    settings = await final(await admin(world, "settings"))
+    fields = {f["name"]: f["value"] for f in settings["embeds"][0]["fields"]}
+    assert fields["Discussion channel"].startswith("not set: `/studyadmin channel` chooses it")
+    assert fields["Log channel"] == "not set: `/studyadmin logchannel` sets it"
+    assert fields["Automatic threads"] == ("off (config default: `/studyadmin autothreads` "
+                                           "sets it)")
+    assert fields["Moderator roles"].endswith("(`/studyadmin modroles add` adds a role)")
+
+
 @pytest.mark.parametrize("fmt", ["yaml", "jsonl", "csv"])
 async def test_export_imports_back_unchanged(world, fmt):
     handle = await admin(world, "export", {"format": fmt})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.conftest import TIMEOUT
 
 
@@ -253,6 +255,15 @@ async def test_help(world):
     assert handle.ephemeral
     assert embed["footer"]["text"].startswith("5 studies · ")
     assert any(f["name"].startswith("/search") for f in embed["fields"])
+    names = [f["name"] for f in embed["fields"]]
+    assert "For moderators: /studyadmin" not in names  # a member sees no admin section
+    database = next(f["value"] for f in embed["fields"] if f["name"] == "Database")
+    assert re.fullmatch(r"5 studies · \d+ topics · last updated <t:\d+:f>", database)
+    handle = await world.command("help", user=world.admin_id)
+    embed = embed_of(await handle.final_message(TIMEOUT))
+    admin = next(f["value"] for f in embed["fields"] if f["name"] ==
+                 "For moderators: /studyadmin")
+    assert "`/studyadmin settings`" in admin
 
 
 async def test_huge_study_renders_within_limits(world, tmp_path):
