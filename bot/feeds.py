@@ -81,6 +81,10 @@ class EutilsClient:
             await self._session.close()
             self._session = None
 
+    def _scrub(self, text: str) -> str:
+        """The API key is a secret: never in a message or a log line."""
+        return text.replace(self.api_key, "[api key]") if self.api_key else text
+
     def _params(self, **extra: Any) -> dict[str, str]:
         params = {"db": "pubmed", "tool": TOOL}
         if self.email:
@@ -119,7 +123,7 @@ class EutilsClient:
                     else:
                         return await _read_bounded(response, endpoint)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = f"{endpoint}: {type(exc).__name__} {exc}".strip()
+                problem = self._scrub(f"{endpoint}: {type(exc).__name__} {exc}".strip())
             if attempt < MAX_ATTEMPTS:
                 log.info("%s; retrying in %.1f s", problem, pause)
                 await asyncio.sleep(pause)

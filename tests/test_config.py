@@ -88,3 +88,47 @@ def test_snowflakes_as_strings_and_relative_paths(tmp_path):
     config = load_config(path)
     assert config.discord.dev_guild_ids == (123, 456)
     assert config.database_path == tmp_path / "x" / "y.db"
+
+
+def test_feeds_follows_and_pubmed():
+    config = parse_config("""
+follows: {min_minutes_between_alerts: 30}
+feeds:
+  - name: hair-loss
+    query: 'alopecia[mh] OR "hair loss"[tiab]'
+    topics: [androgenetic-alopecia]
+  - name: prp
+    query: platelet-rich plasma[tiab]
+    every_minutes: 60
+pubmed: {api_base_url: "http://127.0.0.1:9/entrez/eutils/", email: ops@example.org}
+""")
+    assert config.follows.min_minutes_between_alerts == 30
+    hair, prp = config.feeds
+    assert (hair.name, hair.every_minutes, hair.topics) == ("hair-loss", 720,
+                                                            ("androgenetic-alopecia",))
+    assert (prp.query, prp.every_minutes, prp.topics) == ("platelet-rich plasma[tiab]", 60, ())
+    assert config.pubmed.api_base_url == "http://127.0.0.1:9/entrez/eutils"
+    assert config.pubmed.email == "ops@example.org"
+    defaults = Config()
+    assert defaults.feeds == () and defaults.follows.min_minutes_between_alerts == 60
+    assert defaults.pubmed.api_base_url == "https://eutils.ncbi.nlm.nih.gov/entrez/eutils"
+    assert load_config(REPO / "config.example.yaml").feeds == ()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("feeds: {name: a}", "feeds: expected a list"),
+    ("feeds: [{query: x}]", "feeds[0].name: required"),
+    ("feeds: [{name: a}]", "feeds[0].query: required"),
+    ("feeds: [{name: Hair Loss, query: x}]", "feeds[0].name: expected 1-32 lower-case"),
+    ("feeds: [{name: a, query: x, every_minutes: 0}]", "feeds[0].every_minutes: expected"),
+    ("feeds: [{name: a, query: x}, {name: a, query: y}]", "feeds[1].name: 'a' is used twice"),
+    ("feeds: [{name: a, query: x, topic: [prp]}]", "feeds[0].topic: unknown key"),
+    ("pubmed: {api_key: abc}", "pubmed.api_key: the key is read only from the NCBI_API_KEY"),
+    ("pubmed: {email: nobody}", "pubmed.email: expected an email address"),
+    ("pubmed: {api_base_url: ftp://x}", "pubmed.api_base_url: expected an http(s) URL"),
+    ("follows: {min_minutes_between_alerts: 0}", "follows.min_minutes_between_alerts"),
+])
+def test_feed_and_follow_mistakes_name_the_key(text, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config(text)
+    assert str(error.value).startswith(message), str(error.value)

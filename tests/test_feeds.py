@@ -4,6 +4,7 @@ paging, an empty window, 429 and 5xx, a malformed answer, a restart mid-backfill
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -212,3 +213,19 @@ pubmed: {{api_base_url: "{standin.base_url}"}}
     assert code == 1 and err.strip() == "studybot: no feed 'nope' in the config (feeds: hair)"
     code, _, err = await cli("feed", "run", "hair", "--since", "yesterday")
     assert code == 2 and "expected a date YYYY-MM-DD" in err
+
+
+@pytest.mark.parametrize("api_key, per_second", [(None, 3), ("k3y-secret", 10)])
+async def test_requests_keep_to_ncbi_rate_and_send_the_key(standin, api_key, per_second):
+    client = EutilsClient(standin.base_url, None, api_key)
+    try:
+        for _ in range(5):
+            await client.esearch("hair", "2026/12/01", "2026/12/05", 0)
+    finally:
+        await client.close()
+    times = [r.at for r in standin.requests]
+    # Spaced when sent; measured on arrival, so allow the network's jitter per gap.
+    assert times[-1] - times[0] >= 4 / per_second * 0.95
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.5 / per_second
+    assert all(r.params.get("api_key") == api_key for r in standin.requests)
+    assert all("email" not in r.params for r in standin.requests)
