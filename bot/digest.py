@@ -108,9 +108,11 @@ class DigestService:
         if not total:
             return 0
         threads = await self.thread_links(guild_id, [s.id for s in studies])
-        for embed in digest_embeds(studies, total, self.topics, threads, period):
-            await channel.send(embed=embed, allowed_mentions=NO_PINGS)
+        embeds = digest_embeds(studies, total, self.topics, threads, period)
+        # Recorded first: a restart mid-post never posts the same digest twice.
         await self.store.posted(guild_id, until, settings.every)
+        for embed in embeds:
+            await channel.send(embed=embed, allowed_mentions=NO_PINGS)
         log.info("guild %s: posted a digest of %d new studies", guild_id, total)
         return total
 

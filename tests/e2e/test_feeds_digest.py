@@ -127,3 +127,24 @@ async def test_feed_changes_are_in_the_audit_log(world, standin):
     text = message["content"] + "".join(e.get("description", "") for e in message["embeds"])
     assert re.search(r"feed hair-loss: imported from PubMed: \d+ new, 0 updated of \d+ "
                      r"records", text), text
+
+
+async def test_a_due_digest_is_posted_by_the_schedule_after_a_restart(world, standin):
+    await with_feed(world, standin)
+    feeds_cog = world.bot.get_cog("Feeds")
+    await feeds_cog.feeds.poll(feeds_cog.feeds.feed("hair-loss"))
+    channel = world.emu.add_text_channel(world.guild_id, "weekly-studies")
+    handle = await admin(world, "digest channel", {"channel": channel.id})
+    assert "posted weekly" in (await handle.final_message(TIMEOUT))["content"]
+    assert world.emu.channel_messages(channel.id) == []
+    store = DigestStore(world.bot.db)
+    # A week later: the next digest is due (the schedule lives in the database).
+    await store._run(lambda c: c.execute("UPDATE digests SET next_at = '2000-01-01T00:00:00Z'"))
+    await world.restart_bot()
+    await world.emu.wait_for(lambda: world.emu.channel_messages(channel.id) or None, TIMEOUT,
+                             lambda: "the scheduled digest")
+    first = world.emu.channel_messages(channel.id)[0]["embeds"][0]
+    assert first["title"].startswith("New studies this week: ")
+    after = await DigestStore(world.bot.db).get(world.guild_id)
+    assert after.next_at is not None and after.next_at > datetime.now(UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
