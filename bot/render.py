@@ -523,10 +523,11 @@ COMMAND_HELP: tuple[tuple[str, str], ...] = (
 
 
 ADMIN_HELP = (
-    "Start with `/studyadmin settings`: it shows what is set and names the command for "
-    "each missing value (`channel` for discussions, with a check of my permissions there; "
-    "`autothreads`, `modroles`, `logchannel`). `import`, `add`, `edit`, `remove`, `merge` "
-    "and `revert` curate the studies; `audit` shows who changed what."
+    "Start with `/studyadmin setup`: the discussion channel (with a check of my permissions "
+    "there), automatic threads, a moderator role and a log channel, then a summary of what "
+    "is set and missing. `/studyadmin settings` names the command for each missing value. "
+    "`import`, `add`, `edit`, `remove`, `merge` and `revert` curate the studies; `audit` "
+    "shows who changed what."
 )
 
 

@@ -226,6 +226,13 @@ def audit_line(entry: Any, *, full: bool = False, server: str | None = None) -> 
 
 # --- the cog -------------------------------------------------------------------------------
 
+WELCOME = ("Hello! I'm studybot: members find research with `/search` and `/study`, and "
+           "discuss each study in its own thread. A moderator's next step: "
+           "`/studyadmin setup` to choose the discussion channel (I check my permissions "
+           "there), automatic threads, moderator roles and a log channel. `/help` lists "
+           "everything. Studies are not medical advice.")
+
+
 @app_commands.guild_only()
 @app_commands.default_permissions(manage_guild=True)
 class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
@@ -244,6 +251,19 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
 
     async def cog_unload(self) -> None:
         await asyncio.to_thread(self.moderation.close)  # stops the upload-reading workers
+
+    @commands.Cog.listener()
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        """A short welcome with the next step, in the server's system channel if I may post
+        there (nothing otherwise: no channel is guessed)."""
+        channel = guild.system_channel
+        if channel is None or not channel.permissions_for(guild.me).send_messages:
+            log.info("joined guild %s: no system channel I may post in; no welcome", guild.id)
+            return
+        try:
+            await channel.send(WELCOME, allowed_mentions=NO_PINGS)
+        except discord.HTTPException as exc:
+            log.warning("joined guild %s: welcome not posted: %s", guild.id, exc)
 
     # --- the run-time check on every command and component --------------------------------
 
@@ -570,6 +590,97 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             f"Discussion threads will be made in {found.mention} ({kind} channel).",
             ephemeral=True)
         await self.post_audit(interaction.guild, entry)
+
+    @app_commands.command(name="setup", description="Set this server up: discussion channel, "
+                          "automatic threads, moderator role, log channel.")
+    @app_commands.describe(
+        discussion_channel="Where study discussions go (a forum or text channel); my "
+                           "permissions there are checked.",
+        automatic_threads="Make a discussion thread for every study added from now on.",
+        moderator_role="A role whose members may use /studyadmin.",
+        log_channel="A text channel where every audit entry is posted too.")
+    async def setup(self, interaction: discord.Interaction[Any],
+                    discussion_channel: DiscussionChannel | None = None,
+                    automatic_threads: bool | None = None,
+                    moderator_role: discord.Role | None = None,
+                    log_channel: TextChannelArg | None = None) -> None:
+        """Every value given is checked first (nothing is written when one is refused),
+        then each is saved with its audit entry; the answer sums up what is set and what is
+        still missing, with the command for each."""
+        assert interaction.guild_id is not None
+        problems = []
+        if discussion_channel is not None:
+            kind = "forum" if isinstance(discussion_channel, discord.ForumChannel) else "text"
+            missing = self._bot_missing(discussion_channel,
+                                        (*REQUIRED_PERMISSIONS[kind], "manage_threads"))
+            if missing:
+                problems.append(f"I need {', '.join(missing)} in {discussion_channel.mention} "
+                                "to run discussions there.")
+        if log_channel is not None:
+            missing = self._bot_missing(log_channel, ("view_channel", "send_messages"))
+            if missing:
+                problems.append(f"I need {', '.join(missing)} in {log_channel.mention} to "
+                                "post the audit log there.")
+        if moderator_role is not None and (moderator_role.is_default() or
+                                           moderator_role.managed):
+            problems.append("Pick a moderator role people are given (not @everyone or a "
+                            "bot's role).")
+        if problems:
+            raise UserFacingError("Nothing was changed. " + " ".join(problems) +
+                                  " Fix that, then run `/studyadmin setup` again.")
+        entries = []
+        if discussion_channel is not None:
+            entries.append(await self._set(interaction, "discussion_channel_id",
+                                           discussion_channel.id))
+        if automatic_threads is not None:
+            entries.append(await self._set(interaction, "auto_threads", automatic_threads))
+        if log_channel is not None:
+            entries.append(await self._set(interaction, "log_channel_id", log_channel.id))
+        if moderator_role is not None:
+            draft = draft_of(interaction, "modroles",
+                             {"change": "add", "role_id": moderator_role.id})
+            if await self.settings.add_moderator_role(interaction.guild_id, moderator_role.id,
+                                                      draft):
+                entries.append(draft.entry)
+        own = await self.settings.get(interaction.guild_id)
+        discussions = getattr(self.bot, "discussions", None)
+        if discussions is not None:
+            effective = await discussions.settings_for(interaction.guild_id)
+            channel_id, auto = effective.channel_id, effective.auto_threads
+        else:
+            channel_id = own.discussion_channel_id or self.config.discussions.channel_id
+            auto = bool(own.auto_threads)
+        roles = [*own.moderator_role_ids, *self.config.moderation.role_ids]
+        done, todo = [], []
+        if channel_id:
+            done.append(f"Discussions go to <#{channel_id}>.")
+        else:
+            todo.append("A discussion channel: `/studyadmin setup discussion_channel:` (or "
+                        "`/studyadmin channel`). Until then members cannot discuss studies.")
+        done.append(f"Automatic threads are {'on' if auto else 'off'} "
+                    "(`automatic_threads:` changes it).")
+        if roles:
+            done.append("Moderator roles: " + ", ".join(f"<@&{r}>" for r in roles) +
+                        ", and Manage Server.")
+        else:
+            todo.append("Moderator roles (optional; Manage Server is enough): "
+                        "`moderator_role:` or `/studyadmin modroles add`.")
+        if own.log_channel_id:
+            done.append(f"The audit log is posted in <#{own.log_channel_id}>.")
+        else:
+            todo.append("A log channel (optional): `log_channel:` or `/studyadmin "
+                        "logchannel`.")
+        embed = discord.Embed(title="studybot setup", colour=render.COLOUR)
+        embed.add_field(name="Set", value=truncate("\n".join(done), render.FIELD_LIMIT),
+                        inline=False)
+        embed.add_field(name="Missing" if todo else "Nothing missing",
+                        value=truncate("\n".join(todo) or "This server is ready: members "
+                                       "can use `/study`, `/search` and Discuss.",
+                                       render.FIELD_LIMIT), inline=False)
+        await interaction.response.send_message(embed=embed, ephemeral=True,
+                                                allowed_mentions=NO_PINGS)
+        for entry in entries:
+            await self.post_audit(interaction.guild, entry)
 
     @app_commands.command(name="autothreads", description="Turn automatic threads for new "
                           "studies on or off.")

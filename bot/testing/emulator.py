@@ -354,7 +354,11 @@ class DiscordEmulator(RestServer):
         self._guilds[guild_id] = guild
         general = self._add_channel(guild, ChannelType.TEXT, "general")
         guild.default_channel_id = general.id
-        self._dispatch("GUILD_CREATE", self._guild_create_payload(guild), guild_id, Intent.GUILDS)
+        # A server joined while connected: Discord leaves "unavailable" out (discord.py then
+        # dispatches on_guild_join, not on_guild_available).
+        payload = self._guild_create_payload(guild)
+        payload.pop("unavailable", None)
+        self._dispatch("GUILD_CREATE", payload, guild_id, Intent.GUILDS)
         return guild
 
     def add_text_channel(self, guild_id: int, name: str, *, topic: str | None = None) -> Channel:

@@ -79,6 +79,7 @@ LEAF_OPTIONS = {
     "restore": lambda w: {"study": MESO},
     "channel": lambda w: {"channel": w.channel_id},
     "autothreads": lambda w: {"enabled": True},
+    "setup": lambda w: {"discussion_channel": w.channel_id, "automatic_threads": True},
     "logchannel": lambda w: {"channel": w.channel_id},
     "modroles add": lambda w: {"role": w.extra["role"]},
     "modroles remove": lambda w: {"role": w.extra["role"]},

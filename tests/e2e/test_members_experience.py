@@ -129,3 +129,53 @@ async def test_find_studies_answers_a_message_privately_with_openable_shareable_
     nothing = world.emu.post_message(world.channel_id, world.member_id, "good morning all")
     handle = await world.emu.run_message_command(world.guild_id, bob, "Find studies", nothing)
     assert (await handle.final_message(TIMEOUT))["content"].startswith("I found no studies")
+
+
+# --- onboarding -------------------------------------------------------------------------------
+
+async def test_setup_checks_every_value_first_then_saves_and_sums_up(world):
+    from bot.testing import Perm
+
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    logs = world.emu.add_text_channel(world.guild_id, "mod-log")
+    world.emu.bot_permissions(world.guild_id, Perm.VIEW_CHANNEL, channel_id=logs.id)
+    refused = await world.command("studyadmin setup", {"discussion_channel": forum.id,
+                                                       "log_channel": logs.id},
+                                  user=world.admin_id)
+    text = (await refused.final_message(TIMEOUT))["content"]
+    assert refused.ephemeral and text.startswith("Nothing was changed. I need Send Messages")
+    assert (await world.bot.discussions.settings.get(world.guild_id)).discussion_channel_id \
+        is None
+    done = await world.command("studyadmin setup", {"discussion_channel": forum.id,
+                                                    "automatic_threads": True},
+                               user=world.admin_id)
+    embed = embed_of(await done.final_message(TIMEOUT))
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Set"].startswith(f"Discussions go to <#{forum.id}>.\nAutomatic threads "
+                                    "are on")
+    assert fields["Missing"].startswith("Moderator roles (optional")
+    assert "A log channel (optional): `log_channel:`" in fields["Missing"]
+    own = await world.bot.discussions.settings.get(world.guild_id)
+    assert own.discussion_channel_id == forum.id and own.auto_threads is True
+
+
+async def test_setup_is_refused_to_members_who_may_not_moderate(world):
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    handle = await world.command("studyadmin setup", {"discussion_channel": forum.id},
+                                 client_checks=False)  # the hint hides it; the check refuses
+    text = (await handle.final_message(TIMEOUT))["content"]
+    assert handle.ephemeral and text.startswith("Only this server's moderators")
+    assert (await world.bot.discussions.settings.get(world.guild_id)).discussion_channel_id \
+        is None
+
+
+async def test_joining_a_server_posts_a_welcome_with_the_next_step(world):
+    guild = world.emu.add_guild(name="New server")
+
+    def welcome() -> list[dict]:
+        return [m for m in world.emu.channel_messages(guild.default_channel_id)
+                if "`/studyadmin setup`" in (m.get("content") or "")]
+
+    await world.emu.wait_for(lambda: bool(welcome()), TIMEOUT, "the welcome message")
+    (message,) = welcome()
+    assert message["mentions"] == [] and not message["mention_everyone"]
