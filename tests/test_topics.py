@@ -185,3 +185,21 @@ def test_cli_import_lists_unknown_topics(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert "; unknown topics left out: Moon water (dry run" in result.stdout
+
+
+def test_the_vocabulary_covers_what_members_ask_about_without_noisy_synonyms(topics):
+    assert set(topics.tag(["Minoxidil-induced hypertrichosis in a child"])) == {
+        "minoxidil", "hypertrichosis"}  # hypertrichosis is not hirsutism
+    assert "hirsutism" not in topics.tag(["Generalised hypertrichosis"])
+    assert set(topics.tag(["Persistent effects in post-finasteride syndrome"])) >= {
+        "post-finasteride-syndrome"}
+    assert "post-finasteride-syndrome" not in topics.tag(["PFS was 12 months (progression-"
+                                                          "free survival)"])
+    cases = {"Topical RU58841 and 5-alpha reductase inhibitors": {"ru58841",
+                                                                  "dht-5-alpha-reductase"},
+             "Tretinoin with minoxidil": {"tretinoin", "minoxidil"},
+             "A caffeine shampoo": {"caffeine"},
+             "Wound-induced hair follicle neogenesis in mice": {"follicle-neogenesis"},
+             "The scalp microbiome in dandruff": {"scalp-microbiome"}}
+    for text, expected in cases.items():
+        assert expected <= set(topics.tag([text])), text
