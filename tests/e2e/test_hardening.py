@@ -108,7 +108,7 @@ async def test_an_interaction_that_arrives_late_is_deferred_at_once_and_then_ans
                                        "study", {"study": MESO}, age=2.2)
     assert (await late.response(TIMEOUT))["type"] == 5
     message = await late.final_message(TIMEOUT)
-    assert message["embeds"][0]["footer"]["text"] == f"id: {MESO}"
+    assert message["embeds"][0]["footer"]["text"].startswith(f"id: {MESO} · ")
     assert world.bot.tree.deadline.skipped == 0
     world.emu.assert_no_violations()
 
@@ -153,7 +153,7 @@ async def test_5xx_on_a_callback_is_retried(world):
     world.emu.fail_next("POST", r"/interactions/\d+/[^/]+/callback", status=503)
     handle = await world.command("study", {"study": MESO})
     message = await handle.final_message(TIMEOUT)
-    assert message["embeds"][0]["footer"]["text"] == f"id: {MESO}"
+    assert message["embeds"][0]["footer"]["text"].startswith(f"id: {MESO} · ")
 
 
 async def test_5xx_burst_on_thread_creation_and_follow_up_still_one_thread(world):

@@ -34,7 +34,7 @@ async def _card_and_thread(world, study_id: str, channel_id: int) -> None:
     card = await (await world.command("study", {"study": study_id})).final_message(TIMEOUT)
     assert card is not None and card["embeds"], card
     embed = card["embeds"][0]
-    assert embed["footer"]["text"] == f"id: {study_id}"
+    assert embed["footer"]["text"].startswith(f"id: {study_id} · ")
     assert embed.get("url") in (None, "https://doi.org/10.1000/links.1")
     pressed = await world.emu.click(card, f"study:discuss:{study_id}", world.member_id)
     reply = await pressed.final_message(TIMEOUT)

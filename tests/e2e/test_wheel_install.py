@@ -183,7 +183,7 @@ async def test_the_wheel_installed_elsewhere_runs_with_its_bundled_data(tmp_path
                 card = await emu.run_command(guild.id, guild.default_channel_id, member,
                                              "study", {"study": SEED_ID})
                 embed = (await card.final_message(budget.left()))["embeds"][0]
-                assert embed["footer"]["text"] == f"id: {SEED_ID}"
+                assert embed["footer"]["text"].startswith(f"id: {SEED_ID} · ")
                 assert embed["title"].startswith("Hair Mesotherapy")
                 # An upload is read by the installed package's parse worker, waits beside the
                 # database, and is imported on Confirm.
