@@ -219,7 +219,7 @@ def confirm_view(yes_id: str, no_id: str, yes_label: str, *, danger: bool = Fals
 
 def audit_line(entry: Any, *, full: bool = False, server: str | None = None) -> str:
     """One audit entry; `server` names where a library change was made, when elsewhere."""
-    when = entry.created_at.replace("T", " ").replace("Z", "")[:16]
+    when = render.discord_time(entry.created_at)  # in each reader's own time zone
     who = safe(entry.moderator_name or "?") + (f" (on {safe(server)})" if server else "")
     return f"**#{entry.id}** · {when} · {who}: {describe(entry, full=full)}"
 
