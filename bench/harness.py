@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bot.testing import DiscordEmulator  # noqa: E402
+from tests.discord_emulator import DiscordEmulator  # noqa: E402
 
 PING_BOT = '''
 import sys

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from harness import QUERIES, BotUnderTest, sample_studies
 
-from bot.testing import DiscordEmulator
+from tests.discord_emulator import DiscordEmulator
 
 CALLBACK = re.compile(r"/interactions/(\d+)/[^/]+/callback")
 

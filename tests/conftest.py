@@ -10,7 +10,7 @@ import pytest
 from bot.database import Database
 from bot.library import StudyLibrary
 from bot.topics import TopicVocabulary
-from tests.paths import DATA, shared_path
+from tests.paths import DATA, OPENAPI, shared_path
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, replace  # noqa: E402
 
 from bot.client import StudyBot  # noqa: E402
 from bot.config import Config, DatabaseConfig, DiscordConfig, StudiesConfig  # noqa: E402
-from bot.testing import DiscordEmulator  # noqa: E402
+from tests.discord_emulator import DiscordEmulator  # noqa: E402
 from tests.paths import REPO  # noqa: E402
 
 TIMEOUT = 30.0
@@ -118,7 +118,7 @@ def make_config(emu: DiscordEmulator, tmp_path: Path, guild_id: int, **studies: 
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    emu = DiscordEmulator()
+    emu = DiscordEmulator(OPENAPI)
     await emu.start()
     guild = emu.add_guild(name="Hair Research")
     member = emu.add_member(guild.id, "alice")

@@ -6,6 +6,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# Discord's OpenAPI description: the local Discord validates the bot's requests against it.
+OPENAPI = SHARED / "discord-api-spec" / "openapi.json"
 DATA = REPO / "data"
 
 

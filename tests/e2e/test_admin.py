@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import ImportsConfig
-from bot.testing import FileUpload, Perm
 from tests.conftest import TIMEOUT
+from tests.discord_emulator import FileUpload, Perm
 from tests.importers.test_importer_fixture_counts import EXPECTED
 from tests.paths import ENTITY_BOMB_DTD, shared_path
 

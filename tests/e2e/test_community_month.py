@@ -12,8 +12,8 @@ from typing import Any
 
 from bot.importers import iter_path
 from bot.importers.common import StudyRecord
-from bot.testing import FileUpload
 from tests.conftest import TIMEOUT
+from tests.discord_emulator import FileUpload
 from tests.paths import DATA, shared_path
 
 MESO = "hair-mesotherapy-2012"

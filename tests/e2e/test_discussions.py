@@ -12,8 +12,9 @@ from pathlib import Path
 from bot.config import DiscussionsConfig, ModerationConfig
 from bot.database import GuildSettingsStore
 from bot.discussions import iso, parse_iso, thread_name
-from bot.testing import DiscordEmulator, Perm
 from tests.conftest import TIMEOUT, World, make_config
+from tests.discord_emulator import DiscordEmulator, Perm
+from tests.paths import OPENAPI
 
 MESO = "hair-mesotherapy-2012"
 MESO_TITLE = "Hair Mesotherapy: A Non-Surgical Procedure for Hair Loss"
@@ -756,7 +757,7 @@ async def _paused(service) -> bool:
 
 
 async def test_every_servers_thread_follows_its_study(tmp_path):
-    emu = DiscordEmulator()
+    emu = DiscordEmulator(OPENAPI)
     await emu.start()
     first, second = emu.add_guild(name="Hair Research"), emu.add_guild(name="Second Community")
     admin_id = emu.add_admin(first.id)

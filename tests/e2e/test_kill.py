@@ -9,8 +9,8 @@ import signal
 import sqlite3
 import sys
 
-from bot.testing import DiscordEmulator
-from tests.paths import DATA, REPO
+from tests.discord_emulator import DiscordEmulator
+from tests.paths import DATA, OPENAPI, REPO
 
 TIMEOUT = 60.0
 
@@ -23,7 +23,7 @@ async def start(config, emu, log):
 
 
 async def test_sigkill_mid_outbox_then_restart(tmp_path):
-    emu = DiscordEmulator()
+    emu = DiscordEmulator(OPENAPI)
     await emu.start()
     try:
         guild = emu.add_guild(name="Hair Research")
@@ -87,7 +87,7 @@ def edit_state(db) -> tuple[str | None, int]:
 
 
 async def test_sigkill_during_a_moderators_edit_leaves_before_or_after(tmp_path):
-    emu = DiscordEmulator()
+    emu = DiscordEmulator(OPENAPI)
     await emu.start()
     try:
         guild = emu.add_guild(name="Hair Research")
@@ -148,10 +148,10 @@ def import_state(db) -> tuple[int, int]:
 async def test_sigkill_during_an_import_keeps_its_audit_entry_with_it(tmp_path):
     """The import's audit entry is written in the import's transaction: killed mid-import,
     neither is there; killed once it answered, both are."""
-    from bot.testing import FileUpload
+    from tests.discord_emulator import FileUpload
     from tests.paths import shared_path
 
-    emu = DiscordEmulator()
+    emu = DiscordEmulator(OPENAPI)
     await emu.start()
     try:
         guild = emu.add_guild(name="Hair Research")
@@ -206,7 +206,7 @@ async def test_sigkill_during_an_import_keeps_its_audit_entry_with_it(tmp_path):
 async def test_sigkill_between_a_change_and_its_thread_update(tmp_path):
     """The bot killed after a moderator's edit (then a removal) committed and before Discord
     took the thread's update: after a restart the outbox makes it, exactly once."""
-    emu = DiscordEmulator()
+    emu = DiscordEmulator(OPENAPI)
     await emu.start()
     try:
         guild = emu.add_guild(name="Hair Research")

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from bot.config import ModerationConfig
-from bot.testing import DiscordEmulator, FileUpload, Perm
 from tests.conftest import TIMEOUT, World, make_config
+from tests.discord_emulator import DiscordEmulator, FileUpload, Perm
+from tests.paths import OPENAPI
 
 MESO = "hair-mesotherapy-2012"
 OTHER = "mesotherapy-what-is-new-2012"
@@ -72,7 +73,7 @@ async def two_servers(tmp_path: Path, library_guild_ids: tuple[str, ...] | None
                       ) -> AsyncIterator[TwoServers]:
     """Two servers; `library_guild_ids` names which curate ("library", "other"), or None to
     leave the key unset."""
-    emu = DiscordEmulator()
+    emu = DiscordEmulator(OPENAPI)
     await emu.start()
     first = emu.add_guild(name="Hair Research")
     second = emu.add_guild(name="Second Community")

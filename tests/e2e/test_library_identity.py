@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import re
 
-from bot.testing import FileUpload
 from tests.conftest import TIMEOUT
+from tests.discord_emulator import FileUpload
 from tests.paths import DATA, shared_path
 
 MESO = "hair-mesotherapy-2012"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from bot.testing import FileUpload
-from bot.testing.validation import check_limits
 from tests.conftest import TIMEOUT
+from tests.discord_emulator import FileUpload
+from tests.discord_emulator.validation import check_limits
 from tests.e2e.test_admin import admin, counts, custom_ids, settled
 from tests.e2e.test_discussions import threads_in, use_channel
 

@@ -134,7 +134,7 @@ async def test_find_studies_answers_a_message_privately_with_openable_shareable_
 # --- onboarding -------------------------------------------------------------------------------
 
 async def test_setup_checks_every_value_first_then_saves_and_sums_up(world):
-    from bot.testing import Perm
+    from tests.discord_emulator import Perm
 
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     logs = world.emu.add_text_channel(world.guild_id, "mod-log")

@@ -8,14 +8,14 @@ import os
 import signal
 import sys
 
-from bot.testing import DiscordEmulator
-from tests.paths import DATA, REPO
+from tests.discord_emulator import DiscordEmulator
+from tests.paths import DATA, OPENAPI, REPO
 
 TIMEOUT = 60.0
 
 
 async def test_studybot_run_serves_commands_and_stops_cleanly(tmp_path):
-    emu = DiscordEmulator()
+    emu = DiscordEmulator(OPENAPI)
     await emu.start()
     try:
         guild = emu.add_guild(name="Hair Research")

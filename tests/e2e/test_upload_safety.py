@@ -11,8 +11,8 @@ import time
 from dataclasses import replace
 
 from bot.config import ImportsConfig
-from bot.testing import FileUpload
 from tests.conftest import TIMEOUT
+from tests.discord_emulator import FileUpload
 from tests.importers.adversarial_inputs import build
 
 # 60 MB of XML elements that are not records, gzipped to about 60 KB: many seconds to read.

@@ -18,8 +18,8 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from bot.testing import DiscordEmulator, FileUpload
-from tests.paths import REPO
+from tests.discord_emulator import DiscordEmulator, FileUpload
+from tests.paths import OPENAPI, REPO
 
 # The whole test (build, install, start, two commands, stop, check) stays within this.
 BUDGET = 60.0
@@ -51,7 +51,7 @@ PROBE = """
 import importlib, bot, studybot_data
 print(bot.__file__)
 print(studybot_data.__file__)
-for name in ("bot.testing", "tests"):
+for name in ("tests.discord_emulator", "tests"):
     try:
         importlib.import_module(name)
         print("importable:", name)
@@ -156,7 +156,7 @@ async def test_the_wheel_installed_elsewhere_runs_with_its_bundled_data(tmp_path
     assert check.stderr == f"studybot: {missing}: no such database\n"
     assert list(elsewhere.iterdir()) == []
 
-    emu = DiscordEmulator()
+    emu = DiscordEmulator(OPENAPI)
     await emu.start()
     try:
         guild = emu.add_guild(name="Hair Research")

@@ -15,9 +15,9 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from bot.testing import DiscordEmulator, FileUpload, Perm
-from bot.testing.validation import RequestValidator, check_limits
-from tests.paths import shared_path
+from tests.discord_emulator import DiscordEmulator, FileUpload, Perm
+from tests.discord_emulator.validation import RequestValidator, check_limits
+from tests.paths import OPENAPI, shared_path
 
 TIMEOUT = 30.0
 
@@ -189,7 +189,7 @@ class World:
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
-    emu = DiscordEmulator()
+    emu = DiscordEmulator(OPENAPI)
     await emu.start()
     guild = emu.add_guild(name="Hair Research")
     forum = emu.add_forum_channel(guild.id, "papers", tags=["meta", "rct"])
@@ -629,7 +629,7 @@ async def test_validator_catches_bad_raw_bodies(world: World) -> None:
 
 
 async def test_privileged_intents_are_refused() -> None:
-    emu = DiscordEmulator()
+    emu = DiscordEmulator(OPENAPI)
     await emu.start()
     guild = emu.add_guild()
     try:
@@ -685,7 +685,7 @@ async def test_emulator_responses_match_the_spec(world: World) -> None:
 
 def test_validator_limits_without_a_bot() -> None:
     shared_path("discord-api-spec", "openapi.json")  # skips without ../shared
-    validator = RequestValidator()
+    validator = RequestValidator(OPENAPI)
     assert validator.spec is not None, "the OpenAPI document should be in /work/shared"
     template, issues = validator.check(
         "POST",

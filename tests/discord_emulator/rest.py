@@ -24,9 +24,9 @@ from urllib.parse import unquote
 
 from aiohttp import BodyPartReader, web
 
-from bot.testing.gateway import Intent
-from bot.testing.model import Channel, ChannelType, Guild, Perm, User, now
-from bot.testing.state import (
+from tests.discord_emulator.gateway import Intent
+from tests.discord_emulator.model import Channel, ChannelType, Guild, Perm, User, now
+from tests.discord_emulator.state import (
     API_PREFIX,
     AUTOCOMPLETE,
     COMMAND,
@@ -44,7 +44,7 @@ from bot.testing.state import (
     Upload,
     parse_snowflake,
 )
-from bot.testing.validation import Issue, RequestValidator, errors_tree
+from tests.discord_emulator.validation import Issue, RequestValidator, errors_tree
 
 _log = logging.getLogger(__name__)
 

@@ -35,7 +35,6 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 __all__ = [
-    "DEFAULT_SPEC_PATH",
     "Issue",
     "IssueKind",
     "OpenApiSpec",
@@ -43,10 +42,6 @@ __all__ = [
     "check_limits",
     "match_template",
 ]
-
-DEFAULT_SPEC_PATH = (
-    Path(__file__).resolve().parents[2].parent / "shared" / "discord-api-spec" / "openapi.json"
-)
 
 IssueKind = Literal["schema", "limit", "rule"]
 
@@ -756,7 +751,7 @@ def check_limits(method: str, template: str, body: Any) -> list[Issue]:
 class RequestValidator:
     """Validates request bodies against the OpenAPI document (if present) and the limits."""
 
-    def __init__(self, spec_path: Path | None = DEFAULT_SPEC_PATH) -> None:
+    def __init__(self, spec_path: Path | None) -> None:
         self.spec: OpenApiSpec | None = None
         if spec_path is not None and Path(spec_path).exists():
             self.spec = OpenApiSpec(Path(spec_path))

@@ -3,8 +3,8 @@
 :class:`EmulatorState` owns the world (guilds, channels, threads, messages, commands,
 interactions), the gateway, and the rules that turn an action into stored JSON plus gateway
 events: creating, editing and deleting messages (with attachments and resolved mentions),
-starting threads, permission checks. The HTTP routes (:mod:`bot.testing.rest`) and the test API
-(:mod:`bot.testing.emulator`) are layered on top of it.
+starting threads, permission checks. The HTTP routes (:mod:`.rest`) and the test API
+(:mod:`.emulator`) are layered on top of it.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import yarl
 
-from bot.testing.gateway import Gateway, GatewaySession, Intent
-from bot.testing.model import (
+from tests.discord_emulator.gateway import Gateway, GatewaySession, Intent
+from tests.discord_emulator.model import (
     Channel,
     ChannelType,
     Guild,

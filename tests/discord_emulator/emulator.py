@@ -4,7 +4,7 @@ The emulator is an aiohttp server on 127.0.0.1 (port chosen by the OS) that spea
 HTTP API v10 (real JSON, ``multipart/form-data`` with ``payload_json`` for files) and a real
 gateway websocket (HELLO, IDENTIFY -> READY + GUILD_CREATE, HEARTBEAT, RESUME with replay,
 INVALID_SESSION, ``zlib-stream`` compression). Every JSON body the bot sends is checked against
-Discord's OpenAPI document and documented limits (see :mod:`bot.testing.validation`); problems,
+Discord's OpenAPI document and documented limits (see :mod:`.validation`); problems,
 unknown routes, protocol misuse and requests sent during a 429's ``retry_after`` are collected
 in :attr:`DiscordEmulator.violations`.
 
@@ -112,8 +112,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.testing.gateway import Intent
-from bot.testing.model import (
+from tests.discord_emulator.gateway import Intent
+from tests.discord_emulator.model import (
     ALL_PERMISSIONS,
     DEFAULT_BOT_PERMISSIONS,
     DEFAULT_EVERYONE_PERMISSIONS,
@@ -125,8 +125,8 @@ from bot.testing.model import (
     Role,
     now,
 )
-from bot.testing.rest import Fault, RestServer
-from bot.testing.state import (
+from tests.discord_emulator.rest import Fault, RestServer
+from tests.discord_emulator.state import (
     AUTOCOMPLETE,
     COMMAND,
     COMPONENT,
@@ -140,7 +140,6 @@ from bot.testing.state import (
     perm_value,
     walk_components,
 )
-from bot.testing.validation import DEFAULT_SPEC_PATH
 
 __all__ = [
     "DiscordEmulator",
@@ -283,7 +282,7 @@ class DiscordEmulator(RestServer):
 
     def __init__(
         self,
-        spec_path: Path | str | None = DEFAULT_SPEC_PATH,
+        spec_path: Path | str | None,
         *,
         bot_name: str = "StudyBot",
         heartbeat_interval: float = 41.25,
@@ -292,8 +291,9 @@ class DiscordEmulator(RestServer):
         privileged_intents: int = 0,
     ) -> None:
         """
-        :param spec_path: Discord's OpenAPI document for body validation; if it does not exist,
-            only the documented limits are checked.
+        :param spec_path: Discord's OpenAPI document for body validation, as the caller
+            knows where it is (the tests: ``tests.paths.OPENAPI``); None, or a path that
+            does not exist: only the documented limits are checked.
         :param heartbeat_interval: seconds, sent in HELLO.
         :param callback_deadline: Discord's 3 s to answer an interaction; later callbacks get
             ``404 Unknown interaction`` and a violation. ``None`` disables it.
