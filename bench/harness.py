@@ -132,7 +132,9 @@ class BotUnderTest:
             f"database:\n  path: {self.db}\nstudies:\n  sources: []\n"
             f"  topics: {REPO / 'data' / 'topics.yaml'}\n"
             f"logging:\n  level: {self.log_level}\n"
-            f"discussions:\n  channel_id: {forum.id}\n" + self.extra_config)
+            f"discussions:\n  channel_id: {forum.id}\n"
+            # the soak's members each start many threads: the per-member cap is not measured
+            f"  member_threads_per_hour: 1000\n" + self.extra_config)
         script = self.work / "pingbot.py"
         script.write_text(PING_BOT)
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in __aexit__)
