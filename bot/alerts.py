@@ -18,6 +18,7 @@ from bot.database import DatabaseError
 from bot.follows import ALERT_SHOWN, AlertBatch, AlertStudy, FollowStore
 from bot.model import STUDY_TYPE_LABELS
 from bot.render import COLOUR, NO_PINGS, safe
+from bot.tasks import cancel_and_wait
 from bot.text import truncate
 
 log = logging.getLogger("studybot.alerts")
@@ -105,11 +106,8 @@ class AlertService:
             self._task = asyncio.create_task(self._run(), name="studybot-alerts")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         await self.client.wait_until_ready()

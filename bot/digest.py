@@ -19,6 +19,7 @@ from bot.database import DigestSettings, DigestStore, now_iso, utc_iso
 from bot.key_finding import key_finding
 from bot.model import STUDY_TYPE_LABELS, Study
 from bot.render import COLOUR, NO_PINGS, ThreadLink, safe
+from bot.tasks import cancel_and_wait
 from bot.text import truncate
 from bot.topics import TopicVocabulary
 
@@ -124,11 +125,8 @@ class DigestService:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run_due(self) -> None:
         for settings in await self.store.due(datetime.now(UTC)):

@@ -30,6 +30,7 @@ from bot.database import FeedStore, ImportWriter, mark_feed_batch, now_iso
 from bot.importing import ImportAborted, ImportReport
 from bot.library import StudyLibrary
 from bot.model import InvalidRecord, StudyRecord
+from bot.tasks import cancel_and_wait
 
 log = logging.getLogger("studybot.feeds")
 
@@ -312,11 +313,8 @@ class FeedService:
         self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.client.close()
 
     async def _run(self) -> None:

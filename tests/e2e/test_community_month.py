@@ -14,6 +14,7 @@ from bot.importers import iter_path
 from bot.importers.common import StudyRecord
 from tests.conftest import TIMEOUT
 from tests.discord_emulator import FileUpload
+from tests.e2e.test_admin import admin, custom_ids, final, settled
 from tests.paths import DATA, shared_path
 
 MESO = "hair-mesotherapy-2012"
@@ -21,32 +22,6 @@ WHAT_IS_NEW = "mesotherapy-what-is-new-2012"
 MYTH = "mesotherapy-myth-and-reality-2011"
 PUBMED_SLICE = ("fixtures", "formats", "pubmed_xml", "pubmed_baseline_hair_slice.xml")
 MICROBIOME_ES, MICROBIOME_EN = "33476584", "34088474"  # two editions: PMIDs and DOIs differ
-
-
-async def admin(world, name: str, options: dict | None = None):
-    return await world.command(f"studyadmin {name}", options, user=world.admin_id)
-
-
-async def final(handle) -> dict:
-    message = await handle.final_message(TIMEOUT)
-    assert message is not None
-    return message
-
-
-def custom_ids(message: dict) -> list[str]:
-    return [c["custom_id"] for row in message.get("components", [])
-            for c in row.get("components", []) if c.get("custom_id")]
-
-
-async def settled(world, handle) -> dict:
-    await handle.final_message(TIMEOUT)
-
-    def outcome() -> dict | None:
-        message = handle.original
-        return message if message and (message["embeds"] or not
-                                       message["content"].endswith("…")) else None
-
-    return await world.emu.wait_for(outcome, TIMEOUT, lambda: "the import's outcome")
 
 
 async def edit(world, study_id: str, values: dict[str, str]) -> int:

@@ -9,6 +9,7 @@ import re
 
 from tests.conftest import TIMEOUT
 from tests.discord_emulator import FileUpload
+from tests.e2e.test_admin import admin, custom_ids, final, settled
 from tests.paths import DATA, shared_path
 
 MESO = "hair-mesotherapy-2012"
@@ -17,33 +18,6 @@ HAIR_SLICE = ("fixtures", "formats", "pubmed_xml", "pubmed_baseline_hair_slice.x
 # The English and Spanish editions of one article (different DOIs and PMIDs).
 SPANISH = ("33383019", "10.1016/j.ad.2020.12.003")
 ENGLISH = ("34088475", "10.1016/j.adengl.2021.03.012")
-
-
-async def admin(world, name: str, options: dict | None = None):
-    return await world.command(f"studyadmin {name}", options, user=world.admin_id)
-
-
-async def final(handle) -> dict:
-    message = await handle.final_message(TIMEOUT)
-    assert message is not None
-    return message
-
-
-async def settled(world, handle) -> dict:
-    """An import's reply once it shows the outcome (not 'Importing…' or progress)."""
-    await handle.final_message(TIMEOUT)
-
-    def outcome() -> dict | None:
-        message = handle.original
-        return message if message and (message["embeds"] or not
-                                       message["content"].endswith("…")) else None
-
-    return await world.emu.wait_for(outcome, TIMEOUT, lambda: "the import's outcome")
-
-
-def custom_ids(message: dict) -> list[str]:
-    return [c["custom_id"] for row in message.get("components", [])
-            for c in row.get("components", []) if c.get("custom_id")]
 
 
 async def card(world, identifier: str) -> dict:
