@@ -1013,6 +1013,12 @@ class Database:
             "SELECT topic, count(*) FROM study_topics GROUP BY topic ORDER BY count(*) DESC")
         return {topic: count for topic, count in rows}
 
+    async def study_type_counts(self) -> dict[str, int]:
+        rows = await self._fetchall(
+            "SELECT study_type, count(*) FROM studies WHERE study_type IS NOT NULL "
+            "AND study_type != '' GROUP BY study_type ORDER BY count(*) DESC")
+        return {study_type: count for study_type, count in rows}
+
     async def get_meta(self, key: str) -> str | None:
         row = await self._fetchone("SELECT value FROM meta WHERE key = ?", (key,))
         return row[0] if row else None

@@ -66,6 +66,9 @@ THREAD_NAME_LIMIT = 100
 FORUM_TAG_LIMIT = 20  # tags per forum
 POST_TAG_LIMIT = 5  # tags per post
 TAG_NAME_LIMIT = 20
+FORUM_TAGS_NOTE = ("Forum tags: a forum holds 20, so they go to the study types and topics "
+                   "with the most studies in the library (tags moderators made are kept); "
+                   "each post carries at most 5.")
 # A 'creating' claim older than this is presumed abandoned (its process died mid-creation).
 CLAIM_TIMEOUT = timedelta(minutes=1)
 # How long a request waits for another process's creation before giving up.
@@ -514,19 +517,35 @@ class DiscussionService:
         finally:
             view.stop()  # answered by the DynamicItems; keep nothing in discord.py's store
 
+    def _tag_name(self, key: str) -> str:
+        if key.startswith("type:"):
+            kind = key.removeprefix("type:")
+            name = STUDY_TYPE_LABELS.get(kind, kind)
+        else:
+            name = self.library.topics.display_name(key)
+        return truncate(name, TAG_NAME_LIMIT)
+
     def _wanted_tags(self, study: Study) -> list[tuple[str, str]]:
-        """(key, tag name): the study type first, then its topics; at most 5 per post."""
-        wanted = []
-        if study.study_type:
-            label = STUDY_TYPE_LABELS.get(study.study_type, study.study_type)
-            wanted.append((f"type:{study.study_type}", label))
-        wanted += [(slug, self.library.topics.display_name(slug)) for slug in study.topics]
-        return [(key, truncate(name, TAG_NAME_LIMIT)) for key, name in wanted][:POST_TAG_LIMIT]
+        """(key, tag name): the study type first, then its topics (all; the post keeps the
+        first 5 the forum has tags for)."""
+        keys = [f"type:{study.study_type}"] if study.study_type else []
+        keys += list(dict.fromkeys(study.topics))
+        return [(key, self._tag_name(key)) for key in keys]
+
+    async def tag_ranking(self) -> list[str]:
+        """Tag keys (study types 'type:x' and topic slugs) by how many studies in the library
+        carry them, most first (ties by key): a forum's 20 tags are the first of these."""
+        counts = {f"type:{k}": n for k, n in (await self.library.db.study_type_counts()).items()}
+        counts.update(await self.library.db.topic_counts())
+        return sorted(counts, key=lambda k: (-counts[k], k))
 
     async def _tags_for(self, forum: discord.ForumChannel, study: Study
                         ) -> list[discord.ForumTag]:
-        """The forum's tags for this study, created when missing and allowed (within the
-        forum's 20); remembered per server and channel."""
+        """The forum's tags for this study (at most 5: its type, then its topics in order).
+        A forum holds at most 20 tags, chosen by use: the tags it has are kept (moderators'
+        never touched), and its free room goes to the study types and topics with the most
+        studies in the library, so a study's topic gets a tag only when it is among those;
+        remembered per server and channel."""
         wanted = self._wanted_tags(study)
         if not wanted:
             return []
@@ -546,7 +565,7 @@ class DiscussionService:
                 if known.get(key) != tag.id:
                     learned[key] = tag.id
             if missing:
-                created = await self._create_tags(forum, missing)
+                created = await self._create_tags(forum, missing, known)
                 for key, tag in created.items():
                     chosen[key] = tag
                     learned[key] = tag.id
@@ -566,8 +585,10 @@ class DiscussionService:
         folded = name.casefold()
         return next((t for t in forum.available_tags if t.name.casefold() == folded), None)
 
-    async def _create_tags(self, forum: discord.ForumChannel,
-                           missing: list[tuple[str, str]]) -> dict[str, discord.ForumTag]:
+    async def _create_tags(self, forum: discord.ForumChannel, missing: list[tuple[str, str]],
+                           known: dict[str, int]) -> dict[str, discord.ForumTag]:
+        """Tags for `missing` keys the forum has room for by use: of the keys ranked by study
+        count that have no tag in the forum yet, the first (free room) ones."""
         if not forum.permissions_for(forum.guild.me).manage_channels:
             log.info("guild %s: forum %s lacks tags %s and the bot may not create them "
                      "(Manage Channels)", forum.guild.id, forum.id, [n for _, n in missing])
@@ -583,12 +604,17 @@ class DiscussionService:
         found = {key: tag for key, name in missing
                  if (tag := self._find_tag(forum, None, name)) is not None}
         missing = [(key, name) for key, name in missing if key not in found]
-        room = FORUM_TAG_LIMIT - len(forum.available_tags)
-        names = list(dict.fromkeys(name for _, name in missing))
-        if room < len(names):
-            log.info("guild %s: forum %s has no room for tags %s (Discord allows 20)",
-                     forum.guild.id, forum.id, names[max(room, 0):])
-        names = names[:max(room, 0)]
+        room = max(FORUM_TAG_LIMIT - len(forum.available_tags), 0)
+        # The free room goes to the most used keys without a tag, in rank order.
+        untagged = [key for key in await self.tag_ranking()
+                    if self._find_tag(forum, known.get(key), self._tag_name(key)) is None]
+        deserving = set(untagged[:room])
+        left_out = [name for key, name in missing if key not in deserving]
+        if left_out:
+            log.info("guild %s: forum %s: no tag for %s (a forum holds 20 tags: the study "
+                     "types and topics with the most studies get them)", forum.guild.id,
+                     forum.id, left_out)
+        names = list(dict.fromkeys(name for key, name in missing if key in deserving))
         if not names:
             return found
         tags = [*forum.available_tags, *(discord.ForumTag(name=n) for n in names)]

@@ -24,7 +24,7 @@ from discord.ext import commands
 from bot import render
 from bot.client import StudyBot
 from bot.database import SERVER_AUDIT_ACTIONS, AuditDraft, GuildSettingsStore, ModerationStore
-from bot.discussions import REQUIRED_PERMISSIONS
+from bot.discussions import FORUM_TAGS_NOTE, REQUIRED_PERMISSIONS
 from bot.errors import NotAllowed, UserFacingError, report_error
 from bot.importing import ImportAborted, ImportReport
 from bot.interactions import Reply, ReportingButton, StudyTransformer, answer
@@ -586,8 +586,9 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                                   "discussions there; fix my role or the channel's "
                                   "permissions, then run this again.")
         entry = await self._set(interaction, "discussion_channel_id", found.id)
+        note = f" {FORUM_TAGS_NOTE}" if kind == "forum" else ""
         await interaction.response.send_message(
-            f"Discussion threads will be made in {found.mention} ({kind} channel).",
+            f"Discussion threads will be made in {found.mention} ({kind} channel).{note}",
             ephemeral=True)
         await self.post_audit(interaction.guild, entry)
 
@@ -654,6 +655,9 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         done, todo = [], []
         if channel_id:
             done.append(f"Discussions go to <#{channel_id}>.")
+            if isinstance(interaction.guild and interaction.guild.get_channel(channel_id),
+                          discord.ForumChannel):
+                done.append(FORUM_TAGS_NOTE)
         else:
             todo.append("A discussion channel: `/studyadmin setup discussion_channel:` (or "
                         "`/studyadmin channel`). Until then members cannot discuss studies.")

@@ -391,7 +391,8 @@ async def test_channel_checks_my_permissions_then_settings_show_it(world):
         refused["content"]
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     ok = await final(await admin(world, "channel", {"channel": forum.id}))
-    assert ok["content"] == f"Discussion threads will be made in <#{forum.id}> (forum channel)."
+    assert ok["content"].startswith(
+        f"Discussion threads will be made in <#{forum.id}> (forum channel). Forum tags: ")
     await final(await admin(world, "autothreads", {"enabled": True}))
     settings = await final(await admin(world, "settings"))
     fields = {f["name"]: f["value"] for f in settings["embeds"][0]["fields"]}

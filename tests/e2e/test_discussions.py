@@ -822,3 +822,45 @@ async def test_a_removal_note_is_not_posted_twice(world):
     assert [m["content"] for m in world.emu.channel_messages(thread_id)[1:]] == [
         "This study was removed from the database: retracted. The thread is locked and "
         "archived."]
+
+
+async def test_forum_tags_go_to_the_most_used_topics(world, tmp_path):
+    """More than 20 topics in use: the forum's free room goes to the study types and topics
+    with the most studies (a moderator's tag is kept), a rarer topic gets no tag, a post
+    carries at most 5, and the channel reply says how tags are chosen."""
+    vocabulary = [t for t in world.bot.library.topics.topics
+                  if t not in {"mesotherapy", "androgenetic-alopecia", "telogen-effluvium",
+                               "prp", "minoxidil", "finasteride", "alopecia-areata"}][:25]
+    assert len(vocabulary) == 25
+    # Study k carries the k+1 first topics (rarest first): topic i is on 25 - i studies.
+    lines = "\n".join(
+        f"  - {{id: wide-{k}, title: 'Wide study number {k}', year: 2020, study_type: rct, "
+        f"topics: [{', '.join(reversed(vocabulary[:k + 1]))}]}}" for k in range(25))
+    path = tmp_path / "wide.yaml"
+    path.write_text("studies:\n" + lines + "\n")
+    await world.bot.library.import_paths([path])
+    forum = world.emu.add_forum_channel(world.guild_id, "studies", tags=["Staff pick"])
+    reply = await (await world.command("studyadmin channel", {"channel": forum.id},
+                                       user=world.admin_id)).final_message(TIMEOUT)
+    assert "Forum tags" in reply["content"] and "most studies" in reply["content"]
+
+    await discuss(world, "wide-24")
+    names = [t["name"] for t in world.emu.channel(forum.id)["available_tags"]]
+    service = world.bot.discussions
+    # Room for 19 beside the moderator's tag: the RCT type (25 studies) and topics 0-17
+    # (25 down to 8 studies); topic 18 (7 studies) and rarer get none.
+    expected = {"Staff pick", service._tag_name("type:rct"),
+                *(service._tag_name(slug) for slug in vocabulary[:18])}
+    assert len(names) == 20 and set(names) == expected
+    (thread,) = threads_in(world, forum.id)
+    assert tag_names(world, forum.id, int(thread["id"])) == [
+        service._tag_name("type:rct"),
+        *(service._tag_name(slug) for slug in reversed(vocabulary[14:18]))]
+
+    # The forum is full: a seed study (review, mesotherapy...) gets no new tags, and no
+    # tag is deleted.
+    await discuss(world, MESO)
+    after = [t["name"] for t in world.emu.channel(forum.id)["available_tags"]]
+    assert after == names
+    meso = next(t for t in threads_in(world, forum.id) if t["name"] == MESO_TITLE)
+    assert tag_names(world, forum.id, int(meso["id"])) == []
