@@ -331,13 +331,14 @@ class DiscussionService:
                                                               iso(now - MEMBER_WINDOW))
         if count < self.member_limit:
             return None
-        wait = (parse_iso(oldest) + MEMBER_WINDOW - now).total_seconds() if oldest else 3600
-        minutes = max(1, round(wait / 60))
+        at = parse_iso(oldest) + MEMBER_WINDOW if oldest else now + MEMBER_WINDOW
+        at = max(at, now + timedelta(minutes=1))
         started = "one new discussion thread" if self.member_limit == 1 \
             else f"{self.member_limit} new discussion threads"
         return DiscussionProblem(
             f"You've started {started} in the last hour, the most a member can start. You "
-            f"can start another in about {minutes} minute{'s' if minutes != 1 else ''}; "
+            f"can start another {discord.utils.format_dt(at, 'R')} (at "
+            f"{discord.utils.format_dt(at, 't')}); "
             "studies that already have a thread are always linked.")
 
     async def _get_or_create(self, guild: discord.Guild, settings: EffectiveSettings,

@@ -30,6 +30,7 @@ from bot.importing import ImportAborted, ImportReport
 from bot.interactions import Reply, ReportingButton, StudyTransformer, answer
 from bot.model import Study
 from bot.moderation import (
+    PENDING_TTL_SECONDS,
     Actor,
     Moderation,
     PendingImport,
@@ -375,7 +376,9 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             return
         pending = self.moderation.stage_import(data, name, interaction.guild_id or 0,
                                                interaction.user.id)
-        note = "Confirm to import the new and updated studies in one go."
+        expires = datetime.fromtimestamp(pending.created_at + PENDING_TTL_SECONDS, UTC)
+        note = ("Confirm to import the new and updated studies in one go (before "
+                f"{discord.utils.format_dt(expires, 'f')}).")
         if report.invalid:
             note += f" The {len(report.invalid):,} invalid record(s) will be left out."
         view = confirm_view(IMPORT_ID.format(key=pending.key, action="y"),
@@ -961,9 +964,10 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             embed.add_field(name="Most looked-up studies",
                             value=truncate("\n".join(lines) or "none yet", render.FIELD_LIMIT),
                             inline=False)
-            updated = stats.last_updated.replace("T", " ").replace("Z", " UTC") \
-                if stats.last_updated else "never"
-            embed.set_footer(text=f"Last updated {updated} · schema {stats.schema_version}")
+            # A field, not the footer: Discord shows <t:...> timestamps in fields only.
+            embed.add_field(name="Last updated", value=render.discord_time(
+                stats.last_updated) if stats.last_updated else "never")
+            embed.set_footer(text=f"schema {stats.schema_version}")
             return Reply(embed=embed)
 
         await answer(interaction, build, ephemeral=True)
@@ -977,13 +981,15 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         embed.add_field(name="Thread updates waiting", value=f"{pending.get('sync', 0):,}")
         if (paused := outbox.paused_for()) > 0:
             embed.add_field(name="Outbox paused",
-                            value=f"{paused / 60:.0f} min more: Discord refused "
+                            value="until " + discord.utils.format_dt(
+                                datetime.now(UTC) + timedelta(seconds=paused), "R") +
+                            ": Discord refused "
                             f"{outbox.budget.limit} requests in 10 minutes (see the log)")
         failed, total = await store.failed_jobs(guild_id)
         if total:
             lines = [f"{'new thread' if job.kind == 'create' else 'thread update'} of "
                      f"`{job.study_id}`: {safe(truncate(job.last_error or 'refused', 120))} "
-                     f"({job.attempts} tries, stopped {job.failed_at[:16].replace('T', ' ')})"
+                     f"({job.attempts} tries, stopped {render.discord_time(job.failed_at, 'R')})"
                      for job in failed]
             if total > len(failed):
                 lines.append(f"… and {total - len(failed):,} more")

@@ -144,6 +144,8 @@ async def test_moderator_roles(world):
     stats = await final(await world.command("studyadmin stats", user=curator,
                                             client_checks=False))
     assert stats["embeds"][0]["title"] == "studybot statistics"
+    updated = {f["name"]: f["value"] for f in stats["embeds"][0]["fields"]}["Last updated"]
+    assert updated.startswith("<t:") and updated.endswith(":f>")  # the reader's time zone
 
     # A curator's pending import, then the role is taken away: the Confirm click is refused.
     handle = await world.command("studyadmin import", {"file": fixture_upload(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -667,7 +668,10 @@ async def test_a_member_starts_at_most_three_threads_an_hour(world, tmp_path):
     assert handle.ephemeral
     assert refused["content"].startswith("You've started 3 new discussion threads in the last "
                                          "hour, the most a member can start. You can start "
-                                         "another in about 60 minutes")
+                                         "another <t:")
+    # A Discord timestamp (each reader's own time zone), an hour after the first thread.
+    moment = int(re.search(r"<t:(\d+):R>", refused["content"]).group(1))
+    assert abs(moment - (datetime.now(UTC) + timedelta(hours=1)).timestamp()) < 120
     card_message = await (await world.command("study", {"study": SEED[3]})).final_message(
         TIMEOUT)
     pressed = await world.emu.click(card_message, f"study:discuss:{SEED[3]}", world.member_id)
