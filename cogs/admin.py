@@ -28,6 +28,7 @@ from bot.discussions import FORUM_TAGS_NOTE, REQUIRED_PERMISSIONS
 from bot.errors import NotAllowed, UserFacingError, report_error
 from bot.importing import ImportAborted, ImportReport
 from bot.interactions import Reply, ReportingButton, StudyTransformer, answer
+from bot.logs import interaction_id
 from bot.model import Study
 from bot.moderation import (
     PENDING_TTL_SECONDS,
@@ -610,7 +611,28 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                     log_channel: TextChannelArg | None = None) -> None:
         """Every value given is checked first (nothing is written when one is refused),
         then each is saved with its audit entry; the answer sums up what is set and what is
-        still missing, with the command for each."""
+        still missing, with the command for each. With no option: the guided flow (pick
+        each in a menu on the answer)."""
+        assert interaction.guild_id is not None
+        if discussion_channel is automatic_threads is moderator_role is log_channel is None:
+            await interaction.response.send_message(
+                embed=await self._setup_embed(interaction, guided=True),
+                view=setup_view(interaction.guild_id, interaction.user.id),
+                ephemeral=True, allowed_mentions=NO_PINGS)
+            return
+        entries = await self._apply_setup(interaction, discussion_channel, automatic_threads,
+                                          moderator_role, log_channel)
+        await interaction.response.send_message(embed=await self._setup_embed(interaction),
+                                                ephemeral=True, allowed_mentions=NO_PINGS)
+        for entry in entries:
+            await self.post_audit(interaction.guild, entry)
+
+    async def _apply_setup(self, interaction: discord.Interaction[Any],
+                           discussion_channel: Any = None, automatic_threads: bool | None = None,
+                           moderator_role: discord.Role | None = None,
+                           log_channel: Any = None) -> list[Any]:
+        """Checks every value given (UserFacingError, nothing written, when one is refused),
+        then saves each with its audit entry; the entries."""
         assert interaction.guild_id is not None
         problems = []
         if discussion_channel is not None:
@@ -646,6 +668,12 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             if await self.settings.add_moderator_role(interaction.guild_id, moderator_role.id,
                                                       draft):
                 entries.append(draft.entry)
+        return entries
+
+    async def _setup_embed(self, interaction: discord.Interaction[Any], guided: bool = False,
+                           problem: str | None = None) -> discord.Embed:
+        """What is set and what is missing."""
+        assert interaction.guild_id is not None
         own = await self.settings.get(interaction.guild_id)
         discussions = getattr(self.bot, "discussions", None)
         if discussions is not None:
@@ -658,9 +686,6 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         done, todo = [], []
         if channel_id:
             done.append(f"Discussions go to <#{channel_id}>.")
-            if isinstance(interaction.guild and interaction.guild.get_channel(channel_id),
-                          discord.ForumChannel):
-                done.append(FORUM_TAGS_NOTE)
         else:
             todo.append("A discussion channel: `/studyadmin setup discussion_channel:` (or "
                         "`/studyadmin channel`). Until then members cannot discuss studies.")
@@ -677,6 +702,10 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         else:
             todo.append("A log channel (optional): `log_channel:` or `/studyadmin "
                         "logchannel`.")
+        if channel_id and isinstance(interaction.guild and
+                                     interaction.guild.get_channel(channel_id),
+                                     discord.ForumChannel):
+            done.append(FORUM_TAGS_NOTE)
         embed = discord.Embed(title="studybot setup", colour=render.COLOUR)
         embed.add_field(name="Set", value=truncate("\n".join(done), render.FIELD_LIMIT),
                         inline=False)
@@ -684,10 +713,55 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                         value=truncate("\n".join(todo) or "This server is ready: members "
                                        "can use `/study`, `/search` and Discuss.",
                                        render.FIELD_LIMIT), inline=False)
-        await interaction.response.send_message(embed=embed, ephemeral=True,
-                                                allowed_mentions=NO_PINGS)
+        if guided:
+            embed.description = ("Pick each below: it is saved when picked (with its audit "
+                                 "entry).")
+        if problem:
+            embed.add_field(name="Not saved", value=truncate(problem, render.FIELD_LIMIT),
+                            inline=False)
+        return embed
+
+    async def setup_pick(self, interaction: discord.Interaction[Any], guild_id: int,
+                         opener: int, what: str, value: str | None) -> None:
+        """A pick in the guided setup: only its opener, still a moderator, may use it."""
+        if interaction.guild_id != guild_id or interaction.user.id != opener:
+            raise NotAllowed("Only the moderator who ran `/studyadmin setup` can use this; "
+                             "run it yourself.")
+        await self.ensure_moderator(interaction, Access.SERVER)
+        guild = interaction.guild
+        assert guild is not None
+        problem, entries = None, []
+        try:
+            if what == "at":
+                effective = await self.bot.discussions.settings_for(guild_id) \
+                    if getattr(self.bot, "discussions", None) is not None else None
+                current = effective.auto_threads if effective is not None else bool(
+                    (await self.settings.get(guild_id)).auto_threads)
+                entries = await self._apply_setup(interaction, automatic_threads=not current)
+            elif what == "role":
+                role = guild.get_role(int(value or 0))
+                if role is None:
+                    raise UserFacingError("That role no longer exists.")
+                entries = await self._apply_setup(interaction, moderator_role=role)
+            else:
+                channel = guild.get_channel(int(value or 0))
+                if channel is None:
+                    raise UserFacingError("That channel no longer exists.")
+                if what == "ch":
+                    if not isinstance(channel, discord.ForumChannel | discord.TextChannel):
+                        raise UserFacingError("Pick a forum or text channel.")
+                    entries = await self._apply_setup(interaction, discussion_channel=channel)
+                else:
+                    if not isinstance(channel, discord.TextChannel):
+                        raise UserFacingError("Pick a text channel for the log.")
+                    entries = await self._apply_setup(interaction, log_channel=channel)
+        except UserFacingError as error:
+            problem = str(error)
+        await interaction.response.edit_message(
+            embed=await self._setup_embed(interaction, guided=True, problem=problem),
+            view=setup_view(guild_id, opener))
         for entry in entries:
-            await self.post_audit(interaction.guild, entry)
+            await self.post_audit(guild, entry)
 
     @app_commands.command(name="autothreads", description="Turn automatic threads for new "
                           "studies on or off.")
@@ -1154,7 +1228,52 @@ class AuditPageButton(ReportingButton, template=AUDIT_RE):
         await _cog(interaction).page_audit(interaction, self.key, self.offset, self.direction)
 
 
-DYNAMIC_ITEMS = (ImportButton, RemoveButton, AuditPageButton)
+SETUP_ID = "studyadmin:setup:{guild}:{opener}:{what}"
+SETUP_RE = r"studyadmin:setup:(?P<guild>\d+):(?P<opener>\d+):(?P<what>ch|at|role|log)"
+
+
+def setup_view(guild_id: int, opener: int) -> discord.ui.View:
+    """The guided setup's menus (answered by SetupItem, whatever the bot restarted)."""
+    def cid(what: str) -> str:
+        return SETUP_ID.format(guild=guild_id, opener=opener, what=what)
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.ChannelSelect(
+        custom_id=cid("ch"), placeholder="Discussion channel (forum or text)",
+        channel_types=[discord.ChannelType.forum, discord.ChannelType.text], row=0))
+    view.add_item(discord.ui.Button(label="Automatic threads on/off", custom_id=cid("at"),
+                                    row=1))
+    view.add_item(discord.ui.RoleSelect(custom_id=cid("role"), placeholder="Moderator role",
+                                        row=2))
+    view.add_item(discord.ui.ChannelSelect(
+        custom_id=cid("log"), placeholder="Log channel (text)",
+        channel_types=[discord.ChannelType.text], row=3))
+    view.stop()  # answered by SetupItem
+    return view
+
+
+class SetupItem(discord.ui.DynamicItem[discord.ui.Item[Any]], template=SETUP_RE):
+    def __init__(self, guild_id: int, opener: int, what: str,
+                 item: discord.ui.Item[Any] | None = None) -> None:
+        super().__init__(item or discord.ui.Button(label="Setup", custom_id=SETUP_ID.format(
+            guild=guild_id, opener=opener, what=what)))
+        self.guild_id, self.opener, self.what = guild_id, opener, what
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]) -> SetupItem:
+        return cls(int(match["guild"]), int(match["opener"]), match["what"], item)
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        interaction_id.set(str(interaction.id))
+        try:
+            values = (interaction.data or {}).get("values") or []
+            await _cog(interaction).setup_pick(interaction, self.guild_id, self.opener,
+                                               self.what, str(values[0]) if values else None)
+        except Exception as error:
+            await report_error(interaction, error)
+
+
+DYNAMIC_ITEMS = (ImportButton, RemoveButton, AuditPageButton, SetupItem)
 
 
 async def setup(bot: StudyBot) -> None:

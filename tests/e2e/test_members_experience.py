@@ -179,3 +179,44 @@ async def test_joining_a_server_posts_a_welcome_with_the_next_step(world):
     await world.emu.wait_for(lambda: bool(welcome()), TIMEOUT, "the welcome message")
     (message,) = welcome()
     assert message["mentions"] == [] and not message["mention_everyone"]
+
+
+async def test_setup_without_options_is_a_guided_flow(world):
+    forum = world.emu.add_forum_channel(world.guild_id, "studies")
+    role = world.emu.add_role(world.guild_id, "Study mods")
+    handle = await world.command("studyadmin setup", user=world.admin_id)
+    message = await handle.final_message(TIMEOUT)
+    assert handle.ephemeral
+    ids = custom_ids(message)
+    prefix = f"studyadmin:setup:{world.guild_id}:{world.admin_id}:"
+    assert ids == [prefix + w for w in ("ch", "at", "role", "log")]
+    fields = {f["name"]: f["value"] for f in embed_of(message)["fields"]}
+    assert fields["Missing"].startswith("A discussion channel")
+
+    # A forum where the bot may not post: refused inline, nothing saved.
+    from tests.discord_emulator import Perm
+    closed = world.emu.add_forum_channel(world.guild_id, "closed")
+    world.emu.bot_permissions(world.guild_id, Perm.VIEW_CHANNEL, channel_id=closed.id)
+    refused = await world.emu.select(message, prefix + "ch", [closed.id], world.admin_id)
+    await refused.response(TIMEOUT)
+    fields = {f["name"]: f["value"] for f in embed_of(world.emu.message(int(message["id"])))
+              ["fields"]}
+    assert "I need Send Messages" in fields["Not saved"]
+    assert (await world.bot.discussions.settings.get(world.guild_id)).discussion_channel_id \
+        is None
+
+    picked = await world.emu.select(message, prefix + "ch", [forum.id], world.admin_id)
+    await picked.response(TIMEOUT)
+    toggled = await world.emu.click(message, prefix + "at", world.admin_id)
+    await toggled.response(TIMEOUT)
+    chosen = await world.emu.select(message, prefix + "role", [role], world.admin_id)
+    await chosen.response(TIMEOUT)
+    fields = {f["name"]: f["value"] for f in embed_of(world.emu.message(int(message["id"])))
+              ["fields"]}
+    assert fields["Set"].startswith(f"Discussions go to <#{forum.id}>.\nAutomatic threads "
+                                    "are on")
+    assert f"Moderator roles: <@&{role}>" in fields["Set"]
+    assert "Not saved" not in fields
+    own = await world.bot.discussions.settings.get(world.guild_id)
+    assert own.discussion_channel_id == forum.id and own.auto_threads is True
+    assert role in own.moderator_role_ids
