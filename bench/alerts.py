@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.database import connect_sync, now_iso
+from bot.db import connect_sync, now_iso
 from bot.follows import follow_key, match_expression, match_new_studies
 from bot.importers import native
 from bot.importing import run_import

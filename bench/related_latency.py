@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bot.database import Database  # noqa: E402
+from bot.db import Database  # noqa: E402
 from bot.library import StudyLibrary  # noqa: E402
 from bot.topics import TopicVocabulary  # noqa: E402
 

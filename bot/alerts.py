@@ -14,7 +14,7 @@ from typing import Any
 import discord
 
 from bot.config import Config
-from bot.database import DatabaseError
+from bot.db import DatabaseError
 from bot.follows import ALERT_SHOWN, AlertBatch, AlertStudy, FollowStore
 from bot.model import STUDY_TYPE_LABELS
 from bot.render import COLOUR, NO_PINGS, safe

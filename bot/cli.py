@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot.config import Config, ConfigError, load_config
-from bot.database import Database, DatabaseError, ImportWriter, latest_schema_version
+from bot.db import Database, DatabaseError, ImportWriter, latest_schema_version
 from bot.importers import ImportFormatError
 from bot.importing import ImportAborted, ImportReport
 from bot.library import InvalidQuery, SearchRequest, StudyLibrary

@@ -21,7 +21,7 @@ import yarl
 from discord.ext import commands
 
 from bot.config import DEFAULT_API_BASE_URL, TOKEN_ENV, Config, discord_token
-from bot.database import SOURCE_FILE, CommunityStore, Database, GuildSettingsStore
+from bot.db import SOURCE_FILE, CommunityStore, Database, GuildSettingsStore
 from bot.discussions import DiscussionService
 from bot.errors import StudyTree
 from bot.importing import ImportAborted

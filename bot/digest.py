@@ -14,8 +14,8 @@ from typing import Any
 
 import discord
 
-from bot.database import DIGEST_PERIODS as PERIODS
-from bot.database import DigestSettings, DigestStore, now_iso, utc_iso
+from bot.db import DIGEST_PERIODS as PERIODS
+from bot.db import DigestSettings, DigestStore, now_iso, utc_iso
 from bot.key_finding import key_finding
 from bot.model import STUDY_TYPE_LABELS, Study
 from bot.render import COLOUR, NO_PINGS, ThreadLink, safe

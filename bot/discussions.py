@@ -32,7 +32,7 @@ import discord
 
 from bot import render
 from bot.config import Config
-from bot.database import (
+from bot.db import (
     Database,
     DiscussionStore,
     GuildSettingsStore,

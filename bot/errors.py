@@ -15,7 +15,7 @@ import aiohttp
 import discord
 from discord import app_commands
 
-from bot.database import DatabaseError
+from bot.db import DatabaseError
 from bot.deadlines import InteractionDeadline
 from bot.library import InvalidQuery, StudyNotFound
 from bot.logs import interaction_id

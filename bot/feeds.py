@@ -26,7 +26,7 @@ import aiohttp
 
 from bot import importers
 from bot.config import Config, FeedConfig, ncbi_api_key
-from bot.database import FeedStore, ImportWriter, mark_feed_batch, now_iso
+from bot.db import FeedStore, ImportWriter, mark_feed_batch, now_iso
 from bot.importing import ImportAborted, ImportReport
 from bot.library import StudyLibrary
 from bot.model import InvalidRecord, StudyRecord

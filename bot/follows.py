@@ -9,7 +9,7 @@ member's next message (at most one per `follows.min_minutes_between_alerts`)."""
 
 from __future__ import annotations
 
-from bot.database import (
+from bot.db import (
     ALERTS_MATCH_CHUNK,
     DM_CLOSED_NOTICE,
     AlertBatch,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bot import importers
-from bot.database import (
+from bot.db import (
     IMPORT,
     MODERATOR,
     ROW_FIELDS,

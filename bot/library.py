@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import importers, related
-from bot.database import IMPORT, Database, DatabaseStats, ImportWriter
+from bot.db import IMPORT, Database, DatabaseStats, ImportWriter
 from bot.importing import ImportReport, Item, Progress, prepared_items, run_import
 from bot.lru import LRU
 from bot.model import STUDY_TYPES, RelatedEntry, SearchPage, SimilarRef, Study, Suggestion

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from bot import importers
-from bot.database import (
+from bot.db import (
     MODERATOR,
     ROW_FIELDS,
     SERVER_AUDIT_ACTIONS,

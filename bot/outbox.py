@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 import discord
 
-from bot.database import DatabaseError, DiscussionStore, OutboxEntry
+from bot.db import DatabaseError, DiscussionStore, OutboxEntry
 
 if TYPE_CHECKING:
     from bot.discussions import DiscussionService

@@ -21,7 +21,7 @@ from typing import Any
 import discord
 
 from bot.config import Config
-from bot.database import GuildSettings, GuildSettingsStore
+from bot.db import GuildSettings, GuildSettingsStore
 from bot.render import safe
 
 log = logging.getLogger("studybot.permissions")

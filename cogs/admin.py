@@ -23,7 +23,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.client import StudyBot
-from bot.database import SERVER_AUDIT_ACTIONS, AuditDraft, GuildSettingsStore, ModerationStore
+from bot.db import SERVER_AUDIT_ACTIONS, AuditDraft, GuildSettingsStore, ModerationStore
 from bot.discussions import FORUM_TAGS_NOTE, REQUIRED_PERMISSIONS
 from bot.errors import NotAllowed, UserFacingError, report_error
 from bot.importing import ImportAborted, ImportReport

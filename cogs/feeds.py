@@ -13,7 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.database import FeedState
+from bot.db import FeedState
 from bot.digest import EVERY_CHOICES, DigestService, DigestStore
 from bot.errors import NotAllowed, UserFacingError
 from bot.feeds import FeedError, FeedService

@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot import permissions, render
 from bot.client import StudyBot
-from bot.database import DatabaseError
+from bot.db import DatabaseError
 from bot.errors import UserFacingError
 from bot.interactions import (
     Reply,

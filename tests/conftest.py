@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.database import Database
+from bot.db import Database
 from bot.library import StudyLibrary
 from bot.topics import TopicVocabulary
 from tests.paths import DATA, OPENAPI, shared_path

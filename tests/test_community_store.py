@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from bot.database import (
+from bot.db import (
     AuditDraft,
     CommunityStore,
     Database,

@@ -2,13 +2,13 @@ import sqlite3
 
 import pytest
 
-from bot.database import (
+from bot.db import (
     Database,
     SchemaTooNewError,
-    _migrations,
-    _statements,
     connect_sync,
     latest_schema_version,
+    migration_scripts,
+    sql_statements,
 )
 
 
@@ -58,7 +58,7 @@ async def test_not_a_database(tmp_path):
 
 
 async def test_usage_counters_are_batched_and_nothing_is_lost(db):
-    from bot.database import CommunityStore
+    from bot.db import CommunityStore
 
     store = CommunityStore(db)
     for _ in range(3):
@@ -78,7 +78,7 @@ async def test_bookkeeping_writes_are_read_back_and_refused_once_closed(tmp_path
     # Saved views and usage counters are written on a second connection: what it writes is
     # what the reads see, and a writer arriving after close must not open a new one (nobody
     # would close it).
-    from bot.database import CommunityStore, DatabaseError
+    from bot.db import CommunityStore, DatabaseError
 
     db = await Database.open(tmp_path / "studies.db")
     store = CommunityStore(db)
@@ -95,7 +95,7 @@ async def test_a_view_saved_again_needs_no_write(tmp_path):
     # A popular search's repeat must not wait for the write lock: with another process
     # holding it, saving a view this process already saved returns at once, a new one is
     # refused as locked.
-    from bot.database import CommunityStore, DatabaseError
+    from bot.db import CommunityStore, DatabaseError
 
     db = await Database.open(tmp_path / "studies.db", busy_timeout_ms=100)
     store = CommunityStore(db)
@@ -125,8 +125,8 @@ async def test_title_prefix_suggestions_come_from_the_index_and_survive_migratio
     # holding the same studies.
     path = tmp_path / "s.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    for _number, _name, script in _migrations()[:4]:
-        for statement in _statements(script):
+    for _number, _name, script in migration_scripts()[:4]:
+        for statement in sql_statements(script):
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 4")
     columns = ("pk, id, title, title_key, authors, journal, year, month, day, citations, tldr, "

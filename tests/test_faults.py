@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from bot.database import Database, DatabaseError
+from bot.db import Database, DatabaseError
 from bot.library import SearchRequest, StudyLibrary
 from bot.logs import RedactTokenFilter
 from tests.paths import DATA, REPO, shared_path

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.config import Config, FeedConfig, PubmedConfig
-from bot.database import Database
+from bot.db import Database
 from bot.feeds import EutilsClient, FeedError, FeedService
 from bot.library import StudyLibrary
 from tests.eutils_standin import EutilsStandIn, articles

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.database import Database, ModerationStore, _migrations, _statements
+from bot.db import Database, ModerationStore, migration_scripts, sql_statements
 from bot.errors import UserFacingError
 from bot.importing import journals_differ, same_work
 from bot.library import StudyLibrary
@@ -200,8 +200,8 @@ async def test_restore_refuses_when_another_study_took_its_doi(moderation: Moder
 
 def _version_5(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None)
-    for _number, _name, script in _migrations()[:5]:
-        for statement in _statements(script):
+    for _number, _name, script in migration_scripts()[:5]:
+        for statement in sql_statements(script):
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 5")
     return conn

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from bot import importing
-from bot.database import connect_sync
+from bot.db import connect_sync
 from bot.importers import ImportFormatError
 from bot.importing import ImportAborted, Prepared, prepared_items, run_import
 from bot.model import InvalidRecord

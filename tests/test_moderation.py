@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.database import Database, ModerationStore
+from bot.db import Database, ModerationStore
 from bot.errors import UserFacingError
 from bot.importers._fields import people
 from bot.library import SearchRequest, StudyLibrary

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.database import SOURCE_FILE, ModerationStore
+from bot.db import SOURCE_FILE, ModerationStore
 from bot.library import StudyLibrary
 from bot.moderation import Actor, Moderation, PendingImport, details_of
 from tests.paths import DATA

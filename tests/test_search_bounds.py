@@ -1,6 +1,6 @@
 """The bounds that keep search cheap at 1M studies (see bench/RESULTS.md)."""
 
-from bot.database import RANK_WINDOW, Database, ModerationStore
+from bot.db import RANK_WINDOW, Database, ModerationStore
 from bot.library import SearchRequest, StudyLibrary
 from bot.moderation import Actor, Moderation, form_values
 from bot.search import match_all, one_edit_away

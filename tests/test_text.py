@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.database import AuditEntry, Database, _migrations, _statements
+from bot.db import AuditEntry, Database, migration_scripts, sql_statements
 from bot.importers import iter_bytes
 from bot.importers.common import build_record
 from bot.importers.csv_table import neutralise_cell, restore_cell
@@ -281,10 +281,10 @@ async def test_a_study_stored_with_a_bad_link_renders_without_it(library: StudyL
 async def test_migration_7_cleans_stored_links(tmp_path: Path) -> None:
     path = tmp_path / "v6.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    migrations = _migrations()
+    migrations = migration_scripts()
     for number, _name, script in migrations[:6]:
         conn.execute("BEGIN")
-        for statement in _statements(script):
+        for statement in sql_statements(script):
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {number}")
         conn.execute("COMMIT")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.config import DiscussionsConfig, ModerationConfig
-from bot.database import GuildSettingsStore
+from bot.db import GuildSettingsStore
 from bot.discussions import iso, parse_iso, thread_name
 from tests.conftest import TIMEOUT, World, make_config
 from tests.discord_emulator import DiscordEmulator, Perm

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.config import LoggingConfig
-from bot.database import GuildSettingsStore
+from bot.db import GuildSettingsStore
 from bot.logs import setup_logging
 from tests.conftest import TIMEOUT
 
