@@ -21,10 +21,9 @@ from bot.db import (
     MODERATOR,
     ROW_FIELDS,
     SOURCE_FILE,
-    DatabaseError,
     ImportWriter,
     StudyRow,
-    describe_sqlite_error,
+    database_error,
     now_iso,
     row_hash,
 )
@@ -478,7 +477,7 @@ def run_import(
     try:
         writer.begin()
     except sqlite3.OperationalError as exc:
-        raise DatabaseError(describe_sqlite_error(exc)) from None
+        raise database_error(exc) from None
     try:
         if bulk_after is not None and writer.is_empty():
             writer.defer_fts(empty_table=True)
@@ -522,7 +521,7 @@ def run_import(
         raise ImportAborted(report, str(exc)) from None
     except sqlite3.Error as exc:
         writer.rollback()
-        raise DatabaseError(describe_sqlite_error(exc)) from None
+        raise database_error(exc) from None
     except BaseException:
         writer.rollback()
         raise

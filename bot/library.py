@@ -534,7 +534,8 @@ class StudyLibrary:
 
     # Import --------------------------------------------------------------------------------------
 
-    def _invalidate_caches(self) -> None:
+    def invalidate_caches(self) -> None:
+        """Forget cached searches and counts: the studies changed (an import, a moderator)."""
         self._searches.clear()
         self._corrections.clear()
         self._shares.clear()
@@ -571,7 +572,7 @@ class StudyLibrary:
             try:
                 return await asyncio.to_thread(work)
             finally:
-                self._invalidate_caches()
+                self.invalidate_caches()
 
     async def import_paths(self, paths: Iterable[str | Path], **options: object) -> ImportReport:
         paths = list(paths)

@@ -29,12 +29,11 @@ from bot.db import (
     ROW_FIELDS,
     SERVER_AUDIT_ACTIONS,
     AuditEntry,
-    DatabaseError,
     ImportWriter,
     ModerationStore,
     ModerationWriter,
     StudyRow,
-    describe_sqlite_error,
+    database_error,
     now_iso,
 )
 from bot.errors import UserFacingError
@@ -302,7 +301,7 @@ class Moderation:
                 return result
             except sqlite3.Error as exc:
                 writer.rollback()
-                raise DatabaseError(describe_sqlite_error(exc)) from None
+                raise database_error(exc) from None
             except BaseException:
                 writer.rollback()
                 raise
@@ -313,7 +312,7 @@ class Moderation:
             try:
                 return await asyncio.to_thread(run)
             finally:
-                self.library._invalidate_caches()
+                self.library.invalidate_caches()
 
     @staticmethod
     def _pk(writer: ImportWriter, study_id: str) -> int:

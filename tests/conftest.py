@@ -1,4 +1,4 @@
-"""Shared fixtures: real SQLite files in temp dirs, the real data files, ../shared fixtures."""
+"""Shared fixtures: real SQLite files in temp dirs, the real data files and test fixtures."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 over aiohttp on 127.0.0.1 (a port from the OS), serving real PubMed records.
 
 The records are the PubmedArticle elements of the real files in
-../shared/fixtures/formats/pubmed_xml, each served as NCBI serves it (efetch answers are a
+tests/fixtures/formats/pubmed_xml, each served as NCBI serves it (efetch answers are a
 PubmedArticleSet of the asked ids, in their order). Each record gets an entry date (`edat`);
 esearch answers its date window in NCBI's JSON shape (count, retstart, retmax, idlist),
 paged by retstart/retmax. Faults: `fail_next(endpoint, status, count)` (429 with Retry-After,

@@ -1,27 +1,28 @@
-"""Where the tests find the repository's data and the read-only ../shared material."""
+"""Where the tests find the repository's data, their own fixtures and the optional ../shared."""
 
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The large read-only corpus laid beside the repo; only corpus-scale tests need it.
 SHARED = REPO.parent / "shared"
-# Discord's OpenAPI description: the local Discord validates the bot's requests against it.
-OPENAPI = SHARED / "discord-api-spec" / "openapi.json"
 DATA = REPO / "data"
+# Copies of small public files (origins and licenses in tests/fixtures/SOURCES.md).
+TEST_FIXTURES = REPO / "tests" / "fixtures"
+# Discord's OpenAPI description: the local Discord validates the bot's requests against it.
+OPENAPI = TEST_FIXTURES / "discord-api-spec" / "openapi.json"
 
 
 def shared_path(*parts: str) -> Path:
+    """A file of the corpus in ../shared; the test skips when it is not there."""
     path = SHARED.joinpath(*parts)
     if not path.exists():
         pytest.skip(f"{path} is not available (../shared is laid beside the repo)")
     return path
 
 # The bibliographic format fixtures (real files from public projects), read-only.
-FIXTURES = SHARED / "fixtures" / "formats"
-needs_fixtures = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason=f"shared format fixtures not found at {FIXTURES}"
-)
+FIXTURES = TEST_FIXTURES / "formats"
 
 
 def fixture_records(name: str) -> list:

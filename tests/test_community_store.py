@@ -36,7 +36,8 @@ async def test_saved_states_are_pruned_by_last_use(db):
     await store.save_view("used", "search", "{}")
     await store.save_view("idle", "search", "{}")
     old = "2000-01-01T00:00:00Z"
-    await db._conn.execute("UPDATE saved_views SET created_at = ?, last_used_at = ?", (old, old))
+    async with db.transaction() as conn:
+        await conn.execute("UPDATE saved_views SET created_at = ?, last_used_at = ?", (old, old))
     # A fresh process (nothing remembered) loads one of them: that use keeps it.
     fresh = CommunityStore(db)
     assert await fresh.load_view("used") == ("search", "{}")

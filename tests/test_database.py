@@ -3,9 +3,17 @@ import sqlite3
 import pytest
 
 from bot.db import (
+    AuditDraft,
     Database,
+    DatabaseBusyError,
+    DatabaseCorruptError,
+    DatabaseError,
+    DatabaseReadOnlyError,
+    GuildSettingsStore,
+    ModerationStore,
     SchemaTooNewError,
     connect_sync,
+    database_error,
     latest_schema_version,
     migration_scripts,
     sql_statements,
@@ -53,8 +61,72 @@ def test_failed_migration_leaves_nothing_half_written(tmp_path):
 async def test_not_a_database(tmp_path):
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(Exception, match="not a studybot database"):
+    with pytest.raises(DatabaseCorruptError, match=r"junk\.db: not a studybot database"):
         await Database.open(path)
+
+
+async def test_a_write_lock_held_by_another_process_is_our_busy_error(tmp_path):
+    path = tmp_path / "studies.db"
+    db = await Database.open(path, busy_timeout_ms=100)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process writing
+    try:
+        with pytest.raises(DatabaseBusyError) as busy:
+            await ModerationStore(db).add_audit(1, 2, "mod", "settings", None, "{}")
+        assert str(busy.value) == "the database is locked by another process; try again in a moment"
+        with pytest.raises(DatabaseBusyError):
+            await GuildSettingsStore(db).update(1, AuditDraft(1, 2, "mod", "settings"),
+                                                auto_threads=True)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    # Nothing was half-written, and the connection is free again.
+    assert (await ModerationStore(db).entries(1))[1] == 0
+    await ModerationStore(db).add_audit(1, 2, "mod", "settings", None, "{}")
+    assert (await ModerationStore(db).entries(1))[1] == 1
+    await db.close()
+
+
+async def test_a_read_only_database_is_our_read_only_error(tmp_path):
+    path = tmp_path / "studies.db"
+    connect_sync(path).close()
+    # A file opened read-only (as on a read-only volume): SQLite's own refusal.
+    read_only = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        with pytest.raises(sqlite3.OperationalError) as refused:
+            read_only.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+    finally:
+        read_only.close()
+    error = database_error(refused.value, path)
+    assert type(error) is DatabaseReadOnlyError
+    assert str(error) == f"{path}: the database file is read-only; nothing was written"
+    # The same refusal on the bot's connection comes out of a store as our error.
+    db = await Database.open(path)
+    await db.fetchall("PRAGMA query_only = ON")
+    with pytest.raises(DatabaseReadOnlyError):
+        await ModerationStore(db).add_audit(1, 2, "mod", "settings", None, "{}")
+    await db.fetchall("PRAGMA query_only = OFF")
+    assert (await ModerationStore(db).entries(1))[1] == 0
+    await db.close()
+
+
+def test_errors_are_told_apart_by_result_code_not_by_message():
+    # Failures whose messages happen to say "locked" or "full" are not a busy or full database.
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE locked (name TEXT UNIQUE)")
+    conn.execute("CREATE TRIGGER guard BEFORE DELETE ON locked "
+                 "BEGIN SELECT RAISE(ABORT, 'the shelf is full'); END")
+    conn.execute("INSERT INTO locked VALUES ('a')")
+    with pytest.raises(sqlite3.IntegrityError) as duplicate:
+        conn.execute("INSERT INTO locked VALUES ('a')")
+    with pytest.raises(sqlite3.IntegrityError) as guarded:
+        conn.execute("DELETE FROM locked")
+    conn.close()
+    for exc, message in ((duplicate.value, "UNIQUE constraint failed: locked.name"),
+                         (guarded.value, "the shelf is full")):
+        error = database_error(exc)
+        assert type(error) is DatabaseError
+        assert str(error) == message
 
 
 async def test_usage_counters_are_batched_and_nothing_is_lost(db):
@@ -141,7 +213,7 @@ async def test_title_prefix_suggestions_come_from_the_index_and_survive_migratio
         assert (await db.stats()).schema_version == latest_schema_version() >= 5
         found = await db.suggest_by_title_prefix("mesotherapy", 25)
         assert ("mesotherapy-myth-and-reality-2011", "Mesotherapy: Myth and Reality") in found
-        plan = " ".join(str(row[-1]) for row in await db._fetchall(
+        plan = " ".join(str(row[-1]) for row in await db.fetchall(
             "EXPLAIN QUERY PLAN SELECT id, title FROM studies WHERE title_key >= ? AND "
             "title_key < ? ORDER BY title_key LIMIT 25", ("meso", "meso\uffff")))
         assert "COVERING INDEX studies_title_key" in plan  # no table page per suggestion

@@ -18,7 +18,7 @@ from bot.db import Database
 from bot.feeds import EutilsClient, FeedError, FeedService
 from bot.library import StudyLibrary
 from tests.eutils_standin import EutilsStandIn, articles
-from tests.paths import REPO, shared_path
+from tests.paths import FIXTURES, REPO
 
 TODAY = date(2026, 12, 5)
 FEED = FeedConfig(name="hair", query='alopecia[mh] OR "hair loss"[tiab]', topics=("minoxidil",))
@@ -26,7 +26,7 @@ FEED = FeedConfig(name="hair", query='alopecia[mh] OR "hair loss"[tiab]', topics
 
 @pytest.fixture
 async def standin() -> AsyncIterator[EutilsStandIn]:
-    folder = shared_path("fixtures", "formats", "pubmed_xml")
+    folder = FIXTURES / "pubmed_xml"
     records = articles(sorted(folder.glob("*.xml")))
     # Entry dates spread over the last 40 days, a few records a day.
     dates = {pmid: TODAY - timedelta(days=i % 40) for i, pmid in enumerate(records)}
@@ -45,7 +45,7 @@ def service(library: StudyLibrary, server: EutilsStandIn, **options: object) -> 
 
 
 async def count(db: Database, sql: str) -> int:
-    rows = await db._fetchall(sql)
+    rows = await db.fetchall(sql)
     return int(rows[0][0])
 
 
@@ -72,7 +72,7 @@ async def test_backfill_pages_batches_and_tags(library, standin):
     added = await count(db, "SELECT count(*) FROM studies WHERE pmid IS NOT NULL")
     tagged = await count(db, "SELECT count(*) FROM study_topics WHERE topic = 'minoxidil'")
     assert tagged >= result.new and added >= result.new
-    audits = await db._fetchall("SELECT moderator_name, details FROM audit_log "
+    audits = await db.fetchall("SELECT moderator_name, details FROM audit_log "
                                 "WHERE action = 'feed'")
     assert audits and all(name == "feed hair" for name, _ in audits)
     assert sum(json.loads(d)["new"] for _, d in audits) == result.new
@@ -124,7 +124,7 @@ async def test_malformed_answer_skips_its_batch_only(library, standin):
     first_batch = next(r for r in standin.requests if r.endpoint == "efetch")
     skipped = first_batch.params["id"].split(",")
     marks = ",".join("?" * len(skipped))
-    rows = await library.db._fetchall(
+    rows = await library.db.fetchall(
         f"SELECT count(*) FROM studies WHERE pmid IN ({marks})", skipped)
     assert rows[0][0] == 0  # nothing of the cut answer was imported
     assert result.new > 0

@@ -16,10 +16,10 @@ from bot.errors import UserFacingError
 from bot.importing import journals_differ, same_work
 from bot.library import StudyLibrary
 from bot.moderation import Actor, Moderation, details_of
-from tests.paths import DATA, shared_path
+from tests.paths import DATA, FIXTURES, shared_path
 
 ACTOR = Actor(guild_id=1, user_id=42, name="mod")
-HAIR_SLICE = ("fixtures", "formats", "pubmed_xml", "pubmed_baseline_hair_slice.xml")
+HAIR_SLICE = FIXTURES / "pubmed_xml" / "pubmed_baseline_hair_slice.xml"
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_journal_names_compare_by_their_words():
 
 
 async def test_two_editions_of_an_article_stay_two_studies(library: StudyLibrary):
-    report = await library.import_paths([shared_path(*HAIR_SLICE)], skip_invalid=True)
+    report = await library.import_paths([HAIR_SLICE], skip_invalid=True)
     assert report.committed and report.new >= 4
     spanish = await library.lookup("33383019")
     english = await library.lookup("34088475")
@@ -57,7 +57,7 @@ async def test_two_editions_of_an_article_stay_two_studies(library: StudyLibrary
     microbiome = await library.lookup("33476584")
     assert microbiome is not None and microbiome.doi == "10.1016/j.ad.2020.12.005"
     assert (await library.lookup("10.1016/j.adengl.2021.03.011")).pmid == "34088474"
-    again = await library.import_paths([shared_path(*HAIR_SLICE)], skip_invalid=True)
+    again = await library.import_paths([HAIR_SLICE], skip_invalid=True)
     assert (again.new, again.updated) == (0, 0)  # idempotent
 
 
@@ -128,7 +128,7 @@ async def test_an_identifier_replaced_in_a_bulk_import_still_finds_the_study(lib
 
 async def test_merge_keeps_every_identifier_of_both(moderation: Moderation, tmp_path):
     library = moderation.library
-    await library.import_paths([shared_path(*HAIR_SLICE)], skip_invalid=True)
+    await library.import_paths([HAIR_SLICE], skip_invalid=True)
     english, spanish = await library.lookup("34088475"), await library.lookup("33383019")
     await moderation.merge(ACTOR, english.id, spanish.id)
     kept = await library.resolve(english.id)
@@ -138,7 +138,7 @@ async def test_merge_keeps_every_identifier_of_both(moderation: Moderation, tmp_
         assert await library.lookup(identifier) == kept, identifier
     # Importing the Spanish edition again updates the study kept: no new study, and the kept
     # study keeps its own DOI and PMID.
-    report = await library.import_paths([shared_path(*HAIR_SLICE)], skip_invalid=True)
+    report = await library.import_paths([HAIR_SLICE], skip_invalid=True)
     assert report.new == 0
     again = await library.resolve(english.id)
     assert (again.doi, again.pmid) == (english.doi, english.pmid)

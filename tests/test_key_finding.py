@@ -11,7 +11,7 @@ from bot.key_finding import (
     key_finding,
     sentences,
 )
-from tests.paths import shared_path
+from tests.paths import FIXTURES
 
 
 def test_a_structured_abstracts_conclusion_section_is_the_key_finding():
@@ -64,7 +64,7 @@ def test_a_long_conclusion_is_cut_at_a_sentence_and_every_word_comes_from_the_ab
 def test_real_pubmed_structured_abstracts_give_their_conclusion():
     from bot import importers
 
-    path = shared_path("fixtures", "formats", "pubmed_xml", "pubmed_baseline_hair_slice.xml")
+    path = FIXTURES / "pubmed_xml" / "pubmed_baseline_hair_slice.xml"
     data = path.read_bytes()
     checked = 0
     for record in importers.iter_bytes(data, "slice.xml"):

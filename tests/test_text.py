@@ -33,7 +33,7 @@ from bot.text import (
     title_key,
     translated_title,
 )
-from tests.paths import fixture_records, needs_fixtures
+from tests.paths import fixture_records
 
 # A known tag left in cleaned text: what a reader must never see.
 KNOWN_TAG = re.compile(
@@ -118,7 +118,6 @@ def _texts(records: list) -> list[str]:
     return out
 
 
-@needs_fixtures
 @pytest.mark.parametrize("name", [
     "crossref_json/habanero_work_10_1002_jor_1100150407.json",
     "crossref_json/habanero_work_10_1038_srep16696.json",
@@ -143,7 +142,6 @@ def test_fixture_text_has_no_raw_markup(name: str) -> None:
         assert clean_paragraphs(text, emphasis=True) == text  # a fixed point
 
 
-@needs_fixtures
 def test_pubmed_scripts_emphasis_and_mathml_read_as_meant() -> None:
     (record,) = fixture_records("pubmed_xml/biopython_pubmed6.xml")
     assert "15.0 ± 1.1 km·h⁻¹" in record.summary and "km·h-1" not in record.summary
@@ -157,7 +155,6 @@ def test_pubmed_scripts_emphasis_and_mathml_read_as_meant() -> None:
     assert crossref.summary.startswith("Twenty‐two beagles were divided")  # JATS gone
 
 
-@needs_fixtures
 def test_pubmed_translated_titles_carry_the_note() -> None:
     records = fixture_records("pubmed_xml/pubmed_baseline_edge_cases_slice.xml")
     translated = [r.title for r in records if isinstance(r, StudyRecord)

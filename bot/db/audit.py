@@ -4,14 +4,13 @@ moderation counters."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiosqlite
 
-from bot.db.connection import Connection, DatabaseError, describe_sqlite_error, now_iso
+from bot.db.connection import Connection, now_iso
 
 
 @dataclass(slots=True)
@@ -61,7 +60,7 @@ class AuditEntry:
 
 # Audit actions about one server (its settings), not the library every server shares.
 SERVER_AUDIT_ACTIONS = ("settings", "modroles", "sync")
-_AUDIT_COLUMNS = ("id, guild_id, moderator_id, moderator_name, action, study_id, details, "
+AUDIT_COLUMNS = ("id, guild_id, moderator_id, moderator_name, action, study_id, details, "
                   "created_at, reverted_by")
 
 
@@ -84,15 +83,12 @@ class ModerationStore:
                         moderator_name: str | None, action: str, study_id: str | None,
                         details: str) -> AuditEntry:
         timestamp = now_iso()
-        async with self.db.write_lock:
-            try:
-                cursor = await self.db._conn.execute(
-                    "INSERT INTO audit_log (guild_id, moderator_id, moderator_name, action, "
-                    "study_id, details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (guild_id, moderator_id, moderator_name, action, study_id, details,
-                     timestamp))
-            except sqlite3.OperationalError as exc:
-                raise DatabaseError(describe_sqlite_error(exc)) from None
+        async with self.db.transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO audit_log (guild_id, moderator_id, moderator_name, action, "
+                "study_id, details, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (guild_id, moderator_id, moderator_name, action, study_id, details,
+                 timestamp))
         assert cursor.lastrowid is not None
         return AuditEntry(cursor.lastrowid, guild_id, moderator_id, moderator_name, action,
                           study_id, details, timestamp)
@@ -100,7 +96,7 @@ class ModerationStore:
     async def conflict_count(self) -> int:
         """Records of sources (or imports) kept out because a moderator had changed the
         study since, for studies still in the library."""
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             "SELECT count(*) FROM source_conflicts c JOIN studies s ON s.pk = c.study_pk")
         return row[0] if row else 0
 
@@ -109,7 +105,7 @@ class ModerationStore:
         """(id, title) of removed studies that can be restored, newest removal first; ids or
         titles starting with `prefix` (case-insensitive) first."""
         text = prefix.strip().lower()
-        rows = await self.db._fetchall(
+        rows = await self.db.fetchall(
             "SELECT study_id, coalesce(title, study_id) FROM removed_studies "
             "WHERE ?1 = '' OR study_id LIKE ?2 ESCAPE '\\' OR lower(title) LIKE ?3 ESCAPE '\\' "
             "ORDER BY (study_id LIKE ?2 ESCAPE '\\') DESC, removed_at DESC LIMIT ?4",
@@ -117,7 +113,7 @@ class ModerationStore:
         return [(r[0], r[1]) for r in rows]
 
     async def entry(self, entry_id: int) -> AuditEntry | None:
-        row = await self.db._fetchone(f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE id = ?",
+        row = await self.db.fetchone(f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id = ?",
                                       (entry_id,))
         return AuditEntry(*row) if row else None
 
@@ -143,19 +139,19 @@ class ModerationStore:
         if unreverted:
             where.append("reverted_by IS NULL")
         clause = " AND ".join(where)
-        rows = await self.db._fetchall(
-            f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE {clause} ORDER BY id DESC "
+        rows = await self.db.fetchall(
+            f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {clause} ORDER BY id DESC "
             "LIMIT ? OFFSET ?", [*params, limit, offset])
-        total = (await self.db._fetchone(f"SELECT count(*) FROM audit_log WHERE {clause}",
+        total = (await self.db.fetchone(f"SELECT count(*) FROM audit_log WHERE {clause}",
                                          params))[0]
         return [AuditEntry(*r) for r in rows], total
 
     async def thread_counts(self, guild_id: int) -> tuple[int, int]:
         """(discussion threads, automatic threads waiting in the outbox) of a server."""
-        threads = (await self.db._fetchone(
+        threads = (await self.db.fetchone(
             "SELECT count(*) FROM threads WHERE guild_id = ? AND state = 'active'",
             (guild_id,)))[0]
-        queued = (await self.db._fetchone(
+        queued = (await self.db.fetchone(
             "SELECT count(*) FROM thread_outbox WHERE guild_id = ? AND kind = 'create' "
             "AND failed_at IS NULL", (guild_id,)))[0]
         return threads, queued

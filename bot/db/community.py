@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.db.connection import Connection, DatabaseError, describe_sqlite_error, now_iso
+from bot.db.connection import Connection, DatabaseError, database_error, now_iso
 from bot.lru import LRU
 
 SAVED_VIEW_MEMORY = 4096
@@ -36,7 +36,7 @@ class CommunityStore:
             try:
                 cursor = await conn.execute(sql, params)
             except sqlite3.OperationalError as exc:
-                raise DatabaseError(describe_sqlite_error(exc)) from None
+                raise database_error(exc) from None
             return cursor.rowcount
 
     async def save_view(self, key: str, kind: str, state: str) -> None:
@@ -52,7 +52,7 @@ class CommunityStore:
         self._saved.put(key, stamp[:10])
 
     async def load_view(self, key: str) -> tuple[str, str] | None:
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             "SELECT kind, state, last_used_at FROM saved_views WHERE key = ?", (key,))
         if row is None:
             return None
@@ -116,7 +116,7 @@ class CommunityStore:
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     await conn.execute("ROLLBACK")
-                log.warning("usage counters not saved: %s", describe_sqlite_error(exc))
+                log.warning("usage counters not saved: %s", database_error(exc))
 
     async def commands_since(self, day: str, guild_id: int | None = None) -> int:
         """Commands served since `day`: in one server, or (None) in all of them."""
@@ -124,12 +124,12 @@ class CommunityStore:
         where, params = "day >= ?", [day]
         if guild_id is not None:
             where, params = "day >= ? AND guild_id = ?", [day, guild_id]
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             f"SELECT coalesce(sum(count), 0) FROM command_usage WHERE {where}", params)
         return int(row[0])
 
     async def most_viewed(self, limit: int = 5) -> list[tuple[str, int]]:
         await self.flush_usage()
-        return [tuple(r) for r in await self.db._fetchall(
+        return [tuple(r) for r in await self.db.fetchall(
             "SELECT study_id, views FROM study_views ORDER BY views DESC, study_id LIMIT ?",
             (limit,))]

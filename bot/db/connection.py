@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiosqlite
+
+T = TypeVar("T")
 
 
 class DatabaseError(Exception):
@@ -20,6 +23,54 @@ class DatabaseError(Exception):
 
 class SchemaTooNewError(DatabaseError):
     pass
+
+
+class DatabaseBusyError(DatabaseError):
+    """Another process holds the write lock longer than the busy timeout."""
+
+
+class DatabaseFullError(DatabaseError):
+    """The disk, or the database's size limit (database.max_size_mb), is full."""
+
+
+class DatabaseCorruptError(DatabaseError):
+    """Not an SQLite database, or a damaged one."""
+
+
+class DatabaseReadOnlyError(DatabaseError):
+    """The file (or its folder) cannot be written."""
+
+
+BUSY_MESSAGE = "the database is locked by another process; try again in a moment"
+FULL_MESSAGE = "the disk (or the database's size limit) is full; nothing was written"
+READ_ONLY_MESSAGE = "the database file is read-only; nothing was written"
+# SQLite's primary result codes (extended codes such as SQLITE_BUSY_SNAPSHOT share them).
+_ERRORS_BY_CODE: dict[str, type[DatabaseError]] = {
+    "SQLITE_BUSY": DatabaseBusyError,
+    "SQLITE_LOCKED": DatabaseBusyError,
+    "SQLITE_FULL": DatabaseFullError,
+    "SQLITE_CORRUPT": DatabaseCorruptError,
+    "SQLITE_NOTADB": DatabaseCorruptError,
+    "SQLITE_READONLY": DatabaseReadOnlyError,
+}
+
+
+def database_error(exc: sqlite3.Error, where: str | Path | None = None) -> DatabaseError:
+    """The one translation of SQLite's errors into ours, by result code (never message text),
+    with a message fit for users; `where` (the file) prefixes it."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    kind = _ERRORS_BY_CODE.get("_".join(name.split("_")[:2]), DatabaseError)
+    if kind is DatabaseBusyError:
+        message = BUSY_MESSAGE
+    elif kind is DatabaseFullError:
+        message = FULL_MESSAGE
+    elif kind is DatabaseReadOnlyError:
+        message = READ_ONLY_MESSAGE
+    elif kind is DatabaseCorruptError:
+        message = f"not a studybot database or damaged ({exc})"
+    else:
+        message = str(exc)
+    return kind(f"{where}: {message}" if where else message)
 
 
 def now_iso() -> str:
@@ -105,7 +156,7 @@ def connect_sync(path: str | Path, busy_timeout_ms: int = 5000, *, create: bool 
         migrate(conn, str(path))
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise DatabaseError(f"{path}: {describe_sqlite_error(exc)}") from None
+        raise database_error(exc, path) from None
     except BaseException:
         conn.close()
         raise
@@ -126,17 +177,6 @@ def _apply_pragmas(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
     conn.execute("PRAGMA cache_size = -32000")
 
 
-def describe_sqlite_error(exc: sqlite3.Error) -> str:
-    text = str(exc)
-    if "locked" in text or "busy" in text:
-        return "the database is locked by another process; try again in a moment"
-    if "full" in text:
-        return "the disk (or the database's size limit) is full; nothing was written"
-    if "not a database" in text or "malformed" in text:
-        return f"not a studybot database or damaged ({text})"
-    return text
-
-
 def utc_iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -153,12 +193,12 @@ class SyncStore:
     def __init__(self, db: Connection) -> None:
         self.db = db
 
-    async def _run(self, work: Callable[[sqlite3.Connection], Any], *, write: bool = True,
-                   begin: bool = True) -> Any:
+    async def _run(self, work: Callable[[sqlite3.Connection], T], *, write: bool = True,
+                   begin: bool = True) -> T:
         db = self.db
         transaction = write and begin
 
-        def run() -> Any:
+        def run() -> T:
             conn = db.connect_writer()
             try:
                 if transaction:
@@ -170,7 +210,7 @@ class SyncStore:
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise DatabaseError(describe_sqlite_error(exc)) from None
+                raise database_error(exc) from None
             except BaseException:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
@@ -224,7 +264,7 @@ class Connection:
         try:
             conn = await cls._connect(path, busy_timeout_ms, max_size_mb)
         except sqlite3.Error as exc:
-            raise DatabaseError(f"{path}: {describe_sqlite_error(exc)}") from None
+            raise database_error(exc, path) from None
         return cls(path, conn, busy_timeout_ms, max_size_mb)
 
     async def bookkeeping_connection(self) -> aiosqlite.Connection:
@@ -238,7 +278,7 @@ class Connection:
                 self._bookkeeping = await self._connect(self.path, self.busy_timeout_ms,
                                                         self.max_size_mb)
             except sqlite3.Error as exc:
-                raise DatabaseError(f"{self.path}: {describe_sqlite_error(exc)}") from None
+                raise database_error(exc, self.path) from None
         return self._bookkeeping
 
     async def close(self) -> None:
@@ -255,15 +295,35 @@ class Connection:
             conn.execute(f"PRAGMA max_page_count = {_max_pages(self.max_size_mb)}")
         return conn
 
-    async def _fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
-                        ) -> list[Any]:
+    async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+                       ) -> list[sqlite3.Row]:
+        """The rows of one read on the bot's connection (tuples indexed by position)."""
         # One trip to aiosqlite's thread (execute, fetch and close there), not three: each
         # trip is a thread wake-up and a loop wake-up, and interactions queue behind them.
         try:
             return list(await self._conn.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
-            raise DatabaseError(describe_sqlite_error(exc)) from None
+            raise database_error(exc) from None
 
-    async def _fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
-        rows = await self._fetchall(sql, params)
+    async def fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+                       ) -> sqlite3.Row | None:
+        rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The bot's connection inside one write transaction, holding the write lock: committed
+        when the block ends, rolled back if it raises; SQLite's errors become ours."""
+        async with self.write_lock:
+            conn = self._conn
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        await conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as exc:
+                raise database_error(exc) from None

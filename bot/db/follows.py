@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.db.connection import Connection, SyncStore, now_iso, parse_utc, utc_iso
 from bot.model import STUDY_TYPE_LABELS
+from bot.topics import TopicVocabulary
 
 ALERTS_SEEN_KEY = "alerts_seen_pk"  # meta: studies up to this pk were matched to follows
 ALERTS_MATCH_CHUNK = 1000  # new studies matched at a time (a pk range)
@@ -36,7 +37,7 @@ class Follow:
     paused: bool
     created_at: str
 
-    def describe(self, topics: Any) -> str:
+    def describe(self, topics: TopicVocabulary) -> str:
         """What the member follows, in words (plain text: callers escape it)."""
         if self.kind == "topic":
             return f"topic {topics.display_name(self.topic or '')}"

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.db.audit import _AUDIT_COLUMNS, AuditEntry
+from bot.db.audit import AUDIT_COLUMNS, AuditEntry
 from bot.text import title_key as make_title_key
 
 
@@ -475,7 +475,7 @@ class ModerationWriter(ImportWriter):
     (sync, on its own connection, like imports)."""
 
     def audit_entry(self, entry_id: int) -> AuditEntry | None:
-        row = self.conn.execute(f"SELECT {_AUDIT_COLUMNS} FROM audit_log WHERE id = ?",
+        row = self.conn.execute(f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id = ?",
                                 (entry_id,)).fetchone()
         return AuditEntry(*row) if row else None
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bot.db.audit import AuditDraft, AuditEntry
-from bot.db.connection import Connection, DatabaseError, describe_sqlite_error, now_iso
+from bot.db.connection import Connection, now_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +29,10 @@ class GuildSettingsStore:
         self.db = db
 
     async def get(self, guild_id: int) -> GuildSettings:
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             "SELECT discussion_channel_id, auto_threads, archive_after_minutes, log_channel_id "
             "FROM guild_settings WHERE guild_id = ?", (guild_id,))
-        roles = await self.db._fetchall(
+        roles = await self.db.fetchall(
             "SELECT role_id FROM moderator_roles WHERE guild_id = ? ORDER BY role_id",
             (guild_id,))
         role_ids = tuple(r[0] for r in roles)
@@ -41,16 +40,6 @@ class GuildSettingsStore:
             return GuildSettings(guild_id, moderator_role_ids=role_ids)
         return GuildSettings(guild_id, row[0], None if row[1] is None else bool(row[1]), row[2],
                              row[3], role_ids)
-
-    async def guild_for_channel(self, channel_id: int) -> int | None:
-        row = await self.db._fetchone(
-            "SELECT guild_id FROM guild_settings WHERE discussion_channel_id = ?", (channel_id,))
-        return row[0] if row else None
-
-    async def guilds_with_auto_threads(self) -> list[int]:
-        return [r[0] for r in await self.db._fetchall(
-            "SELECT guild_id FROM guild_settings WHERE auto_threads = 1 "
-            "AND discussion_channel_id IS NOT NULL")]
 
     _COLUMNS = frozenset({"discussion_channel_id", "auto_threads", "archive_after_minutes",
                           "log_channel_id"})
@@ -61,24 +50,13 @@ class GuildSettingsStore:
         """One statement and, when it changed a row, its audit entry: one transaction (a
         crash leaves both or neither). `details` is read in the transaction, before the
         change. A locked or full database raises DatabaseError (the "busy" answer)."""
-        conn = self.db._conn
-        async with self.db.write_lock:
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    extra = await details() if details is not None else {}
-                    cursor = await conn.execute(sql, params)
-                    changed = cursor.rowcount
-                    entry = None
-                    if audit is not None and changed > 0:
-                        entry = await audit.write(conn, extra)
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        await conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                raise DatabaseError(describe_sqlite_error(exc)) from None
+        async with self.db.transaction() as conn:
+            extra = await details() if details is not None else {}
+            cursor = await conn.execute(sql, params)
+            changed = cursor.rowcount
+            entry = None
+            if audit is not None and changed > 0:
+                entry = await audit.write(conn, extra)
         return changed, entry
 
     async def update(self, guild_id: int, audit: AuditDraft | None = None,
@@ -92,7 +70,7 @@ class GuildSettingsStore:
         assignments = ", ".join(f"{c} = excluded.{c}" for c in columns)
 
         async def before() -> dict[str, Any]:
-            row = await self.db._fetchone(
+            row = await self.db.fetchone(
                 f"SELECT {', '.join(columns)} FROM guild_settings WHERE guild_id = ?",
                 (guild_id,))
             old = dict(zip(columns, row, strict=True)) if row else dict.fromkeys(columns)
@@ -126,6 +104,6 @@ class GuildSettingsStore:
         return changed > 0
 
 
-def _setting_value(column: str, row: dict[str, Any]) -> Any:
+def _setting_value(column: str, row: dict[str, Any]) -> int | bool | None:
     value = row[column]
     return None if value is None else bool(value) if column == "auto_threads" else value

@@ -84,7 +84,7 @@ class Database(Connection):
 
     async def study_by(self, column: str, value: str) -> Study | None:
         assert column in ("id", "doi", "pmid", "pk")
-        row = await self._fetchone(f"SELECT {STUDY_COLUMNS} FROM studies WHERE {column} = ?",
+        row = await self.fetchone(f"SELECT {STUDY_COLUMNS} FROM studies WHERE {column} = ?",
                                    (value,))
         return study_from_row(row) if row else None
 
@@ -92,7 +92,7 @@ class Database(Connection):
         """The study that carries, or carried, this id, DOI or PMID (a merged duplicate's
         identifiers name the study it was merged into)."""
         assert kind in ("id", "doi", "pmid")
-        row = await self._fetchone(
+        row = await self.fetchone(
             f"SELECT {STUDY_COLUMNS} FROM studies WHERE pk = coalesce("
             f"(SELECT pk FROM studies WHERE {kind} = ?1), "
             "(SELECT study_pk FROM study_identifiers WHERE kind = ?2 AND value = ?1))",
@@ -100,7 +100,7 @@ class Database(Connection):
         return study_from_row(row) if row else None
 
     async def studies_by_title_key(self, key: str, limit: int = 5) -> list[Study]:
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             f"SELECT {STUDY_COLUMNS} FROM studies WHERE title_key = ? "
             "ORDER BY coalesce(citations, -1) DESC LIMIT ?", (key, limit))
         return [study_from_row(r) for r in rows]
@@ -109,7 +109,7 @@ class Database(Connection):
         if not ids:
             return {}
         marks = ", ".join("?" * len(ids))
-        rows = await self._fetchall(f"SELECT {STUDY_COLUMNS} FROM studies WHERE id IN ({marks})",
+        rows = await self.fetchall(f"SELECT {STUDY_COLUMNS} FROM studies WHERE id IN ({marks})",
                                     list(ids))
         return {r[0]: study_from_row(r) for r in rows}
 
@@ -117,12 +117,12 @@ class Database(Connection):
         if not pks:
             return {}
         marks = ", ".join("?" * len(pks))
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             f"SELECT pk, {STUDY_COLUMNS} FROM studies WHERE pk IN ({marks})", list(pks))
         return {r[0]: study_from_row(r[1:]) for r in rows}
 
     async def pk_of(self, study_id: str) -> int | None:
-        row = await self._fetchone("SELECT pk FROM studies WHERE id = ?", (study_id,))
+        row = await self.fetchone("SELECT pk FROM studies WHERE id = ?", (study_id,))
         return row[0] if row else None
 
     # Search -----------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ class Database(Connection):
         if match and sort == "relevance":
             # One walk down the newest matches gives both the capped total and, when there
             # are more than RANK_WINDOW, the oldest match of the window to rank.
-            newest = [r[0] for r in await self._fetchall(
+            newest = [r[0] for r in await self.fetchall(
                 f"SELECT f.rowid FROM {source}{clause} ORDER BY f.rowid DESC LIMIT ?",
                 [*params, max(COUNT_CAP, RANK_WINDOW) + 1])]
             count = len(newest)
@@ -193,13 +193,13 @@ class Database(Connection):
                 clause += " AND f.rowid >= ?"
                 params.append(window[-1])
         else:
-            count = (await self._fetchone(
+            count = (await self.fetchone(
                 f"SELECT count(*) FROM (SELECT 1 FROM {source}{clause} LIMIT {COUNT_CAP + 1})",
                 params))[0]
         if keys is None:
             # Keys first, then the rows: the sorter would otherwise carry every matching
             # study's full text.
-            keys = [r[0] for r in await self._fetchall(
+            keys = [r[0] for r in await self.fetchall(
                 f"SELECT {key} FROM {source}{clause} ORDER BY {order} LIMIT ? OFFSET ?",
                 [*params, limit, offset])]
         found = await self.studies_by_pks(keys)
@@ -208,7 +208,7 @@ class Database(Connection):
     async def _title_ranked(self, match: str, window: list[int]) -> list[int]:
         """`window` (pks, newest first) with the studies whose title matches `match` first."""
         members = set(window)
-        titled = [r[0] for r in await self._fetchall(
+        titled = [r[0] for r in await self.fetchall(
             "SELECT rowid FROM titles_fts WHERE titles_fts MATCH ? AND rowid >= ? "
             "ORDER BY rowid DESC LIMIT ?", (match, window[-1], len(window)))]
         first = [pk for pk in titled if pk in members]
@@ -223,7 +223,7 @@ class Database(Connection):
         most of 1M studies)."""
         if not terms:
             return {}
-        top = (await self._fetchone("SELECT max(pk) FROM studies"))[0] or 0
+        top = (await self.fetchone("SELECT max(pk) FROM studies"))[0] or 0
         low = max(0, top - window)
         size = top - low  # pks of removed studies count too: an estimate
         if not size:
@@ -235,7 +235,7 @@ class Database(Connection):
         params: list[Any] = []
         for term in terms:
             params += [term, quote(term), low, bound]
-        return {term: n / size for term, n in await self._fetchall(parts, params)}
+        return {term: n / size for term, n in await self.fetchall(parts, params)}
 
     async def terms_present(self, terms: Sequence[str], titles_only: bool = False) -> set[str]:
         """Which (folded) terms occur in any study (or any title), one seek each."""
@@ -248,7 +248,7 @@ class Database(Connection):
         params: list[Any] = []
         for term in terms:
             params += [term, quote(term)]
-        return {r[0] for r in await self._fetchall(parts, params)}
+        return {r[0] for r in await self.fetchall(parts, params)}
 
     async def title_term_counts(self, terms: Sequence[str]) -> dict[str, int]:
         """How many titles contain each (folded) term: from the small title index, whose
@@ -256,44 +256,44 @@ class Database(Connection):
         if not terms:
             return {}
         marks = ", ".join("?" * len(terms))
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             f"SELECT term, doc FROM titles_vocab WHERE term IN ({marks})", list(terms))
         return {term: doc for term, doc in rows}
 
     async def title_terms_between(self, low: str, high: str, limit: int = 50_000
                                   ) -> list[tuple[str, int]]:
         """Title vocabulary terms in [low, high) with their title counts (spelling)."""
-        return [tuple(r) for r in await self._fetchall(
+        return [tuple(r) for r in await self.fetchall(
             "SELECT term, doc FROM titles_vocab WHERE term >= ? AND term < ? LIMIT ?",
             (low, high, limit))]
 
     async def suggest_by_title_prefix(self, prefix_key: str, limit: int) -> list[tuple[str, str]]:
-        return [tuple(r) for r in await self._fetchall(
+        return [tuple(r) for r in await self.fetchall(
             "SELECT id, title FROM studies WHERE title_key >= ? AND title_key < ? "
             "ORDER BY title_key LIMIT ?", (prefix_key, prefix_key + "\uffff", limit))]
 
     async def suggest_by_match(self, match: str, limit: int) -> list[tuple[str, str]]:
         """Studies matching an FTS5 expression anywhere (title, TLDR, summary...)."""
-        return [tuple(r) for r in await self._fetchall(
+        return [tuple(r) for r in await self.fetchall(
             "SELECT s.id, s.title FROM studies_fts f JOIN studies s ON s.pk = f.rowid "
             "WHERE studies_fts MATCH ? LIMIT ?", (match, limit))]
 
     async def suggest_by_title_words(self, match: str, limit: int) -> list[tuple[str, str]]:
         """Studies whose title matches an FTS5 expression (prefixes use the title index's
         prefix indexes), in the order they were added."""
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             "SELECT s.pk, s.id, s.title FROM (SELECT rowid AS pk FROM titles_fts "
             "WHERE titles_fts MATCH ? ORDER BY rowid LIMIT ?) t "
             "JOIN studies s ON s.pk = t.pk", (match, limit))
         return [(study_id, title) for _, study_id, title in sorted(rows)]
 
     async def suggest_by_id_prefix(self, prefix: str, limit: int) -> list[tuple[str, str]]:
-        return [tuple(r) for r in await self._fetchall(
+        return [tuple(r) for r in await self.fetchall(
             "SELECT id, title FROM studies WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
             (prefix, prefix + "\uffff", limit))]
 
     async def top_studies(self, limit: int) -> list[tuple[str, str]]:
-        return [tuple(r) for r in await self._fetchall(
+        return [tuple(r) for r in await self.fetchall(
             "SELECT id, title FROM studies ORDER BY coalesce(citations, -1) DESC, "
             "coalesce(year, 0) DESC LIMIT ?", (limit,))]
 
@@ -311,20 +311,20 @@ class Database(Connection):
         params: list[Any] = []
         for match, limit in limits.items():
             params += [match, match, limit]
-        for match, pk in await self._fetchall(parts, params):
+        for match, pk in await self.fetchall(parts, params):
             found[match].append(pk)
         return found
 
     async def max_pk(self) -> int:
         """The newest study's pk: an upper bound of the study count, read in one seek."""
-        return (await self._fetchone("SELECT coalesce(max(pk), 0) FROM studies"))[0]
+        return (await self.fetchone("SELECT coalesce(max(pk), 0) FROM studies"))[0]
 
     async def related_facts(self, pks: Sequence[int]) -> dict[int, RelatedFacts]:
         """What related research compares of studies by pk, without their text."""
         if not pks:
             return {}
         marks = ", ".join("?" * len(pks))
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             "SELECT pk, title, keywords, topics, study_type, journal FROM studies "
             f"WHERE pk IN ({marks})", list(pks))
         return {r[0]: RelatedFacts(title=r[1], keywords=_split_lines(r[2]),
@@ -334,18 +334,18 @@ class Database(Connection):
     # Topics and statistics ------------------------------------------------------------------------
 
     async def topic_counts(self) -> dict[str, int]:
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             "SELECT topic, count(*) FROM study_topics GROUP BY topic ORDER BY count(*) DESC")
         return {topic: count for topic, count in rows}
 
     async def study_type_counts(self) -> dict[str, int]:
-        rows = await self._fetchall(
+        rows = await self.fetchall(
             "SELECT study_type, count(*) FROM studies WHERE study_type IS NOT NULL "
             "AND study_type != '' GROUP BY study_type ORDER BY count(*) DESC")
         return {study_type: count for study_type, count in rows}
 
     async def get_meta(self, key: str) -> str | None:
-        row = await self._fetchone("SELECT value FROM meta WHERE key = ?", (key,))
+        row = await self.fetchone("SELECT value FROM meta WHERE key = ?", (key,))
         return row[0] if row else None
 
     async def set_meta(self, key: str, value: str) -> None:
@@ -355,17 +355,17 @@ class Database(Connection):
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     async def stats(self) -> DatabaseStats:
-        studies = (await self._fetchone("SELECT count(*) FROM studies"))[0]
-        topics = (await self._fetchone("SELECT count(DISTINCT topic) FROM study_topics"))[0]
-        page_count = (await self._fetchone("PRAGMA page_count"))[0]
-        page_size = (await self._fetchone("PRAGMA page_size"))[0]
-        version = (await self._fetchone("PRAGMA user_version"))[0]
+        studies = (await self.fetchone("SELECT count(*) FROM studies"))[0]
+        topics = (await self.fetchone("SELECT count(DISTINCT topic) FROM study_topics"))[0]
+        page_count = (await self.fetchone("PRAGMA page_count"))[0]
+        page_size = (await self.fetchone("PRAGMA page_size"))[0]
+        version = (await self.fetchone("PRAGMA user_version"))[0]
         return DatabaseStats(studies=studies, topics=topics,
                              last_updated=await self.get_meta("last_updated"),
                              size_bytes=page_count * page_size, schema_version=version)
 
     async def count_studies(self) -> int:
-        return (await self._fetchone("SELECT count(*) FROM studies"))[0]
+        return (await self.fetchone("SELECT count(*) FROM studies"))[0]
 
     async def iter_all_studies(self, batch: int = 500) -> AsyncIterator[Study]:
         """Every study in insertion order, fetched in batches (export of large databases)."""
@@ -378,7 +378,7 @@ class Database(Connection):
     # Maintenance --------------------------------------------------------------------------------
 
     async def integrity_check(self) -> list[str]:
-        rows = await self._fetchall("PRAGMA integrity_check")
+        rows = await self.fetchall("PRAGMA integrity_check")
         problems = [r[0] for r in rows if r[0] != "ok"]
         try:
             await self._conn.execute(

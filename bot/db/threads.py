@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.db.connection import Connection, DatabaseError, describe_sqlite_error, now_iso
+from bot.db.connection import Connection, now_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +112,9 @@ class DiscussionStore:
     async def _transaction(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[int]:
         """Run statements in one transaction; returns their row counts."""
         counts = []
-        async with self.db.write_lock:
-            conn = self.db._conn
-            try:
-                await conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for sql, params in statements:
-                        counts.append((await conn.execute(sql, params)).rowcount)
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    await conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                raise DatabaseError(describe_sqlite_error(exc)) from None
+        async with self.db.transaction() as conn:
+            for sql, params in statements:
+                counts.append((await conn.execute(sql, params)).rowcount)
         return counts
 
     async def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
@@ -133,18 +123,18 @@ class DiscussionStore:
     # Threads ---------------------------------------------------------------------------------
 
     async def mapping(self, guild_id: int, study_id: str) -> ThreadMapping | None:
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             f"SELECT {_MAPPING_COLUMNS} FROM threads WHERE guild_id = ? AND study_id = ?",
             (guild_id, study_id))
         return ThreadMapping(*row) if row else None
 
     async def mapping_of_thread(self, thread_id: int) -> ThreadMapping | None:
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             f"SELECT {_MAPPING_COLUMNS} FROM threads WHERE thread_id = ?", (thread_id,))
         return ThreadMapping(*row) if row else None
 
     async def mappings_of_study(self, study_id: str) -> list[ThreadMapping]:
-        rows = await self.db._fetchall(
+        rows = await self.db.fetchall(
             f"SELECT {_MAPPING_COLUMNS} FROM threads WHERE study_id = ? ORDER BY guild_id",
             (study_id,))
         return [ThreadMapping(*r) for r in rows]
@@ -154,7 +144,7 @@ class DiscussionStore:
         if not study_ids:
             return {}
         marks = ", ".join("?" * len(study_ids))
-        rows = await self.db._fetchall(
+        rows = await self.db.fetchall(
             f"SELECT study_id, thread_id FROM threads WHERE guild_id = ? AND state = 'active' "
             f"AND study_id IN ({marks})", (guild_id, *study_ids))
         return {study_id: thread_id for study_id, thread_id in rows}
@@ -182,7 +172,7 @@ class DiscussionStore:
                                    ) -> tuple[int, str | None]:
         """How many threads a member started in a server since a time, and the oldest's
         time (threads being created count too)."""
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             "SELECT count(*), min(created_at) FROM threads WHERE guild_id = ? "
             "AND created_by = ? AND created_at >= ?", (guild_id, member_id, since))
         return row[0], row[1]
@@ -203,13 +193,13 @@ class DiscussionStore:
                           "AND state = 'creating'", (guild_id, study_id))
 
     async def stale_claims(self, stale_before: str) -> list[ThreadMapping]:
-        rows = await self.db._fetchall(
+        rows = await self.db.fetchall(
             f"SELECT {_MAPPING_COLUMNS} FROM threads WHERE state = 'creating' "
             "AND claimed_at < ? ORDER BY guild_id, claimed_at", (stale_before,))
         return [ThreadMapping(*r) for r in rows]
 
     async def forget_thread(self, thread_id: int) -> ThreadMapping | None:
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             f"SELECT {_MAPPING_COLUMNS} FROM threads WHERE thread_id = ?", (thread_id,))
         if row is None:
             return None
@@ -233,7 +223,7 @@ class DiscussionStore:
 
     async def auto_threads_since(self, guild_id: int, since: str) -> tuple[int, str | None]:
         """How many threads the outbox made in a server since a time, and the oldest's time."""
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             "SELECT count(*), min(created_at) FROM threads WHERE guild_id = ? AND origin = 'auto' "
             "AND state = 'active' AND created_at >= ?", (guild_id, since))
         return row[0], row[1]
@@ -241,7 +231,7 @@ class DiscussionStore:
     # Forum tags ------------------------------------------------------------------------------
 
     async def forum_tags(self, guild_id: int, channel_id: int) -> dict[str, int]:
-        rows = await self.db._fetchall(
+        rows = await self.db.fetchall(
             "SELECT key, tag_id FROM forum_tags WHERE guild_id = ? AND channel_id = ?",
             (guild_id, channel_id))
         return {key: tag_id for key, tag_id in rows}
@@ -257,7 +247,7 @@ class DiscussionStore:
 
     async def auto_thread_guilds(self, default_guild: int | None, default_auto: bool
                                  ) -> list[int]:
-        rows = await self.db._fetchall(
+        rows = await self.db.fetchall(
             _AUTO_GUILDS_SQL, {"default_guild": default_guild, "default_auto": int(default_auto)})
         return [r[0] for r in rows]
 
@@ -273,7 +263,7 @@ class DiscussionStore:
         marks = ", ".join("?" * len(exclude_create_guilds))
         skip = f"AND NOT (kind = 'create' AND guild_id IN ({marks})) " \
             if exclude_create_guilds else ""
-        rows = await self.db._fetchall(
+        rows = await self.db.fetchall(
             f"SELECT {_OUTBOX_COLUMNS} FROM thread_outbox WHERE failed_at IS NULL "
             f"AND next_attempt_at <= ? {skip}ORDER BY next_attempt_at, id LIMIT ?",
             (now, *exclude_create_guilds, limit))
@@ -283,7 +273,7 @@ class DiscussionStore:
         marks = ", ".join("?" * len(exclude_create_guilds))
         skip = f" AND NOT (kind = 'create' AND guild_id IN ({marks}))" \
             if exclude_create_guilds else ""
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             f"SELECT min(next_attempt_at) FROM thread_outbox WHERE failed_at IS NULL{skip}",
             tuple(exclude_create_guilds))
         return row[0] if row else None
@@ -336,22 +326,22 @@ class DiscussionStore:
     async def fate_of(self, study_id: str) -> StudyFate:
         """A study no longer in the database: merged (its id now names another study), or
         removed (the tombstone's reason); the moderator from the audit log."""
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             "SELECT s.id FROM study_identifiers i JOIN studies s ON s.pk = i.study_pk "
             "WHERE i.kind = 'id' AND i.value = ? AND s.id <> ?1", (study_id,))
         if row is not None:
             keep = row[0]
-            audit = await self.db._fetchone(
+            audit = await self.db.fetchone(
                 "SELECT moderator_name, moderator_id FROM audit_log WHERE study_id = ? "
                 "AND action = 'merge' AND json_extract(details, '$.duplicate') = ? "
                 "ORDER BY id DESC LIMIT 1", (keep, study_id))
             return StudyFate(merged_into=keep, moderator=_moderator(audit))
-        tomb = await self.db._fetchone(
+        tomb = await self.db.fetchone(
             "SELECT r.reason, a.moderator_name, a.moderator_id FROM removed_studies r "
             "LEFT JOIN audit_log a ON a.id = r.audit_id WHERE r.study_id = ?", (study_id,))
         if tomb is not None:
             return StudyFate(removal_reason=tomb[0], moderator=_moderator(tomb[1:]))
-        audit = await self.db._fetchone(
+        audit = await self.db.fetchone(
             "SELECT json_extract(details, '$.reason'), moderator_name, moderator_id "
             "FROM audit_log WHERE study_id = ? AND action = 'remove' ORDER BY id DESC LIMIT 1",
             (study_id,))
@@ -362,7 +352,7 @@ class DiscussionStore:
     async def last_moderator(self, study_id: str, changed_at: str | None) -> str | None:
         """The moderator whose change is the study's latest (changed_at: its updated_at),
         for the audit-log reason of the thread's update; None after an import."""
-        row = await self.db._fetchone(
+        row = await self.db.fetchone(
             "SELECT moderator_name, moderator_id, created_at FROM audit_log WHERE study_id = ? "
             "ORDER BY id DESC LIMIT 1", (study_id,))
         if row is None or (changed_at is not None and row[2] < changed_at):
@@ -371,25 +361,25 @@ class DiscussionStore:
 
     async def outbox_counts(self) -> dict[int, int]:
         """Automatic threads waiting, per server."""
-        rows = await self.db._fetchall(
+        rows = await self.db.fetchall(
             "SELECT guild_id, count(*) FROM thread_outbox WHERE kind = 'create' "
             "AND failed_at IS NULL GROUP BY guild_id ORDER BY guild_id")
         return {guild_id: count for guild_id, count in rows}
 
     async def pending_counts(self, guild_id: int) -> dict[str, int]:
         """Jobs waiting in a server, per kind."""
-        rows = await self.db._fetchall(
+        rows = await self.db.fetchall(
             "SELECT kind, count(*) FROM thread_outbox WHERE guild_id = ? AND failed_at IS NULL "
             "GROUP BY kind", (guild_id,))
         return {kind: count for kind, count in rows}
 
     async def failed_jobs(self, guild_id: int, limit: int = 5) -> tuple[list[FailedJob], int]:
         """The newest jobs stopped for good in a server, and how many there are."""
-        rows = await self.db._fetchall(
+        rows = await self.db.fetchall(
             "SELECT kind, study_id, attempts, last_error, failed_at FROM thread_outbox "
             "WHERE guild_id = ? AND failed_at IS NOT NULL ORDER BY failed_at DESC LIMIT ?",
             (guild_id, limit))
-        total = (await self.db._fetchone(
+        total = (await self.db.fetchone(
             "SELECT count(*) FROM thread_outbox WHERE guild_id = ? AND failed_at IS NOT NULL",
             (guild_id,)))[0]
         return [FailedJob(*r) for r in rows], total

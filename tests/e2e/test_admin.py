@@ -7,7 +7,6 @@ import json
 import logging
 import re
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ from bot.config import ImportsConfig
 from tests.conftest import TIMEOUT
 from tests.discord_emulator import FileUpload, Perm
 from tests.importers.test_importer_fixture_counts import EXPECTED
-from tests.paths import ENTITY_BOMB_DTD, shared_path
+from tests.paths import ENTITY_BOMB_DTD, FIXTURES
 
 MESO = "hair-mesotherapy-2012"
 COUNTS = re.compile(r"\*\*([\d,]+)\*\* new · \*\*([\d,]+)\*\* updated · \*\*([\d,]+)\*\* "
@@ -60,7 +59,7 @@ def custom_ids(message: dict) -> list[str]:
 
 
 def fixture_upload(relative: str) -> FileUpload:
-    path = shared_path("fixtures", "formats", relative)
+    path = FIXTURES / relative
     return FileUpload(path.name, path.read_bytes())
 
 
@@ -172,10 +171,9 @@ def one_file_per_format() -> list[str]:
 
 
 async def test_every_fixture_file_previews_with_its_record_count(world):
-    """Every file of ../shared/fixtures/formats through /studyadmin import (dry run): the
+    """Every file of tests/fixtures/formats through /studyadmin import (dry run): the
     preview counts as many records as the file holds (within-file duplicates count as
     updated or unchanged)."""
-    shared_path("fixtures", "formats")
     before = await study_count(world)
     for relative, (valid, invalid) in EXPECTED.items():
         handle = await admin(world, "import", {"file": fixture_upload(relative),
@@ -441,4 +439,4 @@ async def test_stats_and_sync(world):
 
 
 def test_fixture_paths_exist():
-    assert Path(shared_path("fixtures", "formats")).is_dir()
+    assert FIXTURES.is_dir()

@@ -15,12 +15,12 @@ from bot.importers.common import StudyRecord
 from tests.conftest import TIMEOUT
 from tests.discord_emulator import FileUpload
 from tests.e2e.test_admin import admin, custom_ids, final, settled
-from tests.paths import DATA, shared_path
+from tests.paths import DATA, FIXTURES
 
 MESO = "hair-mesotherapy-2012"
 WHAT_IS_NEW = "mesotherapy-what-is-new-2012"
 MYTH = "mesotherapy-myth-and-reality-2011"
-PUBMED_SLICE = ("fixtures", "formats", "pubmed_xml", "pubmed_baseline_hair_slice.xml")
+PUBMED_SLICE = ("pubmed_xml", "pubmed_baseline_hair_slice.xml")
 MICROBIOME_ES, MICROBIOME_EN = "33476584", "34088474"  # two editions: PMIDs and DOIs differ
 
 
@@ -39,7 +39,7 @@ async def confirm(world, handle) -> dict:
 
 
 def records(*parts: str) -> list[StudyRecord]:
-    path = DATA.joinpath(*parts) if len(parts) == 1 else shared_path(*parts)
+    path = DATA.joinpath(*parts) if len(parts) == 1 else FIXTURES.joinpath(*parts)
     return [r for r in iter_path(path) if isinstance(r, StudyRecord)]
 
 
@@ -96,7 +96,7 @@ async def test_a_month_of_a_community(world):
     assert await library.lookup(MYTH) is None
 
     # Week 2: the PubMed slice; both editions of two articles stay studies of their own.
-    slice_path = shared_path(*PUBMED_SLICE)
+    slice_path = FIXTURES.joinpath(*PUBMED_SLICE)
     preview = await settled(world, await admin(world, "import", {"file": FileUpload(
         slice_path.name, slice_path.read_bytes())}))
     done = await settled(world, await world.emu.click(preview, custom_ids(preview)[0],

@@ -494,7 +494,7 @@ async def test_an_edit_and_an_import_update_the_forum_post(world, tmp_path):
 
 
 async def _no_jobs(world) -> bool:
-    rows = await world.bot.db._fetchall("SELECT kind, failed_at FROM thread_outbox")
+    rows = await world.bot.db.fetchall("SELECT kind, failed_at FROM thread_outbox")
     return not rows
 
 
@@ -600,7 +600,7 @@ async def test_merge_moves_a_lone_thread_and_closes_a_second_one(world):
 # --- outbox manners ------------------------------------------------------------------------
 
 async def _job(world, study: str = MESO):
-    rows = await world.bot.db._fetchall(
+    rows = await world.bot.db.fetchall(
         "SELECT attempts, next_attempt_at, failed_at, last_error FROM thread_outbox "
         "WHERE kind = 'sync' AND study_id = ?", (study,))
     return rows[0] if rows else None
@@ -750,7 +750,7 @@ async def _at_least(count, expected: int) -> bool:
 
 
 async def _all_waiting(world) -> bool:
-    rows = await world.bot.db._fetchall(
+    rows = await world.bot.db.fetchall(
         "SELECT count(*) FROM thread_outbox WHERE next_attempt_at <= ? AND failed_at IS NULL",
         (iso(world.bot.discussions.now()),))
     return rows[0][0] == 0
@@ -816,8 +816,8 @@ async def test_a_removal_note_is_not_posted_twice(world):
     await moderator_remove(world, MESO, "retracted")
     await until(lambda: _attempted(world, 1), "the lock to be refused")
     assert len(world.emu.channel_messages(thread_id)) == 2  # card and note
-    await world.bot.db._conn.execute("UPDATE thread_outbox SET step = NULL, next_attempt_at = ''")
-    await world.bot.db._conn.commit()
+    async with world.bot.db.transaction() as conn:
+        await conn.execute("UPDATE thread_outbox SET step = NULL, next_attempt_at = ''")
     fault.remaining = 0
     world.bot.discussions.wake()
     await world.emu.wait_for(lambda: thread_state(world, thread_id)["locked"], TIMEOUT,

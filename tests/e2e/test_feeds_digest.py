@@ -15,12 +15,12 @@ from bot.config import FeedConfig, PubmedConfig
 from bot.digest import DigestStore
 from tests.conftest import TIMEOUT
 from tests.eutils_standin import EutilsStandIn, articles
-from tests.paths import shared_path
+from tests.paths import FIXTURES
 
 
 @pytest.fixture
 async def standin() -> AsyncIterator[EutilsStandIn]:
-    folder = shared_path("fixtures", "formats", "pubmed_xml")
+    folder = FIXTURES / "pubmed_xml"
     records = articles([folder / "pubmed_baseline_hair_slice.xml"])
     today = datetime.now(UTC).date()
     server = EutilsStandIn(records, {p: today - timedelta(days=i % 5)
@@ -55,7 +55,7 @@ async def test_feed_polls_imports_alerts_and_shows_its_state(world, standin):
     assert state.studies_added > 0 and state.last_error is None
     [message] = world.emu.dm_messages(world.member_id)
     assert "new stud" in message["embeds"][0]["title"]
-    audit = await world.bot.db._fetchall(
+    audit = await world.bot.db.fetchall(
         "SELECT guild_id, moderator_name FROM audit_log WHERE action = 'feed'")
     assert audit and all(row == (world.guild_id, "feed hair-loss") for row in audit)
 

@@ -10,11 +10,11 @@ import re
 from tests.conftest import TIMEOUT
 from tests.discord_emulator import FileUpload
 from tests.e2e.test_admin import admin, custom_ids, final, settled
-from tests.paths import DATA, shared_path
+from tests.paths import DATA, FIXTURES
 
 MESO = "hair-mesotherapy-2012"
 SEED_TITLE = "Hair Mesotherapy: A Non-Surgical Procedure for Hair Loss"
-HAIR_SLICE = ("fixtures", "formats", "pubmed_xml", "pubmed_baseline_hair_slice.xml")
+HAIR_SLICE = FIXTURES / "pubmed_xml" / "pubmed_baseline_hair_slice.xml"
 # The English and Spanish editions of one article (different DOIs and PMIDs).
 SPANISH = ("33383019", "10.1016/j.ad.2020.12.003")
 ENGLISH = ("34088475", "10.1016/j.adengl.2021.03.012")
@@ -126,7 +126,7 @@ async def test_a_removed_study_stays_removed_until_restored(world):
 
 
 async def test_merged_identifiers_open_the_kept_study(world):
-    path = shared_path(*HAIR_SLICE)
+    path = HAIR_SLICE
     preview = await settled(world, await admin(world, "import", {
         "file": FileUpload(path.name, path.read_bytes())}))
     await settled(world, await world.emu.click(preview, custom_ids(preview)[0], world.admin_id))

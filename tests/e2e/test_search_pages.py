@@ -145,8 +145,9 @@ async def test_expired_search_offers_to_run_it_again(world, tmp_path, caplog):
     key = next_id.split(":")[1]
     await saved(world, key)
     # Unused for longer than views.keep_days (30): pruned at the next start-up.
-    await world.bot.db._conn.execute(
-        "UPDATE saved_views SET last_used_at = '2000-01-01T00:00:00Z' WHERE key = ?", (key,))
+    async with world.bot.db.transaction() as conn:
+        await conn.execute(
+            "UPDATE saved_views SET last_used_at = '2000-01-01T00:00:00Z' WHERE key = ?", (key,))
     caplog.set_level(logging.INFO, logger="studybot.studies")
     await world.restart_bot()
     assert any("pruned 1 saved button states" in r.getMessage() for r in caplog.records)

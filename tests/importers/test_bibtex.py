@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.importers import bibtex, decode_bytes, iter_bytes
 from bot.importers.bibtex import latex_to_text
 from bot.model import InvalidRecord, StudyRecord
-from tests.paths import FIXTURES, fixture_records, needs_fixtures
+from tests.paths import FIXTURES, fixture_records
 
 records = fixture_records
 
@@ -14,7 +14,6 @@ def by_source(items: list[StudyRecord | InvalidRecord]) -> dict[str, StudyRecord
     return {item.source: item for item in items if isinstance(item, StudyRecord)}
 
 
-@needs_fixtures
 def test_latex_escaped_names() -> None:
     """The fixture has the same name four ways (UTF-8, \\"o, {\\"o}) and no title."""
     text = (FIXTURES / "bibtex/citationjs_authors_with_non-ASCII_characters.bib").read_text(
@@ -33,7 +32,6 @@ def test_latex_escaped_names() -> None:
     assert people["Security and Usability"] == ("Cranor, Lorrie", "Garfinkel, Simson")
 
 
-@needs_fixtures
 def test_simple_entry_fields() -> None:
     (record,) = records("bibtex/citationjs_one_simple_entry.bib")
     assert record.title == ("The Chemistry Development Kit (CDK): an open-source Java library "
@@ -50,7 +48,6 @@ def test_simple_entry_fields() -> None:
     assert crossref.doi == "10.1126/science.169.3946.635"
 
 
-@needs_fixtures
 def test_encodings() -> None:
     (utf16,) = records("bibtex/jabref_encoding-utf-16BE-with-header.bib")
     assert utf16.title == "Ü ist ein Umlaut"
@@ -75,7 +72,6 @@ def test_windows_1252_bytes() -> None:
     assert record.authors == ("Flügel, Renée",)
 
 
-@needs_fixtures
 def test_macros_concatenation_and_delimiters() -> None:
     (record,) = records("bibtex/citationjs_string_and_preamble.bib")
     assert record.title == "Foobar"  # "Foo" # foo # bar, with foo = "bar" and bar undefined
@@ -91,7 +87,6 @@ def test_macros_concatenation_and_delimiters() -> None:
     assert faust.authors == ("Goethe, J.W.",)
 
 
-@needs_fixtures
 def test_biblatex_fields() -> None:
     items = by_source(records("bibtex/citationjs_mapping_biblatex-input.bib"))
     hutchinson = next(r for r in items.values() if r.title.startswith("Conduction velocity"))
@@ -108,7 +103,6 @@ def test_biblatex_fields() -> None:
     assert batori.doi == "10.1002/rra.3643"
 
 
-@needs_fixtures
 def test_crossref_inheritance() -> None:
     items = records("bibtex/citationjs_crossref.bib")
     assert items[2].title == "Baz"

@@ -8,12 +8,11 @@ import pytest
 
 from bot.importers import ImportFormatError, csl_json, iter_bytes
 from bot.model import InvalidRecord, StudyRecord
-from tests.paths import fixture_records, needs_fixtures
+from tests.paths import fixture_records
 
 records = fixture_records
 
 
-@needs_fixtures
 def test_crossref_work_with_structured_jats_abstract() -> None:
     (record,) = records("crossref_json/habanero_work_10_1136_jclinpath_2020_206745.json")
     # the title has a newline and indentation in the response
@@ -30,7 +29,6 @@ def test_crossref_work_with_structured_jats_abstract() -> None:
     assert any(line.startswith("The absence of high-quality next-generation") for line in lines)
 
 
-@needs_fixtures
 def test_crossref_work_lists() -> None:
     items = records("crossref_json/habanero_worklist_rows_5.json")
     assert isinstance(items[-1], InvalidRecord)  # a journal-issue, title []
@@ -44,7 +42,6 @@ def test_crossref_work_lists() -> None:
     assert carl[1].journal == "Health & Social Care in the Community"  # "&amp;" in the JSON
 
 
-@needs_fixtures
 def test_csl_json_shapes() -> None:
     negotiated = records("csl_json/citationjs_doi_content_negotiation.json")  # DOI -> [item]
     assert negotiated[0].title == "Correlation of the Base Strengths of Amines1"  # <sup>1</sup>
@@ -62,7 +59,6 @@ def test_csl_json_shapes() -> None:
     assert mapped[3].journal == "Edward Hopper: Transformaties van het werkelijke"
 
 
-@needs_fixtures
 def test_same_paper_from_bibtex_and_csl_json() -> None:
     """The citation.js mapping fixtures describe the same works in both formats."""
     from_bib = [r for r in records("bibtex/citationjs_mapping_biblatex-input.bib")

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from bot.importers import csv_table, iter_bytes
 from bot.model import InvalidRecord
-from tests.paths import fixture_records, needs_fixtures
+from tests.paths import fixture_records
 
 records = fixture_records
 
 
-@needs_fixtures
 def test_endnote_styled_record() -> None:
     (record,) = records("endnote_xml/jabref_EndnoteXmlImporterTestArticle.xml")
     assert record.source == "jabref_EndnoteXmlImporterTestArticle.xml[0]"
@@ -25,7 +24,6 @@ def test_endnote_styled_record() -> None:
     assert record.keywords[:3] == ("Age Factors", "Aged", "Aged, 80 and over")
 
 
-@needs_fixtures
 def test_endnote_written_by_jabref() -> None:
     conference, book = records("endnote_xml/jabref_EndnoteXmlExportTestMultipleEntries.xml")
     assert conference.authors == ("Dai, H. K.",)
@@ -42,7 +40,6 @@ def test_endnote_written_by_jabref() -> None:
     assert ecology[0].url is None  # "<Go to ISI>://..." is not a web link
 
 
-@needs_fixtures
 def test_zotero_csv() -> None:
     items = records("zotero_csv/semantic_bibtool_zotero.csv")  # UTF-8 BOM, 87 columns
     first = items[0]
@@ -59,7 +56,6 @@ def test_zotero_csv() -> None:
     assert survey.journal == "ACM Computing Surveys"
 
 
-@needs_fixtures
 def test_asreview_and_embase_csv() -> None:
     duplicates = records("csv_exports/asreview_duplicate_records.csv")  # ";"-separated
     assert [r.title for r in duplicates[:3]] == ["a", "a", "b"]

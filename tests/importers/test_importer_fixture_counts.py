@@ -1,4 +1,4 @@
-"""Every shared fixture file parses into as many records as it holds.
+"""Every format fixture file (tests/fixtures/formats) parses into as many records as it holds.
 
 The counts were established by reading the files (and the SOURCES.md notes in each folder),
 not by running the parsers: (valid, invalid) where "invalid" is a record that is there but is
@@ -14,10 +14,6 @@ import pytest
 from bot.importers import ImportFormatError, iter_path
 from bot.model import InvalidRecord, StudyRecord
 from tests.paths import FIXTURES
-
-pytestmark = pytest.mark.skipif(
-    not FIXTURES.is_dir(), reason=f"shared format fixtures not found at {FIXTURES}"
-)
 
 EXPECTED: dict[str, tuple[int, int]] = {
     # --- pubmed_xml
@@ -216,8 +212,6 @@ REFUSED = {
 
 
 def _fixture_files() -> list[str]:
-    if not FIXTURES.is_dir():
-        return []
     return sorted(
         str(p.relative_to(FIXTURES)) for p in FIXTURES.rglob("*")
         if p.is_file() and p.name != "SOURCES.md"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from bot.importers import iter_bytes, medline
 from bot.model import InvalidRecord, StudyRecord
-from tests.paths import fixture_records, needs_fixtures
+from tests.paths import fixture_records
 
 records = fixture_records
 
 
-@needs_fixtures
 def test_nbib_fields() -> None:
     (record,) = records("medline_nbib/jabref_NbibImporterTest.nbib")
     assert record.title == "Proteomics: A new perspective for cancer."
@@ -24,7 +23,6 @@ def test_nbib_fields() -> None:
                                "translation")
 
 
-@needs_fixtures
 def test_continuation_lines_and_mesh() -> None:
     (record,) = records("medline_nbib/biopython_pubmed_result1.txt")
     assert record.source == "biopython_pubmed_result1.txt:2"
@@ -39,7 +37,6 @@ def test_continuation_lines_and_mesh() -> None:
     assert record.pmid == "12230038"
 
 
-@needs_fixtures
 def test_several_records_and_their_lines() -> None:
     items = records("medline_nbib/jabref_MedlinePlainImporterTestMultipleEntries.txt")
     assert [item.source.rsplit(":", 1)[1] for item in items] == [
@@ -55,14 +52,12 @@ def test_several_records_and_their_lines() -> None:
     assert [r.title for r in odd] == ["This is a test title", "This is also a test title"]
 
 
-@needs_fixtures
 def test_doi_from_lid_and_aid() -> None:
     first = records("medline_nbib/rispy_example_pubmed.txt")[0]
     assert first.doi == "10.1016/j.ejmg.2019.03.004"
     assert first.authors[2] == "O'Connor, Rebecca E"
 
 
-@needs_fixtures
 def test_isi_tagged_exports() -> None:
     first, second = records("medline_nbib/jabref_IsiImporterTestMedline.isi")
     assert first.title == ("Effects of modafinil on cognitive performance and alertness during "

@@ -6,19 +6,16 @@ import pytest
 
 from bot.importers import ImportFormatError, iter_bytes, pubmed_xml
 from bot.model import InvalidRecord, StudyRecord
-from tests.paths import FIXTURES, fixture_records, needs_fixtures
+from tests.paths import fixture_records
 
 records = fixture_records
 
 
 @pytest.fixture(scope="module")
 def edge_cases() -> list[StudyRecord | InvalidRecord]:
-    if not FIXTURES.is_dir():
-        pytest.skip(f"shared format fixtures not found at {FIXTURES}")
     return records("pubmed_xml/pubmed_baseline_edge_cases_slice.xml")
 
 
-@needs_fixtures
 def test_structured_abstract_collective_name_and_identifiers(edge_cases) -> None:
     first = edge_cases[0]
     assert isinstance(first, StudyRecord)
@@ -36,7 +33,6 @@ def test_structured_abstract_collective_name_and_identifiers(edge_cases) -> None
     assert "Humans" in first.keywords  # MeSH descriptor
 
 
-@needs_fixtures
 def test_medline_date_and_publication_types(edge_cases) -> None:
     trial = edge_cases[1]  # <MedlineDate>1979 Jul-Sep</MedlineDate>, Controlled Clinical Trial
     assert trial.pmid == "399319"
@@ -47,7 +43,6 @@ def test_medline_date_and_publication_types(edge_cases) -> None:
     assert trial.title.endswith("stomatological practice (translated)")
 
 
-@needs_fixtures
 def test_inline_markup_non_ascii_and_other_abstract(edge_cases) -> None:
     assert edge_cases[4].title == ("Effects of water availability and UV radiation on silicon "
                                    "accumulation in the C₄ crop proso millet.")
@@ -60,7 +55,6 @@ def test_inline_markup_non_ascii_and_other_abstract(edge_cases) -> None:
     assert "double blind crossover trail." in edge_cases[8].summary
 
 
-@needs_fixtures
 def test_retraction_is_imported_and_marked(edge_cases) -> None:
     retracted = edge_cases[11]
     assert retracted.pmid == "400712"
@@ -72,7 +66,6 @@ def test_retraction_is_imported_and_marked(edge_cases) -> None:
     assert pubmed_xml.RETRACTED not in notice.keywords
 
 
-@needs_fixtures
 def test_duplicates_are_kept_and_delete_citation_yields_nothing(edge_cases) -> None:
     assert len(edge_cases) == 14
     same = [r for r in edge_cases if r.pmid == "30271887"]
@@ -82,7 +75,6 @@ def test_duplicates_are_kept_and_delete_citation_yields_nothing(edge_cases) -> N
     assert not deleted & {r.pmid for r in edge_cases}
 
 
-@needs_fixtures
 def test_italic_title_and_labelled_abstract() -> None:
     (record,) = records("pubmed_xml/biopython_pubmed4.xml")
     assert record.title == ("Leucocyte telomere length, genetic variants at the *TERT* gene "
@@ -96,7 +88,6 @@ def test_italic_title_and_labelled_abstract() -> None:
         "OBJECTIVE", "DESIGN", "RESULTS", "CONCLUSIONS"]
 
 
-@needs_fixtures
 def test_book_articles() -> None:
     chapter, untitled = records("pubmed_xml/jabref_MedlineImporterTestBookArticleSet.xml")
     assert chapter.title == "Title for some article"
@@ -117,7 +108,6 @@ def test_book_articles() -> None:
     assert book.summary == "just a dummy."
 
 
-@needs_fixtures
 def test_mesh_descriptors_without_qualifiers() -> None:
     (record,) = records("pubmed_xml/jabref_MedlineImporterTestMeshHeadingList.xml")
     assert record.keywords == ("Humans", "Software", "Kidney Diseases", "Models, Theoretical",
@@ -127,13 +117,11 @@ def test_mesh_descriptors_without_qualifiers() -> None:
     assert "apnea syndrome" in keyword.keywords
 
 
-@needs_fixtures
 def test_malformed_document_is_refused_with_its_position() -> None:
     with pytest.raises(ImportFormatError, match=r"line 4, column \d+"):
         records("pubmed_xml/jabref_MedlineImporterTestMalformedEntry.xml")
 
 
-@needs_fixtures
 def test_esummary_xml_and_json() -> None:
     first, second = records("esummary_xml/biopython_esummary1_pubmed.xml")
     assert first.title == "Zirconium granuloma following treatment of rhus dermatitis."

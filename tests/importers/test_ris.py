@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from bot.importers import iter_bytes, ris
 from bot.model import InvalidRecord, StudyRecord
-from tests.paths import fixture_records, needs_fixtures
+from tests.paths import fixture_records
 
 records = fixture_records
 
 
-@needs_fixtures
 def test_bom_crlf_export_with_pubmed_link() -> None:
     first = records("ris/asreview_baseline.ris")[0]  # UTF-8 BOM, CRLF
     assert first.source == "asreview_baseline.ris:1"
@@ -27,7 +26,6 @@ def test_bom_crlf_export_with_pubmed_link() -> None:
         (InvalidRecord, "rispy_example_bom.ris:1", "title")]
 
 
-@needs_fixtures
 def test_zotero_export() -> None:
     first = records("ris/asreview_baseline_zotero.ris")[0]
     assert first.title == ("An open source machine learning framework for efficient and "
@@ -38,7 +36,6 @@ def test_zotero_export() -> None:
     assert first.doi == "10.1038/s42256-020-00287-7"
 
 
-@needs_fixtures
 def test_multi_line_fields() -> None:
     rayyan = records("ris/asreview_ris_issue_992.ris.txt")[0]
     assert rayyan.keywords == (
@@ -58,7 +55,6 @@ def test_multi_line_fields() -> None:
                                 "procrastination", "EndNote", "RIS")
 
 
-@needs_fixtures
 def test_database_exports() -> None:
     embase = records("ris/asreview_embase.ris")[0]
     assert embase.authors == ("Liu, R.", "Adler, D.G.")
@@ -83,7 +79,6 @@ def test_database_exports() -> None:
     assert records("ris/asreview_faulty_year.ris")[0].year is None
 
 
-@needs_fixtures
 def test_garbled_files() -> None:
     (lost_ty,) = records("ris/jabref_RisImporterCorrupted.ris")
     assert lost_ty.title == "Editorial: Open Source and Empirical Software Engineering"
