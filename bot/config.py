@@ -33,6 +33,10 @@ class DiscordConfig:
     api_base_url: str = DEFAULT_API_BASE_URL
     dev_guild_ids: tuple[int, ...] = ()
     sync_commands: bool = True
+    # Overload (bot.overload): interactions in flight before new ones are answered "busy",
+    # and the age (s since Discord created one) past which there is no time left for work.
+    max_pending_interactions: int = 100
+    busy_after_seconds: float = 2.5
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,10 @@ def bundled_data(name: str) -> Path:
 _CHECKS: dict[str, typing.Callable[[Any], str | None]] = {
     "discord.api_base_url": lambda v: None if v.startswith(("http://", "https://"))
     else "expected an http(s) URL",
+    "discord.max_pending_interactions": lambda v: None if 1 <= v <= 100_000
+    else "expected a number from 1 to 100000",
+    "discord.busy_after_seconds": lambda v: None if 0.5 <= v <= 2.9
+    else "expected seconds from 0.5 to 2.9 (Discord allows 3 s to answer)",
     "logging.level": lambda v: None if v.upper() in LOG_LEVELS
     else f"expected one of {', '.join(LOG_LEVELS)}",
     "discussions.archive_after_minutes": lambda v: None if v in ARCHIVE_MINUTES
@@ -213,7 +221,8 @@ def _describe(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return f"{_describe(args[0])} or null"
-    return {str: "a string", int: "an integer", bool: "true or false"}.get(tp, str(tp))
+    return {str: "a string", int: "an integer", bool: "true or false",
+            float: "a number"}.get(tp, str(tp))
 
 
 def _convert(key: str, value: Any, tp: Any) -> Any:
@@ -239,6 +248,10 @@ def _convert(key: str, value: Any, tp: Any) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{key}: expected an integer")
         return value
+    if tp is float:
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number")
+        return float(value)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string")
@@ -271,7 +284,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if name not in data:
             continue
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             values[name] = _build(tp, data[name], dotted)
             continue
         if typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
@@ -288,9 +301,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         problem = check(converted) if check and converted is not None else None
         if problem:
             raise ConfigError(f"{dotted}: {problem}")
-        if dotted == "logging.level":
+        if dotted == "logging.level" and isinstance(converted, str):
             converted = converted.upper()
-        if dotted in ("discord.api_base_url", "pubmed.api_base_url"):
+        if dotted in ("discord.api_base_url", "pubmed.api_base_url") and isinstance(converted, str):
             converted = converted.rstrip("/")
         values[name] = converted
     missing = [f.name for f in dataclasses.fields(cls)

@@ -247,7 +247,7 @@ def block_lines(block: bytes, name: str, start: int) -> tuple[list[str], ImportF
     return lines, None
 
 
-def _prepend(head: bytes, rest: IO[bytes]) -> IO[bytes]:
+def _prepend(head: bytes, rest: io.BufferedIOBase) -> IO[bytes]:
     class _Chain(io.RawIOBase):
         def __init__(self) -> None:
             self._parts: list[bytes] = [head]
@@ -255,7 +255,7 @@ def _prepend(head: bytes, rest: IO[bytes]) -> IO[bytes]:
         def readable(self) -> bool:
             return True
 
-        def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]  # io passes a memoryview
             while self._parts and not self._parts[0]:
                 self._parts.pop(0)
             if self._parts:

@@ -12,7 +12,7 @@ import html
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from bot.importers import ImportFormatError
 
@@ -80,7 +80,9 @@ class _Walk(Generic[T]):
 
     def drain(self, parser: ET.XMLPullParser) -> None:
         tags, open_elements = self.tags, self.open
-        for event, element in parser.read_events():
+        # Only start and end events are asked for: each comes with its element.
+        events = cast("Iterable[tuple[str, ET.Element]]", parser.read_events())
+        for event, element in events:
             if event == "start":
                 open_elements.append(element)
                 if len(open_elements) > MAX_DEPTH:

@@ -61,8 +61,8 @@ def _items(document: Any) -> list[Any]:
     if "message-type" in document and "message" in document:
         message = document["message"]
         if document["message-type"] == "work-list" and isinstance(message, dict):
-            items = message.get("items")
-            return items if isinstance(items, list) else []
+            listed = message.get("items")
+            return listed if isinstance(listed, list) else []
         return [message]
     if isinstance(document.get("items"), list):
         return document["items"]

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
 
 from bot.importers.common import (
     build_record,
@@ -44,7 +45,7 @@ class _NoAliasLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.composer.ComposerError(None, None, ALIASES_REFUSED, event.start_mark)
+            raise ComposerError(None, None, ALIASES_REFUSED, event.start_mark)
         return super().compose_node(parent, index)
 
 
