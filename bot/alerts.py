@@ -150,7 +150,7 @@ class AlertService:
         if batch is None:
             return False
         try:
-            channel = await self.client.create_dm(discord.Object(user_id))  # type: ignore[attr-defined]
+            channel = await self.client.create_dm(discord.Object(user_id))
             await channel.send(**alert_message(batch, await self.describe(batch.follow_ids)))
         except discord.Forbidden as exc:
             if exc.code == DM_CLOSED:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+from typing import TextIO
 
 from bot.config import TOKEN_ENV, LoggingConfig
 
@@ -61,15 +62,18 @@ class JsonFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s [%(interaction)s] %(message)s"
 
 
-def setup_logging(config: LoggingConfig, stream: object = None) -> logging.Handler:
-    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+class _StudybotHandler(logging.StreamHandler[TextIO]):
+    """The handler setup_logging installs: a second setup replaces it, not others'."""
+
+
+def setup_logging(config: LoggingConfig, stream: TextIO | None = None) -> logging.Handler:
+    handler = _StudybotHandler(stream or sys.stderr)
     handler.addFilter(RedactTokenFilter())
     handler.setFormatter(JsonFormatter() if config.json else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
-        if getattr(old, "_studybot", False):
+        if isinstance(old, _StudybotHandler):
             root.removeHandler(old)
-    handler._studybot = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(config.level)
     logging.getLogger("discord.http").setLevel(max(logging.INFO, root.level))
