@@ -1,5 +1,6 @@
 """Answering interactions: the study transformer, replies that defer when work is slow,
-and the owner check for paged messages."""
+and the owner check for paged messages. (The restart-proof component bases live in
+bot/components.py, re-exported here.)"""
 
 from __future__ import annotations
 
@@ -11,15 +12,18 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from bot.errors import UserFacingError, report_error
+from bot.components import ReportingButton, ReportingSelect
 from bot.library import StudyLibrary, StudyNotFound
-from bot.logs import interaction_id
 from bot.model import Study
+from bot.overload import busy_choices
 from bot.render import NO_PINGS
 from bot.text import truncate
 
 if TYPE_CHECKING:
     from bot.client import StudyBot
+
+__all__ = ["Reply", "ReportingButton", "ReportingSelect", "StudyTransformer", "answer",
+           "defer_after", "library_of", "owns_message", "update"]
 
 # Answer at once when the work takes less than this; otherwise defer first (Discord allows
 # 3 s from the interaction's creation to the first response).
@@ -50,12 +54,6 @@ class Reply:
     embed: discord.Embed | None = None
     view: discord.ui.View | None = None
 
-    def forget_view(self) -> None:
-        """Drop the sent view from discord.py's view store: our components are answered by
-        DynamicItems matching their custom ids, so keeping every view would only leak."""
-        if self.view is not None:
-            self.view.stop()
-
     def kwargs(self) -> dict[str, Any]:
         out: dict[str, Any] = {"allowed_mentions": NO_PINGS}
         if self.content is not None:
@@ -79,7 +77,6 @@ async def answer(interaction: discord.Interaction[Any], build: Callable[[], Awai
         await interaction.followup.send(ephemeral=ephemeral, **reply.kwargs())
     else:
         await interaction.response.send_message(ephemeral=ephemeral, **reply.kwargs())
-    reply.forget_view()
 
 
 async def update(interaction: discord.Interaction[Any], build: Callable[[], Awaitable[Reply]]
@@ -95,7 +92,6 @@ async def update(interaction: discord.Interaction[Any], build: Callable[[], Awai
         await interaction.edit_original_response(**kwargs)
     else:
         await interaction.response.edit_message(**kwargs)
-    reply.forget_view()
 
 
 def owns_message(interaction: discord.Interaction[Any]) -> bool:
@@ -119,37 +115,10 @@ class StudyTransformer(app_commands.Transformer):
 
     async def autocomplete(self, interaction: discord.Interaction[Any], value: str  # type: ignore[override]
                            ) -> list[app_commands.Choice[str]]:
-        suggestions = await library_of(interaction).suggest(value, limit=25)
-        return [app_commands.Choice(name=s.label, value=s.id) for s in suggestions]
-
-
-class ReportingButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?!)"):
-    """Base of the restart-proof buttons (state in the custom id): the log lines carry the
-    interaction's id and errors go through the same path as commands."""
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        raise NotImplementedError
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        interaction_id.set(str(interaction.id))
-        try:
-            await self.run(interaction)
-        except Exception as error:  # reported to the member and logged, never swallowed
-            await report_error(interaction, error)
-
-
-class ReportingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=r"(?!)"):
-    """Base of the restart-proof select menus: `run` gets the chosen value."""
-
-    async def run(self, interaction: discord.Interaction[Any], value: str) -> None:
-        raise NotImplementedError
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        interaction_id.set(str(interaction.id))
-        try:
-            values = (interaction.data or {}).get("values") or []
-            if not values:
-                raise UserFacingError("Nothing was chosen.")
-            await self.run(interaction, str(values[0]))
-        except Exception as error:
-            await report_error(interaction, error)
+        suggest = asyncio.ensure_future(library_of(interaction).suggest(value, limit=25))
+        # No defer for an autocomplete: past the time left, say "busy" rather than nothing.
+        done, _ = await asyncio.wait({suggest}, timeout=defer_after(interaction))
+        if not done:
+            suggest.add_done_callback(lambda task: task.cancelled() or task.exception())
+            return busy_choices(interaction)
+        return [app_commands.Choice(name=s.label, value=s.id) for s in suggest.result()]

@@ -1,17 +1,19 @@
 """Rendering: studies, results and help as embeds and components (pure functions).
 
 Everything here stays inside Discord's limits and nothing it builds can ping anyone.
-Component custom ids are built here and parsed by the cogs' DynamicItems with the
-templates in this module, so their state survives restarts."""
+Views are made of bot/components.py's DynamicItems, which own their custom ids (their
+state survives restarts); no view here has a timeout, so discord.py never keeps one."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import discord
 
+from bot import components
 from bot.key_finding import FROM_CONCLUSION, key_finding
 from bot.model import (
     RelatedEntry,
@@ -33,33 +35,6 @@ FOOTER_LIMIT = 2048
 EMBED_TOTAL_LIMIT = 6000
 LABEL_LIMIT = 80
 OPTION_LIMIT = 100
-
-# Custom id templates (DynamicItem regexes in the cogs match these).
-STUDY_RELATED = "study:related:{study_id}"
-STUDY_DISCUSS = "study:discuss:{study_id}"
-STUDY_SUMMARY = "study:summary:{study_id}"
-OPEN_STUDY = "open:study:{study_id}"
-STUDY_SHARE = "share:study:{study_id}"
-SUMMARY_PAGE = "sumpage:{to}:{page}:{study_id}"
-DELETE_ANSWER = "answer:delete"
-SEARCH_PAGE = "search:{key}:{offset}:{direction}"
-SEARCH_PICK = "pick:{key}:{offset}"
-RELATED_PAGE = "related:{sort}:{offset}:{direction}:{study_id}"
-TOPIC_PICK = "topic:pick"
-FIND_PICK = "find:pick"
-SEARCH_AGAIN = "again:{key}"
-SEARCH_AGAIN_RE = r"again:(?P<key>[0-9a-f]{12})"
-
-STUDY_RELATED_RE = r"study:related:(?P<study_id>[a-z0-9_-]{1,80})"
-STUDY_DISCUSS_RE = r"study:discuss:(?P<study_id>[a-z0-9_-]{1,80})"
-STUDY_SUMMARY_RE = r"study:summary:(?P<study_id>[a-z0-9_-]{1,80})"
-OPEN_STUDY_RE = r"open:study:(?P<study_id>[a-z0-9_-]{1,80})"
-STUDY_SHARE_RE = r"share:study:(?P<study_id>[a-z0-9_-]{1,80})"
-SUMMARY_PAGE_RE = r"sumpage:[pn]:(?P<page>\d{1,3}):(?P<study_id>[a-z0-9_-]{1,80})"
-SEARCH_PAGE_RE = r"search:(?P<key>[0-9a-f]{12}):(?P<offset>\d{1,6}):(?P<direction>[pn])"
-SEARCH_PICK_RE = r"pick:(?P<key>[0-9a-f]{12}):(?P<offset>\d{1,6})"
-RELATED_PAGE_RE = (r"related:(?P<sort>[rcn]):(?P<offset>\d{1,4}):(?P<direction>[pn]):"
-                   r"(?P<study_id>[a-z0-9_-]{1,80})")
 
 # A card's summary is trimmed to about this (a phone screen); "Full summary" shows the rest.
 SUMMARY_CARD_CHARS = 1000
@@ -274,33 +249,25 @@ def study_view(study: Study, *, private: bool = False, shared: bool = False
     """The card's buttons. A private card can be posted in the channel; a public answer can
     be deleted by whoever asked (`shared`: an answer at all, not a thread's starter card)."""
     view = discord.ui.View(timeout=None)
-    view.add_item(discord.ui.Button(label="Related research", style=discord.ButtonStyle.primary,
-                                    custom_id=STUDY_RELATED.format(study_id=study.id)))
-    view.add_item(discord.ui.Button(label="Discuss", style=discord.ButtonStyle.success,
-                                    custom_id=STUDY_DISCUSS.format(study_id=study.id)))
+    view.add_item(components.RelatedButton(study.id))
+    view.add_item(components.DiscussButton(study.id))
     if summary_is_trimmed(study):
-        view.add_item(discord.ui.Button(label="Full summary",
-                                        style=discord.ButtonStyle.secondary,
-                                        custom_id=STUDY_SUMMARY.format(study_id=study.id)))
+        view.add_item(components.FullSummaryButton(study.id))
     source = link_or_none(study.source_url)
     if source:
         view.add_item(discord.ui.Button(label="Source", style=discord.ButtonStyle.link,
                                         url=source))
-    add_share_or_delete(view, private=private, shared=shared,
-                        share_id=STUDY_SHARE.format(study_id=study.id))
+    add_share_or_delete(view, private=private, shared=shared, study_id=study.id)
     return view
 
 
 def add_share_or_delete(view: discord.ui.View, *, private: bool, shared: bool,
-                        share_id: str | None) -> None:
+                        study_id: str | None) -> None:
     """'Post in channel' on a private answer, 'Delete' on a public one."""
-    if private and share_id:
-        view.add_item(discord.ui.Button(label="Post in channel",
-                                        style=discord.ButtonStyle.secondary,
-                                        custom_id=share_id, row=1))
+    if private and study_id:
+        view.add_item(components.ShareStudyButton(study_id))
     elif shared and not private:
-        view.add_item(discord.ui.Button(label="Delete", style=discord.ButtonStyle.danger,
-                                        custom_id=DELETE_ANSWER, row=1))
+        view.add_item(components.DeleteAnswerButton())
 
 
 def summary_embed(study: Study, page: int, pages: Sequence[str]) -> discord.Embed:
@@ -316,13 +283,10 @@ def summary_embed(study: Study, page: int, pages: Sequence[str]) -> discord.Embe
 def summary_view(study: Study, page: int, pages: int) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     if pages > 1:
-        view.add_item(discord.ui.Button(
-            label="Previous", style=discord.ButtonStyle.secondary, disabled=page == 0,
-            custom_id=SUMMARY_PAGE.format(study_id=study.id, page=max(0, page - 1), to="p")))
-        view.add_item(discord.ui.Button(
-            label="Next", style=discord.ButtonStyle.secondary, disabled=page >= pages - 1,
-            custom_id=SUMMARY_PAGE.format(study_id=study.id, page=min(pages - 1, page + 1),
-                                          to="n")))
+        view.add_item(components.SummaryPageButton(study.id, max(0, page - 1), "p",
+                                                   disabled=page == 0))
+        view.add_item(components.SummaryPageButton(study.id, min(pages - 1, page + 1), "n",
+                                                   disabled=page >= pages - 1))
     return view
 
 
@@ -390,25 +354,56 @@ def no_results_message(query: str, filters: str) -> str:
         ". `/topics` lists what the database covers."
 
 
-def pager_view(prev_id: str, next_id: str, has_prev: bool, has_next: bool,
-               pick_id: str | None = None, studies: Sequence[Study] = (), *,
+def study_options(studies: Sequence[Study]) -> list[discord.SelectOption]:
+    return [discord.SelectOption(label=truncate(strip_markup_words(s.title), OPTION_LIMIT),
+                                 value=s.id,
+                                 description=truncate(badged_facts(s), OPTION_LIMIT) or None)
+            for s in studies[:25]]
+
+
+PagerButton = discord.ui.Button[Any] | discord.ui.DynamicItem[discord.ui.Button[Any]]
+
+
+def pager_view(previous: PagerButton | str, next_: PagerButton | str, has_prev: bool,
+               has_next: bool, pick: discord.ui.Item[Any] | None = None, *,
                deletable: bool = False) -> discord.ui.View:
+    """A paged list: an optional menu on the first row, then Previous, Next (and Delete).
+    The buttons are best DynamicItems; a custom id string makes a plain button (whose
+    DynamicItem must then be registered by its cog)."""
     view = discord.ui.View(timeout=None)
-    if pick_id and studies:
-        options = [discord.SelectOption(label=truncate(strip_markup_words(s.title), OPTION_LIMIT),
-                                        value=s.id,
-                                        description=truncate(badged_facts(s), OPTION_LIMIT)
-                                        or None)
-                   for s in studies[:25]]
-        view.add_item(discord.ui.Select(custom_id=pick_id, placeholder="Open a study…",
-                                        options=options, row=0))
-    view.add_item(discord.ui.Button(label="Previous", style=discord.ButtonStyle.secondary,
-                                    custom_id=prev_id, disabled=not has_prev, row=1))
-    view.add_item(discord.ui.Button(label="Next", style=discord.ButtonStyle.secondary,
-                                    custom_id=next_id, disabled=not has_next, row=1))
+    if pick is not None:
+        view.add_item(pick)
+    for label, given, enabled in (("Previous", previous, has_prev), ("Next", next_, has_next)):
+        button = discord.ui.Button(label=label, style=discord.ButtonStyle.secondary,
+                                   custom_id=given) if isinstance(given, str) else given
+        inner = button.item if isinstance(button, discord.ui.DynamicItem) else button
+        inner.disabled = not enabled
+        button.row = 1
+        view.add_item(button)
     if deletable:
-        view.add_item(discord.ui.Button(label="Delete", style=discord.ButtonStyle.danger,
-                                        custom_id=DELETE_ANSWER, row=1))
+        view.add_item(components.DeleteAnswerButton())
+    return view
+
+
+def search_view(key: str, offset: int, has_prev: bool, has_next: bool,
+                studies: Sequence[Study], *, deletable: bool = False) -> discord.ui.View:
+    pick = components.StudyPickSelect(key, offset, study_options(studies)) if studies else None
+    return pager_view(components.SearchPageButton(key, offset, "p"),
+                      components.SearchPageButton(key, offset, "n"), has_prev, has_next, pick,
+                      deletable=deletable)
+
+
+def related_view(study_id: str, sort: str, offset: int, has_prev: bool, has_next: bool, *,
+                 deletable: bool = False) -> discord.ui.View:
+    code = SORT_CODES[sort]
+    return pager_view(components.RelatedPageButton(code, offset, "p", study_id),
+                      components.RelatedPageButton(code, offset, "n", study_id),
+                      has_prev, has_next, deletable=deletable)
+
+
+def search_again_view(key: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(components.SearchAgainButton(key))
     return view
 
 
@@ -466,13 +461,8 @@ def message_studies_embed(studies: Sequence[Study]) -> discord.Embed:
 
 def message_studies_view(studies: Sequence[Study]) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
-    options = [discord.SelectOption(label=truncate(strip_markup_words(s.title), OPTION_LIMIT),
-                                    value=s.id,
-                                    description=truncate(badged_facts(s), OPTION_LIMIT) or None)
-               for s in studies[:25]]
-    if options:
-        view.add_item(discord.ui.Select(custom_id=FIND_PICK, placeholder="Open a study…",
-                                        options=options))
+    if studies:
+        view.add_item(components.FindPickSelect(study_options(studies)))
     return view
 
 
@@ -480,9 +470,8 @@ def did_you_mean_view(suggestions: Sequence[Suggestion]) -> discord.ui.View:
     """One button per suggestion (a row each, so whole titles read), opening its study."""
     view = discord.ui.View(timeout=None)
     for row, suggestion in enumerate(suggestions[:5]):
-        view.add_item(discord.ui.Button(label=truncate(suggestion.label, LABEL_LIMIT),
-                                        style=discord.ButtonStyle.secondary, row=row,
-                                        custom_id=OPEN_STUDY.format(study_id=suggestion.id)))
+        view.add_item(components.OpenStudyButton(
+            suggestion.id, truncate(suggestion.label, LABEL_LIMIT), row=row))
     return view
 
 
@@ -505,8 +494,7 @@ def topics_view(rows: Sequence[tuple[str, str, int]]) -> discord.ui.View:
         options = [discord.SelectOption(label=truncate(name, OPTION_LIMIT), value=slug[:100],
                                         description=f"{count:,} studies")
                    for slug, name, count in rows[:25]]
-        view.add_item(discord.ui.Select(custom_id=TOPIC_PICK, placeholder="List a topic's "
-                                        "studies…", options=options))
+        view.add_item(components.TopicPickSelect(options))
     return view
 
 

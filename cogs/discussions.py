@@ -3,24 +3,25 @@ the study -> thread mapping right. The work is in bot/discussions.py."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import render
+from bot import components
 from bot.client import StudyBot
 from bot.discussions import discussion_message
 from bot.errors import UserFacingError
-from bot.interactions import Reply, ReportingButton, StudyTransformer, answer
+from bot.interactions import Reply, StudyTransformer, answer
 from bot.model import Study
 
 StudyArg = app_commands.Transform[Study, StudyTransformer]
 
 
-class DiscussionsCog(commands.Cog, name="Discussions"):
+class DiscussionsCog(commands.Cog, name=components.DISCUSSIONS_COG):
+    """Implements components.DiscussionActions (the study card's Discuss button)."""
+
     def __init__(self, bot: StudyBot) -> None:
         self.bot = bot
         self.library, self.community = bot.services()
@@ -57,6 +58,14 @@ class DiscussionsCog(commands.Cog, name="Discussions"):
         await self.community.record_command("discuss", study.id,
                                             guild_id=interaction.guild_id)
 
+    async def discuss_privately(self, interaction: discord.Interaction[Any], study_id: str
+                                ) -> None:
+        """The card's Discuss button: what /discuss does, answered to the presser alone."""
+        study = await self.library.resolve(study_id)
+        await self.open_discussion(interaction, study, ephemeral=True)
+        await self.community.record_command("discuss", study.id,
+                                            guild_id=interaction.guild_id)
+
     # --- keeping the mapping right --------------------------------------------------------
 
     @commands.Cog.listener()
@@ -72,28 +81,6 @@ class DiscussionsCog(commands.Cog, name="Discussions"):
         await self.service.channel_deleted(channel.guild.id, channel.id)
 
 
-class DiscussButton(ReportingButton, template=render.STUDY_DISCUSS_RE):
-    """The study card's Discuss button: what /discuss does, answered to the presser alone."""
-
-    def __init__(self, study_id: str) -> None:
-        super().__init__(discord.ui.Button(
-            label="Discuss", custom_id=render.STUDY_DISCUSS.format(study_id=study_id)))
-        self.study_id = study_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]) -> DiscussButton:
-        return cls(match["study_id"])
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        cog = interaction.client.get_cog("Discussions")  # type: ignore[attr-defined]
-        assert isinstance(cog, DiscussionsCog)
-        study = await cog.library.resolve(self.study_id)
-        await cog.open_discussion(interaction, study, ephemeral=True)
-        await cog.community.record_command("discuss", study.id,
-                                           guild_id=interaction.guild_id)
-
-
 async def setup(bot: StudyBot) -> None:
     await bot.add_cog(DiscussionsCog(bot))
-    bot.add_dynamic_items(DiscussButton)
+    bot.add_dynamic_items(*components.DISCUSSION_ITEMS)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import re
@@ -15,14 +14,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import permissions, render
+from bot import components, permissions, render, view_state
 from bot.client import StudyBot
 from bot.db import DatabaseError
 from bot.errors import UserFacingError
 from bot.interactions import (
     Reply,
-    ReportingButton,
-    ReportingSelect,
     StudyTransformer,
     answer,
     owns_message,
@@ -47,14 +44,9 @@ def is_private(message: discord.Message | None) -> bool:
     return message is not None and message.flags.ephemeral
 
 
-def stopped(view: discord.ui.View) -> discord.ui.View:
-    """A view to send as often as needed: stopped, discord.py does not keep it in its view
-    store (our components are answered by DynamicItems matching their custom ids)."""
-    view.stop()
-    return view
+class StudiesCog(commands.Cog, name=components.STUDIES_COG):
+    """Implements components.StudyActions: the card's and the lists' buttons come here."""
 
-
-class StudiesCog(commands.Cog, name="Studies"):
     def __init__(self, bot: StudyBot) -> None:
         self.bot = bot
         self.library, self.community = bot.services()
@@ -109,8 +101,6 @@ class StudiesCog(commands.Cog, name="Studies"):
 
     async def thread_links(self, guild_id: int | None, study_ids: list[str]
                            ) -> dict[str, render.ThreadLink]:
-        if self.discussions is None:
-            return {}
         return await self.discussions.thread_links(guild_id, study_ids)
 
     async def study_reply(self, study: Study, guild_id: int | None = None, *,
@@ -129,8 +119,7 @@ class StudiesCog(commands.Cog, name="Studies"):
         if embed is None:
             embed = render.study_embed(study, self.library.topics, thread, self.disclaimer)
             self.cards.put(key, embed)
-        return Reply(embed=embed, view=stopped(render.study_view(study, private=private,
-                                                                 shared=True)))
+        return Reply(embed=embed, view=render.study_view(study, private=private, shared=True))
 
     async def search_reply(self, key: str, request: SearchRequest, *, public: bool = False
                            ) -> Reply:
@@ -159,13 +148,9 @@ class StudiesCog(commands.Cog, name="Studies"):
         # page starts after the last result shown.
         embed, shown = render.fit_search_page(request.text, page, request.sort, filters)
         has_next = request.offset + shown < page.total
-        view = render.pager_view(
-            render.SEARCH_PAGE.format(key=key, offset=request.offset, direction="p"),
-            render.SEARCH_PAGE.format(key=key, offset=request.offset, direction="n"),
-            request.offset > 0, has_next,
-            render.SEARCH_PICK.format(key=key, offset=request.offset), page.studies[:shown],
-            deletable=public)
-        return Reply(embed=embed, view=stopped(view)), shown
+        view = render.search_view(key, request.offset, request.offset > 0, has_next,
+                                  page.studies[:shown], deletable=public)
+        return Reply(embed=embed, view=view), shown
 
     async def next_start(self, key: str, request: SearchRequest, start: int) -> int:
         _reply, shown = await self.search_page(key, replace(request, offset=start))
@@ -202,8 +187,8 @@ class StudiesCog(commands.Cog, name="Studies"):
         state = {"text": request.text, "topic": request.topic, "since": request.since,
                  "until": request.until, "study_type": request.study_type,
                  "sort": request.sort}
-        payload = json.dumps(state, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12], payload
+        payload = view_state.state_payload(state)
+        return view_state.state_key(payload), payload
 
     async def answer_search(self, interaction: discord.Interaction[Any],
                             request: SearchRequest, *, ephemeral: bool = False) -> None:
@@ -242,11 +227,8 @@ class StudiesCog(commands.Cog, name="Studies"):
             raise UserFacingError(expired + " Run `/search` again.")
         key, state = self.search_state(request)
         await self.community.save_view(key, "search", state)
-        view = discord.ui.View(timeout=None)
-        view.add_item(discord.ui.Button(label="Search again", style=discord.ButtonStyle.primary,
-                                        custom_id=render.SEARCH_AGAIN.format(key=key)))
-        await interaction.response.send_message(expired, view=stopped(view), ephemeral=True,
-                                                allowed_mentions=render.NO_PINGS)
+        await interaction.response.send_message(expired, view=render.search_again_view(key),
+                                                ephemeral=True, allowed_mentions=render.NO_PINGS)
 
     def request_from_message(self, message: discord.Message | None) -> SearchRequest | None:
         """The search a results message shows, read from what render put there (its title,
@@ -295,13 +277,8 @@ class StudiesCog(commands.Cog, name="Studies"):
         threads = await self.thread_links(
             guild_id, [e.study.id for e in page if e.study is not None])
         embed = render.related_embed(study, page, offset, len(entries), sort, threads)
-        code = render.SORT_CODES[sort]
-        view = render.pager_view(
-            render.RELATED_PAGE.format(sort=code, offset=offset, direction="p",
-                                       study_id=study.id),
-            render.RELATED_PAGE.format(sort=code, offset=offset, direction="n",
-                                       study_id=study.id),
-            offset > 0, offset + len(page) < len(entries), deletable=public)
+        view = render.related_view(study.id, sort, offset, offset > 0,
+                                   offset + len(page) < len(entries), deletable=public)
         return Reply(embed=embed, view=view)
 
     # --- commands --------------------------------------------------------------------------
@@ -408,7 +385,7 @@ class StudiesCog(commands.Cog, name="Studies"):
                 return Reply(content="I found no studies for that message. Try `/search` "
                              "with a treatment or condition, or `/topics`.")
             return Reply(embed=render.message_studies_embed(studies),
-                         view=stopped(render.message_studies_view(studies)))
+                         view=render.message_studies_view(studies))
 
         await answer(interaction, build, ephemeral=True)
         await self.community.record_command("find", guild_id=interaction.guild_id)
@@ -472,17 +449,17 @@ class StudiesCog(commands.Cog, name="Studies"):
                      ephemeral=True)
 
     async def full_summary(self, interaction: discord.Interaction[Any], study_id: str,
-                           page: int = 0) -> None:
-        """The whole summary, privately, in pages; page buttons turn the page in place."""
+                           page: int | None = None) -> None:
+        """The whole summary, privately, in pages; page buttons (a `page` given) turn the
+        page in place."""
         study = await self.library.resolve(study_id)
         if not study.summary:
             raise UserFacingError("This study has no summary yet.")
         pages = render.summary_pages(study.summary)
-        page = min(page, len(pages) - 1)
-        reply = Reply(embed=render.summary_embed(study, page, pages),
-                      view=stopped(render.summary_view(study, page, len(pages))))
-        if interaction.message is not None and is_private(interaction.message) \
-                and (interaction.data or {}).get("custom_id", "").startswith("sumpage:"):
+        shown = min(page or 0, len(pages) - 1)
+        reply = Reply(embed=render.summary_embed(study, shown, pages),
+                      view=render.summary_view(study, shown, len(pages)))
+        if page is not None and is_private(interaction.message):
             await update(interaction, lambda: _ready(reply))
         else:
             await answer(interaction, lambda: _ready(reply), ephemeral=True)
@@ -514,207 +491,6 @@ async def _ready(reply: Reply) -> Reply:
     return reply
 
 
-# --- DynamicItems: one class per custom id template ------------------------------------------
-
-class FullSummaryButton(ReportingButton, template=render.STUDY_SUMMARY_RE):
-    def __init__(self, study_id: str) -> None:
-        super().__init__(discord.ui.Button(
-            label="Full summary", custom_id=render.STUDY_SUMMARY.format(study_id=study_id)))
-        self.study_id = study_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> FullSummaryButton:
-        return cls(match["study_id"])
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).full_summary(interaction, self.study_id)
-
-
-class SummaryPageButton(ReportingButton, template=render.SUMMARY_PAGE_RE):
-    def __init__(self, study_id: str, page: int) -> None:
-        super().__init__(discord.ui.Button(label="Page", custom_id=render.SUMMARY_PAGE.format(
-            to="n", page=page, study_id=study_id)))
-        self.study_id, self.page = study_id, page
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> SummaryPageButton:
-        return cls(match["study_id"], int(match["page"]))
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).full_summary(interaction, self.study_id, self.page)
-
-
-class ShareStudyButton(ReportingButton, template=render.STUDY_SHARE_RE):
-    def __init__(self, study_id: str) -> None:
-        super().__init__(discord.ui.Button(
-            label="Post in channel", custom_id=render.STUDY_SHARE.format(study_id=study_id)))
-        self.study_id = study_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> ShareStudyButton:
-        return cls(match["study_id"])
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).share_study(interaction, self.study_id)
-
-
-class DeleteAnswerButton(ReportingButton, template=re.escape(render.DELETE_ANSWER)):
-    def __init__(self) -> None:
-        super().__init__(discord.ui.Button(label="Delete", custom_id=render.DELETE_ANSWER))
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> DeleteAnswerButton:
-        return cls()
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).delete_answer(interaction)
-
-
-class OpenStudyButton(ReportingButton, template=render.OPEN_STUDY_RE):
-    def __init__(self, study_id: str) -> None:
-        super().__init__(discord.ui.Button(
-            label="Open", custom_id=render.OPEN_STUDY.format(study_id=study_id)))
-        self.study_id = study_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> OpenStudyButton:
-        return cls(match["study_id"])
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).open_study(interaction, self.study_id)
-
-
-def _cog(interaction: discord.Interaction[Any]) -> StudiesCog:
-    cog = interaction.client.get_cog("Studies")  # type: ignore[attr-defined]
-    assert isinstance(cog, StudiesCog)
-    return cog
-
-
-class RelatedButton(ReportingButton, template=render.STUDY_RELATED_RE):
-    def __init__(self, study_id: str) -> None:
-        super().__init__(discord.ui.Button(
-            label="Related research", custom_id=render.STUDY_RELATED.format(study_id=study_id)))
-        self.study_id = study_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]) -> RelatedButton:
-        return cls(match["study_id"])
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).show_related(interaction, self.study_id)
-
-
-class SearchPageButton(ReportingButton, template=render.SEARCH_PAGE_RE):
-    def __init__(self, key: str, offset: int, direction: str) -> None:
-        super().__init__(discord.ui.Button(label="Page", custom_id=render.SEARCH_PAGE.format(
-            key=key, offset=offset, direction=direction)))
-        self.key, self.offset, self.direction = key, offset, direction
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> SearchPageButton:
-        return cls(match["key"], int(match["offset"]), match["direction"])
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).page_search(interaction, self.key, self.offset, self.direction)
-
-
-class RelatedPageButton(ReportingButton, template=render.RELATED_PAGE_RE):
-    def __init__(self, sort: str, offset: int, direction: str, study_id: str) -> None:
-        super().__init__(discord.ui.Button(label="Page", custom_id=render.RELATED_PAGE.format(
-            sort=sort, offset=offset, direction=direction, study_id=study_id)))
-        self.sort, self.offset, self.direction, self.study_id = sort, offset, direction, study_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> RelatedPageButton:
-        return cls(match["sort"], int(match["offset"]), match["direction"], match["study_id"])
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).page_related(interaction, self.study_id,
-                                             render.SORT_NAMES[self.sort], self.offset,
-                                             self.direction)
-
-
-class StudyPickSelect(ReportingSelect, template=render.SEARCH_PICK_RE):
-    def __init__(self, key: str, offset: int) -> None:
-        super().__init__(discord.ui.Select(custom_id=render.SEARCH_PICK.format(
-            key=key, offset=offset), options=[discord.SelectOption(label="-")]))
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> StudyPickSelect:
-        return cls(match["key"], int(match["offset"]))
-
-    async def run(self, interaction: discord.Interaction[Any], value: str) -> None:
-        await _cog(interaction).open_study(interaction, value)
-
-
-class SearchAgainButton(ReportingButton, template=render.SEARCH_AGAIN_RE):
-    def __init__(self, key: str) -> None:
-        super().__init__(discord.ui.Button(label="Search again",
-                                           custom_id=render.SEARCH_AGAIN.format(key=key)))
-        self.key = key
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> SearchAgainButton:
-        return cls(match["key"])
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).search_again(interaction, self.key)
-
-
-class TopicPickSelect(ReportingSelect, template=re.escape(render.TOPIC_PICK)):
-    def __init__(self) -> None:
-        super().__init__(discord.ui.Select(custom_id=render.TOPIC_PICK,
-                                           options=[discord.SelectOption(label="-")]))
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> TopicPickSelect:
-        return cls()
-
-    async def run(self, interaction: discord.Interaction[Any], value: str) -> None:
-        await _cog(interaction).pick_topic(interaction, value)
-
-
-class FindPickSelect(ReportingSelect, template=re.escape(render.FIND_PICK)):
-    def __init__(self) -> None:
-        super().__init__(discord.ui.Select(custom_id=render.FIND_PICK,
-                                           options=[discord.SelectOption(label="-")]))
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> FindPickSelect:
-        return cls()
-
-    async def run(self, interaction: discord.Interaction[Any], value: str) -> None:
-        await _cog(interaction).open_study(interaction, value)
-
-
-DYNAMIC_ITEMS = (RelatedButton, SearchPageButton, RelatedPageButton, StudyPickSelect,
-                 TopicPickSelect, SearchAgainButton, FullSummaryButton, SummaryPageButton,
-                 ShareStudyButton, DeleteAnswerButton, OpenStudyButton, FindPickSelect)
-
-
 async def setup(bot: StudyBot) -> None:
     await bot.add_cog(StudiesCog(bot))
-    bot.add_dynamic_items(*DYNAMIC_ITEMS)
+    bot.add_dynamic_items(*components.STUDY_ITEMS)

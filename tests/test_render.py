@@ -99,15 +99,15 @@ def test_card_keeps_source_emphasis_escapes_the_rest_and_links_only_real_links(t
 
 def test_result_headings_and_menus_show_titles_as_plain_text():
     from bot.model import SearchPage
-    from bot.render import fit_search_page, pager_view
+    from bot.render import fit_search_page, search_view
 
     study = Study(id="em", title="*In vitro* growth", year=2020, tldr="*Minoxidil* helps")
     embed, shown = fit_search_page("growth", SearchPage((study,), 1, 0), "relevance")
     assert shown == 1
     assert "**1. In vitro growth**" in embed.description  # no link: it has none
     assert "> *Minoxidil* helps" in embed.description
-    view = pager_view("p", "n", False, False, "pick", (study,))
-    (menu,) = [c for c in view.children if isinstance(c, discord.ui.Select)]
+    view = search_view("0123456789ab", 0, False, False, (study,))
+    (menu,) = [c.item for c in view.children if isinstance(c.item, discord.ui.Select)]
     assert menu.options[0].label == "In vitro growth"
 
 
@@ -159,7 +159,8 @@ def test_card_of_a_pubmed_study_with_a_structured_abstract(topics):
     assert card_summary.endswith(". …") and len(card_summary) <= 1002
     assert [f.name for f in embed.fields] == ["Topics", "Identifiers"]
     assert embed.footer.text == "id: pbm-2021 · Not medical advice."
-    labels = [getattr(c, "label", None) for c in study_view(study, private=True).children]
+    labels = [c["label"] for row in study_view(study, private=True).to_components()
+              for c in row["components"]]
     assert labels == ["Related research", "Discuss", "Full summary", "Source",
                       "Post in channel"]
 
@@ -173,8 +174,8 @@ def test_card_with_most_fields_missing_shows_no_filler(topics):
     assert embed.footer.text == "id: bare"
     for text in ("Unknown", "undated", "None"):
         assert text not in embed.description
-    labels = [getattr(c, "label", None) for c in study_view(
-        Study(id="bare", title="A bare study")).children]
+    labels = [c["label"] for row in study_view(Study(id="bare", title="A bare study"))
+              .to_components() for c in row["components"]]
     assert labels == ["Related research", "Discuss"]  # a thread's card: no Delete
 
 
@@ -190,7 +191,7 @@ def test_the_full_summary_pages_hold_every_word(topics):
 
 def test_every_list_line_carries_the_type_badge():
     from bot.model import SearchPage
-    from bot.render import fit_search_page, pager_view
+    from bot.render import fit_search_page, search_view
 
     studies = (Study(id="a", title="A trial", year=2020, citations=3, study_type="rct"),
                Study(id="b", title="A note", year=2019))
@@ -198,6 +199,6 @@ def test_every_list_line_carries_the_type_badge():
     assert shown == 2 and embed.title == "Studies"
     assert "**1. A trial**\n`RCT` · 3 citations · 2020" in embed.description
     assert "**2. A note**\n2019" in embed.description
-    view = pager_view("p", "n", False, False, "pick", studies)
-    menu = next(c for c in view.children if isinstance(c, discord.ui.Select))
+    view = search_view("0123456789ab", 0, False, False, studies)
+    menu = next(c.item for c in view.children if isinstance(c.item, discord.ui.Select))
     assert [o.description for o in menu.options] == ["RCT · 3 citations · 2020", "2019"]
