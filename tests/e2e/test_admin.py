@@ -13,49 +13,14 @@ import pytest
 from bot.config import ImportsConfig
 from tests.conftest import TIMEOUT
 from tests.discord_emulator import FileUpload, Perm
+from tests.e2e.conftest import admin, counts, custom_ids, final, settled
 from tests.importers.test_importer_fixture_counts import EXPECTED
 from tests.paths import ENTITY_BOMB_DTD, FIXTURES
 
 MESO = "hair-mesotherapy-2012"
-COUNTS = re.compile(r"\*\*([\d,]+)\*\* new · \*\*([\d,]+)\*\* updated · \*\*([\d,]+)\*\* "
-                    r"unchanged · \*\*([\d,]+)\*\* invalid(?: · ([\d,]+) skipped)?")
 BILLION_LAUGHS = ENTITY_BOMB_DTD + """<PubmedArticleSet><PubmedArticle><MedlineCitation><Article>
 <ArticleTitle>&lol9; &xxe;</ArticleTitle></Article></MedlineCitation></PubmedArticle>
 </PubmedArticleSet>"""
-
-
-async def admin(world, name: str, options: dict | None = None, **kwargs):
-    return await world.command(f"studyadmin {name}", options, user=world.admin_id, **kwargs)
-
-
-async def final(handle) -> dict:
-    message = await handle.final_message(TIMEOUT)
-    assert message is not None
-    return message
-
-
-async def settled(world, handle) -> dict:
-    """An import's reply once it shows the outcome (not 'Importing…' or progress)."""
-    await handle.final_message(TIMEOUT)
-
-    def outcome() -> dict | None:
-        message = handle.original
-        return message if message and (message["embeds"] or not
-                                       message["content"].endswith("…")) else None
-
-    return await world.emu.wait_for(outcome, TIMEOUT, lambda: "the import's outcome")
-
-
-def counts(message: dict) -> tuple[int, ...]:
-    """(new, updated, unchanged, invalid, skipped) from an import's embed."""
-    match = COUNTS.search(message["embeds"][0]["description"])
-    assert match, message["embeds"][0]["description"]
-    return tuple(int((n or "0").replace(",", "")) for n in match.groups())
-
-
-def custom_ids(message: dict) -> list[str]:
-    return [c["custom_id"] for row in message.get("components", [])
-            for c in row.get("components", []) if c.get("custom_id")]
 
 
 def fixture_upload(relative: str) -> FileUpload:

@@ -14,7 +14,7 @@ from bot.importers import iter_path
 from bot.importers.common import StudyRecord
 from tests.conftest import TIMEOUT
 from tests.discord_emulator import FileUpload
-from tests.e2e.test_admin import admin, custom_ids, final, settled
+from tests.e2e.conftest import admin, custom_ids, final, settled
 from tests.paths import DATA, FIXTURES
 
 MESO = "hair-mesotherapy-2012"

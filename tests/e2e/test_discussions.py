@@ -15,25 +15,17 @@ from bot.db import GuildSettingsStore
 from bot.discussions import iso, parse_iso, thread_name
 from tests.conftest import TIMEOUT, World, make_config
 from tests.discord_emulator import DiscordEmulator, Perm
+from tests.e2e.conftest import threads_in, use_channel
 from tests.paths import OPENAPI
 
 MESO = "hair-mesotherapy-2012"
 MESO_TITLE = "Hair Mesotherapy: A Non-Surgical Procedure for Hair Loss"
 
 
-def threads_in(world, channel_id: int) -> list[dict]:
-    return [t for t in world.emu.threads(world.guild_id) if t["parent_id"] == str(channel_id)]
-
-
 def created_threads(world) -> list:
     """Thread creations Discord accepted (forum posts and threads on messages)."""
     return [r for r in world.emu.requests if r.method == "POST" and r.status in (200, 201)
             and r.path.rstrip("/").endswith("/threads")]
-
-
-async def use_channel(world, channel_id: int, **settings) -> None:
-    await GuildSettingsStore(world.bot.db).update(world.guild_id,
-                                                  discussion_channel_id=channel_id, **settings)
 
 
 async def discuss(world, study: str = MESO, user: int | None = None) -> tuple[object, dict]:
@@ -850,16 +842,16 @@ async def test_forum_tags_go_to_the_most_used_topics(world, tmp_path):
 
     await discuss(world, "wide-24")
     names = [t["name"] for t in world.emu.channel(forum.id)["available_tags"]]
-    service = world.bot.discussions
+    tags = world.bot.discussions.forum_tags
     # Room for 19 beside the moderator's tag: the RCT type (25 studies) and topics 0-17
     # (25 down to 8 studies); topic 18 (7 studies) and rarer get none.
-    expected = {"Staff pick", service._tag_name("type:rct"),
-                *(service._tag_name(slug) for slug in vocabulary[:18])}
+    expected = {"Staff pick", tags.tag_name("type:rct"),
+                *(tags.tag_name(slug) for slug in vocabulary[:18])}
     assert len(names) == 20 and set(names) == expected
     (thread,) = threads_in(world, forum.id)
     assert tag_names(world, forum.id, int(thread["id"])) == [
-        service._tag_name("type:rct"),
-        *(service._tag_name(slug) for slug in reversed(vocabulary[14:18]))]
+        tags.tag_name("type:rct"),
+        *(tags.tag_name(slug) for slug in reversed(vocabulary[14:18]))]
 
     # The forum is full: a seed study (review, mesotherapy...) gets no new tags, and no
     # tag is deleted.

@@ -14,6 +14,7 @@ import pytest
 from bot.config import FeedConfig, PubmedConfig
 from bot.digest import DigestStore
 from tests.conftest import TIMEOUT
+from tests.e2e.conftest import admin
 from tests.eutils_standin import EutilsStandIn, articles
 from tests.paths import FIXTURES
 
@@ -37,10 +38,6 @@ async def with_feed(world, standin: EutilsStandIn) -> None:
     world.config = replace(world.config, feeds=(feed,),
                            pubmed=PubmedConfig(api_base_url=standin.base_url))
     await world.start_bot()
-
-
-async def admin(world, name: str, options: dict | None = None):
-    return await world.command(f"studyadmin {name}", options, user=world.admin_id)
 
 
 async def test_feed_polls_imports_alerts_and_shows_its_state(world, standin):

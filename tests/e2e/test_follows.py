@@ -11,6 +11,7 @@ import pytest
 from bot.config import FollowsConfig
 from bot.follows import FollowStore
 from tests.conftest import TIMEOUT
+from tests.e2e.conftest import custom_ids
 
 
 def studies_jsonl(prefix: str, count: int, *, topics: list[str], words: str = "",
@@ -39,11 +40,6 @@ async def dms(world, user: int, count: int = 1) -> list[dict]:
     await world.emu.wait_for(lambda: len(world.emu.dm_messages(user)) >= count, TIMEOUT,
                              lambda: f"{count} direct message(s) to {user}")
     return world.emu.dm_messages(user)
-
-
-def custom_ids(message: dict) -> list[str]:
-    return [c["custom_id"] for row in message["components"] for c in row["components"]
-            if "custom_id" in c]
 
 
 async def test_topic_follow_gets_one_dm_per_batch_with_open_more_and_stop(world):

@@ -9,7 +9,7 @@ import re
 
 from tests.conftest import TIMEOUT
 from tests.discord_emulator import FileUpload
-from tests.e2e.test_admin import admin, custom_ids, final, settled
+from tests.e2e.conftest import admin, custom_ids, final, settled
 from tests.paths import DATA, FIXTURES
 
 MESO = "hair-mesotherapy-2012"

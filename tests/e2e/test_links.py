@@ -9,8 +9,7 @@ import sqlite3
 from tests.conftest import TIMEOUT
 from tests.discord_emulator import FileUpload
 from tests.discord_emulator.validation import check_limits
-from tests.e2e.test_admin import admin, counts, custom_ids, settled
-from tests.e2e.test_discussions import threads_in, use_channel
+from tests.e2e.conftest import admin, counts, custom_ids, settled, threads_in, use_channel
 
 CALLBACK = "/interactions/{interaction_id}/{interaction_token}/callback"
 BAD_LINKS = {"script-link-2020": "javascript:alert(1)", "no-link-2020": "not a url"}

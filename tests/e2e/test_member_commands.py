@@ -5,20 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.conftest import TIMEOUT
-
-
-def embed_of(message: dict) -> dict:
-    assert message is not None and message["embeds"], message
-    return message["embeds"][0]
-
-
-def custom_ids(message: dict) -> list[str]:
-    ids = []
-    for row in message.get("components", []):
-        for component in row.get("components", []):
-            if component.get("custom_id"):
-                ids.append(component["custom_id"])
-    return ids
+from tests.e2e.conftest import custom_ids, embed_of
 
 
 async def moderator_edits_tldr(world, study: str, tldr: str) -> None:

@@ -5,7 +5,7 @@ studies" message command."""
 from __future__ import annotations
 
 from tests.conftest import TIMEOUT
-from tests.e2e.test_member_commands import custom_ids, embed_of
+from tests.e2e.conftest import custom_ids, embed_of
 
 
 async def import_yaml(world, tmp_path, text: str) -> None:

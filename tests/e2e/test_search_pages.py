@@ -10,31 +10,7 @@ import re
 from dataclasses import replace
 
 from tests.conftest import TIMEOUT
-
-FOOTER = re.compile(r"Results (\d+)–(\d+) of (\d+)")
-DESCRIPTION_LIMIT = 4096
-
-
-def embed_of(message: dict) -> dict:
-    assert message is not None and message["embeds"], message
-    return message["embeds"][0]
-
-
-def buttons(message: dict) -> dict[str, dict]:
-    return {c["custom_id"]: c for row in message.get("components", [])
-            for c in row["components"] if c.get("custom_id")}
-
-
-def shown(message: dict) -> tuple[int, int, int]:
-    """(first, last, total) from the footer, checked against what the page shows."""
-    embed = embed_of(message)
-    first, last, total = map(int, FOOTER.search(embed["footer"]["text"]).groups())
-    numbers = [int(n) for n in re.findall(r"^\*\*(\d+)\. ", embed["description"], re.M)]
-    assert numbers == list(range(first, last + 1)), (numbers, embed["footer"])
-    assert len(embed["description"]) <= DESCRIPTION_LIMIT
-    picks = [c for c in buttons(message).values() if c["type"] == 3]
-    assert len(picks[0]["options"]) == last - first + 1
-    return first, last, total
+from tests.e2e.conftest import FOOTER, buttons, embed_of, shown
 
 
 async def saved(world, key: str) -> None:
