@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from typing import Any
 
 import aiohttp
@@ -19,6 +18,7 @@ from bot.db import DatabaseError
 from bot.deadlines import InteractionDeadline
 from bot.library import InvalidQuery, StudyNotFound
 from bot.logs import interaction_id
+from bot.overload import DEFAULT_BUSY_AFTER, DEFAULT_MAX_PENDING, InteractionGate, admit
 from bot.render import NO_PINGS, did_you_mean_view, not_found_message
 from bot.text import truncate
 
@@ -126,24 +126,30 @@ async def send_ephemeral(interaction: discord.Interaction[Any], message: str,
 class StudyTree(app_commands.CommandTree[Any]):
     """The command tree: every command error goes through report_error, and every log line
     written while handling a command carries the interaction's id. Commands and autocompletes
-    that arrive already past Discord's deadline are skipped (see bot.deadlines)."""
+    pass the overload gate first (bot.overload): too many in flight or too late for the work
+    is answered busy; past Discord's deadline is skipped."""
 
     def __init__(self, client: discord.Client, **options: Any) -> None:
         super().__init__(client, **options)
         self.deadline = InteractionDeadline()
-        self._skips_logged_at = 0.0
+        self._gate: InteractionGate | None = None
+
+    @property
+    def gate(self) -> InteractionGate:
+        """Built on first use: the client's config is set after the tree is made."""
+        if self._gate is None:
+            config = getattr(self.client, "config", None)
+            discord_config = getattr(config, "discord", None)
+            self._gate = InteractionGate(
+                self.deadline,
+                max_pending=getattr(discord_config, "max_pending_interactions",
+                                    DEFAULT_MAX_PENDING),
+                busy_after=getattr(discord_config, "busy_after_seconds", DEFAULT_BUSY_AFTER))
+        return self._gate
 
     async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:
         interaction_id.set(str(interaction.id))
-        if self.deadline.expired(interaction.id):
-            now = time.monotonic()
-            if now - self._skips_logged_at >= 10:
-                self._skips_logged_at = now
-                log.warning("behind: interaction %s arrived past Discord's %g s to answer; "
-                            "skipped (%d so far)", interaction.id, self.deadline.deadline,
-                            self.deadline.skipped)
-            return False
-        return True
+        return await admit(interaction)  # busy or too late: answered or skipped (bot.overload)
 
     async def on_error(self, interaction: discord.Interaction[Any],
                        error: app_commands.AppCommandError) -> None:

@@ -44,8 +44,7 @@ def defer_after(interaction: discord.Interaction[Any]) -> float:
 
 def library_of(interaction: discord.Interaction[Any]) -> StudyLibrary:
     client: StudyBot = interaction.client  # type: ignore[assignment]
-    library, _community = client.services()
-    return library
+    return client.services.library
 
 
 @dataclass
