@@ -142,16 +142,16 @@ class ModerationStore:
         rows = await self.db.fetchall(
             f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {clause} ORDER BY id DESC "
             "LIMIT ? OFFSET ?", [*params, limit, offset])
-        total = (await self.db.fetchone(f"SELECT count(*) FROM audit_log WHERE {clause}",
+        total = (await self.db.fetchrow(f"SELECT count(*) FROM audit_log WHERE {clause}",
                                          params))[0]
         return [AuditEntry(*r) for r in rows], total
 
     async def thread_counts(self, guild_id: int) -> tuple[int, int]:
         """(discussion threads, automatic threads waiting in the outbox) of a server."""
-        threads = (await self.db.fetchone(
+        threads = (await self.db.fetchrow(
             "SELECT count(*) FROM threads WHERE guild_id = ? AND state = 'active'",
             (guild_id,)))[0]
-        queued = (await self.db.fetchone(
+        queued = (await self.db.fetchrow(
             "SELECT count(*) FROM thread_outbox WHERE guild_id = ? AND kind = 'create' "
             "AND failed_at IS NULL", (guild_id,)))[0]
         return threads, queued

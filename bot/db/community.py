@@ -124,7 +124,7 @@ class CommunityStore:
         where, params = "day >= ?", [day]
         if guild_id is not None:
             where, params = "day >= ? AND guild_id = ?", [day, guild_id]
-        row = await self.db.fetchone(
+        row = await self.db.fetchrow(
             f"SELECT coalesce(sum(count), 0) FROM command_usage WHERE {where}", params)
         return int(row[0])
 

@@ -310,6 +310,13 @@ class Connection:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
+    async def fetchrow(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
+                       ) -> sqlite3.Row:
+        """The one row of a query that always has one (an aggregate such as count(*))."""
+        row = await self.fetchone(sql, params)
+        assert row is not None, sql
+        return row
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """The bot's connection inside one write transaction, holding the write lock: committed

@@ -216,12 +216,14 @@ class ImportWriter:
             "SELECT 1 FROM study_identifiers WHERE kind = ? AND value = ? AND study_pk = ?",
             (kind, value, pk)).fetchone() is not None
 
-    def set_identifiers(self, pk: int, identifiers: Iterable[tuple[str, str]]) -> None:
+    def set_identifiers(self, pk: int, identifiers: Iterable[tuple[str, str | None]]
+                        ) -> None:
         """These identifiers name this study from now on (taken from any study that
-        carried them before)."""
+        carried them before); absent ones (None) are skipped."""
         self.conn.executemany(_UPSERT_IDENTIFIER, [(k, v, pk) for k, v in identifiers if v])
 
-    def add_identifiers(self, pk: int, identifiers: Iterable[tuple[str, str]]) -> None:
+    def add_identifiers(self, pk: int, identifiers: Iterable[tuple[str, str | None]]
+                        ) -> None:
         """These identifiers name this study too, unless another study carries one."""
         self.conn.executemany(
             "INSERT OR IGNORE INTO study_identifiers (kind, value, study_pk) VALUES (?, ?, ?)",
@@ -236,10 +238,12 @@ class ImportWriter:
 
     def has_tombstones(self) -> bool:
         if self._tombstones is None:
-            self._tombstones = self.conn.execute(
+            found = self.conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM removed_studies)").fetchone()[0] == 1
-            if self._tombstones:
+            self._tombstones = found
+            if found:
                 self._key_old_tombstones()
+            return found
         return self._tombstones
 
     def _key_old_tombstones(self) -> None:

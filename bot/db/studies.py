@@ -193,7 +193,7 @@ class Database(Connection):
                 clause += " AND f.rowid >= ?"
                 params.append(window[-1])
         else:
-            count = (await self.fetchone(
+            count = (await self.fetchrow(
                 f"SELECT count(*) FROM (SELECT 1 FROM {source}{clause} LIMIT {COUNT_CAP + 1})",
                 params))[0]
         if keys is None:
@@ -223,7 +223,7 @@ class Database(Connection):
         most of 1M studies)."""
         if not terms:
             return {}
-        top = (await self.fetchone("SELECT max(pk) FROM studies"))[0] or 0
+        top = (await self.fetchrow("SELECT max(pk) FROM studies"))[0] or 0
         low = max(0, top - window)
         size = top - low  # pks of removed studies count too: an estimate
         if not size:
@@ -317,7 +317,7 @@ class Database(Connection):
 
     async def max_pk(self) -> int:
         """The newest study's pk: an upper bound of the study count, read in one seek."""
-        return (await self.fetchone("SELECT coalesce(max(pk), 0) FROM studies"))[0]
+        return (await self.fetchrow("SELECT coalesce(max(pk), 0) FROM studies"))[0]
 
     async def related_facts(self, pks: Sequence[int]) -> dict[int, RelatedFacts]:
         """What related research compares of studies by pk, without their text."""
@@ -355,17 +355,17 @@ class Database(Connection):
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
 
     async def stats(self) -> DatabaseStats:
-        studies = (await self.fetchone("SELECT count(*) FROM studies"))[0]
-        topics = (await self.fetchone("SELECT count(DISTINCT topic) FROM study_topics"))[0]
-        page_count = (await self.fetchone("PRAGMA page_count"))[0]
-        page_size = (await self.fetchone("PRAGMA page_size"))[0]
-        version = (await self.fetchone("PRAGMA user_version"))[0]
+        studies = (await self.fetchrow("SELECT count(*) FROM studies"))[0]
+        topics = (await self.fetchrow("SELECT count(DISTINCT topic) FROM study_topics"))[0]
+        page_count = (await self.fetchrow("PRAGMA page_count"))[0]
+        page_size = (await self.fetchrow("PRAGMA page_size"))[0]
+        version = (await self.fetchrow("PRAGMA user_version"))[0]
         return DatabaseStats(studies=studies, topics=topics,
                              last_updated=await self.get_meta("last_updated"),
                              size_bytes=page_count * page_size, schema_version=version)
 
     async def count_studies(self) -> int:
-        return (await self.fetchone("SELECT count(*) FROM studies"))[0]
+        return (await self.fetchrow("SELECT count(*) FROM studies"))[0]
 
     async def iter_all_studies(self, batch: int = 500) -> AsyncIterator[Study]:
         """Every study in insertion order, fetched in batches (export of large databases)."""

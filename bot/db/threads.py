@@ -172,7 +172,7 @@ class DiscussionStore:
                                    ) -> tuple[int, str | None]:
         """How many threads a member started in a server since a time, and the oldest's
         time (threads being created count too)."""
-        row = await self.db.fetchone(
+        row = await self.db.fetchrow(
             "SELECT count(*), min(created_at) FROM threads WHERE guild_id = ? "
             "AND created_by = ? AND created_at >= ?", (guild_id, member_id, since))
         return row[0], row[1]
@@ -223,7 +223,7 @@ class DiscussionStore:
 
     async def auto_threads_since(self, guild_id: int, since: str) -> tuple[int, str | None]:
         """How many threads the outbox made in a server since a time, and the oldest's time."""
-        row = await self.db.fetchone(
+        row = await self.db.fetchrow(
             "SELECT count(*), min(created_at) FROM threads WHERE guild_id = ? AND origin = 'auto' "
             "AND state = 'active' AND created_at >= ?", (guild_id, since))
         return row[0], row[1]
@@ -379,7 +379,7 @@ class DiscussionStore:
             "SELECT kind, study_id, attempts, last_error, failed_at FROM thread_outbox "
             "WHERE guild_id = ? AND failed_at IS NOT NULL ORDER BY failed_at DESC LIMIT ?",
             (guild_id, limit))
-        total = (await self.db.fetchone(
+        total = (await self.db.fetchrow(
             "SELECT count(*) FROM thread_outbox WHERE guild_id = ? AND failed_at IS NOT NULL",
             (guild_id,)))[0]
         return [FailedJob(*r) for r in rows], total

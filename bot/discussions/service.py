@@ -5,7 +5,8 @@
 - resolves a server's effective settings (its own row, else the config defaults; the config's
   `discussions.channel_id` applies to the server that holds that channel);
 - gets or creates a study's thread: a forum post whose starter message is the study card,
-  tagged with its study type and topics, or a public thread on a study card in a text channel;
+  tagged with its study type and topics (bot/discussions/forum_tags.py), or a public thread
+  on a study card in a text channel;
 - keeps exactly one thread per study per server: a per-(server, study) asyncio lock in this
   process, and a claim row (threads.state = 'creating') in the database for other processes
   and restarts; stale claims are reconciled against the server's active threads;
@@ -42,8 +43,9 @@ from bot.db import (
     ThreadMapping,
     queue_threads_sync,
 )
+from bot.discussions.forum_tags import ForumTags
 from bot.errors import UserFacingError
-from bot.model import STUDY_TYPE_LABELS, Study
+from bot.model import Study
 from bot.outbox import (
     InvalidRequestBudget,
     InvalidRequestBudgetExhausted,
@@ -63,12 +65,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("studybot.discussions")
 
 THREAD_NAME_LIMIT = 100
-FORUM_TAG_LIMIT = 20  # tags per forum
-POST_TAG_LIMIT = 5  # tags per post
-TAG_NAME_LIMIT = 20
-FORUM_TAGS_NOTE = ("Forum tags: a forum holds 20, so they go to the study types and topics "
-                   "with the most studies in the library (tags moderators made are kept); "
-                   "each post carries at most 5.")
 # A 'creating' claim older than this is presumed abandoned (its process died mid-creation).
 CLAIM_TIMEOUT = timedelta(minutes=1)
 # How long a request waits for another process's creation before giving up.
@@ -159,9 +155,8 @@ class DiscussionService:
         self.budget = budget if isinstance(budget, InvalidRequestBudget) \
             else InvalidRequestBudget()
         self.outbox = OutboxWorker(self, self.store, self.budget)
+        self.forum_tags = ForumTags(self.store, library)
         self._locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = \
-            weakref.WeakValueDictionary()
-        self._tag_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = \
             weakref.WeakValueDictionary()
         self._message_counts: dict[int, int] = {}
         self._default_guild: int | None = None  # the server holding discussions.channel_id
@@ -174,12 +169,6 @@ class DiscussionService:
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
-        return lock
-
-    def _tag_lock(self, channel_id: int) -> asyncio.Lock:
-        lock = self._tag_locks.get(channel_id)
-        if lock is None:
-            lock = self._tag_locks[channel_id] = asyncio.Lock()
         return lock
 
     # --- settings -------------------------------------------------------------------------
@@ -499,141 +488,21 @@ class DiscussionService:
         view = render.study_view(study)
         reason = f"Discussion thread for the study {study.id}"
         archive = settings.archive_after_minutes
+        if isinstance(channel, discord.ForumChannel):
+            tags = await self.forum_tags.for_study(channel, study)
+            created = await channel.create_thread(
+                name=name, auto_archive_duration=archive, embed=embed, view=view,  # type: ignore[arg-type]
+                applied_tags=tags, allowed_mentions=NO_PINGS, reason=reason)
+            return created.thread
+        starter = await channel.send(embed=embed, view=view, allowed_mentions=NO_PINGS)
         try:
-            if isinstance(channel, discord.ForumChannel):
-                tags = await self._tags_for(channel, study)
-                created = await channel.create_thread(
-                    name=name, auto_archive_duration=archive, embed=embed, view=view,  # type: ignore[arg-type]
-                    applied_tags=tags, allowed_mentions=NO_PINGS, reason=reason)
-                return created.thread
-            starter = await channel.send(embed=embed, view=view, allowed_mentions=NO_PINGS)
-            try:
-                return await starter.create_thread(name=name, auto_archive_duration=archive,  # type: ignore[arg-type]
-                                                   reason=reason)
-            except discord.HTTPException as exc:
-                if exc.status < 500:  # no thread was made: do not leave a bare card behind
-                    with contextlib.suppress(discord.HTTPException):
-                        await starter.delete()
-                raise
-        finally:
-            view.stop()  # answered by the DynamicItems; keep nothing in discord.py's store
-
-    def _tag_name(self, key: str) -> str:
-        if key.startswith("type:"):
-            kind = key.removeprefix("type:")
-            name = STUDY_TYPE_LABELS.get(kind, kind)
-        else:
-            name = self.library.topics.display_name(key)
-        return truncate(name, TAG_NAME_LIMIT)
-
-    def _wanted_tags(self, study: Study) -> list[tuple[str, str]]:
-        """(key, tag name): the study type first, then its topics (all; the post keeps the
-        first 5 the forum has tags for)."""
-        keys = [f"type:{study.study_type}"] if study.study_type else []
-        keys += list(dict.fromkeys(study.topics))
-        return [(key, self._tag_name(key)) for key in keys]
-
-    async def tag_ranking(self) -> list[str]:
-        """Tag keys (study types 'type:x' and topic slugs) by how many studies in the library
-        carry them, most first (ties by key): a forum's 20 tags are the first of these."""
-        counts = {f"type:{k}": n for k, n in (await self.library.db.study_type_counts()).items()}
-        counts.update(await self.library.db.topic_counts())
-        return sorted(counts, key=lambda k: (-counts[k], k))
-
-    async def _tags_for(self, forum: discord.ForumChannel, study: Study
-                        ) -> list[discord.ForumTag]:
-        """The forum's tags for this study (at most 5: its type, then its topics in order).
-        A forum holds at most 20 tags, chosen by use: the tags it has are kept (moderators'
-        never touched), and its free room goes to the study types and topics with the most
-        studies in the library, so a study's topic gets a tag only when it is among those;
-        remembered per server and channel."""
-        wanted = self._wanted_tags(study)
-        if not wanted:
-            return []
-        guild_id = forum.guild.id
-        async with self._tag_lock(forum.id):
-            forum = forum.guild.get_channel(forum.id) or forum  # type: ignore[assignment]
-            known = await self.store.forum_tags(guild_id, forum.id)
-            chosen: dict[str, discord.ForumTag] = {}  # by key
-            learned: dict[str, int] = {}
-            missing: list[tuple[str, str]] = []
-            for key, name in wanted:
-                tag = self._find_tag(forum, known.get(key), name)
-                if tag is None:
-                    missing.append((key, name))
-                    continue
-                chosen[key] = tag
-                if known.get(key) != tag.id:
-                    learned[key] = tag.id
-            if missing:
-                created = await self._create_tags(forum, missing, known)
-                for key, tag in created.items():
-                    chosen[key] = tag
-                    learned[key] = tag.id
-            if learned:
-                await self.store.save_forum_tags(guild_id, forum.id, learned)
-        # In the order wanted (the study type first), each tag once.
-        ordered = {chosen[key].id: chosen[key] for key, _ in wanted if key in chosen}
-        return list(ordered.values())[:POST_TAG_LIMIT]
-
-    @staticmethod
-    def _find_tag(forum: discord.ForumChannel, tag_id: int | None, name: str
-                  ) -> discord.ForumTag | None:
-        if tag_id is not None:
-            tag = forum.get_tag(tag_id)
-            if tag is not None:
-                return tag
-        folded = name.casefold()
-        return next((t for t in forum.available_tags if t.name.casefold() == folded), None)
-
-    async def _create_tags(self, forum: discord.ForumChannel, missing: list[tuple[str, str]],
-                           known: dict[str, int]) -> dict[str, discord.ForumTag]:
-        """Tags for `missing` keys the forum has room for by use: of the keys ranked by study
-        count that have no tag in the forum yet, the first (free room) ones."""
-        if not forum.permissions_for(forum.guild.me).manage_channels:
-            log.info("guild %s: forum %s lacks tags %s and the bot may not create them "
-                     "(Manage Channels)", forum.guild.id, forum.id, [n for _, n in missing])
-            return {}
-        try:  # the cache may lag behind a tag edit made a moment ago: ask Discord
-            fresh = await forum.guild.fetch_channel(forum.id)
+            return await starter.create_thread(name=name, auto_archive_duration=archive,  # type: ignore[arg-type]
+                                               reason=reason)
         except discord.HTTPException as exc:
-            log.warning("guild %s: cannot read forum %s: %s", forum.guild.id, forum.id, exc)
-            return {}
-        if not isinstance(fresh, discord.ForumChannel):
-            return {}
-        forum = fresh
-        found = {key: tag for key, name in missing
-                 if (tag := self._find_tag(forum, None, name)) is not None}
-        missing = [(key, name) for key, name in missing if key not in found]
-        room = max(FORUM_TAG_LIMIT - len(forum.available_tags), 0)
-        # The free room goes to the most used keys without a tag, in rank order.
-        untagged = [key for key in await self.tag_ranking()
-                    if self._find_tag(forum, known.get(key), self._tag_name(key)) is None]
-        deserving = set(untagged[:room])
-        left_out = [name for key, name in missing if key not in deserving]
-        if left_out:
-            log.info("guild %s: forum %s: no tag for %s (a forum holds 20 tags: the study "
-                     "types and topics with the most studies get them)", forum.guild.id,
-                     forum.id, left_out)
-        names = list(dict.fromkeys(name for key, name in missing if key in deserving))
-        if not names:
-            return found
-        tags = [*forum.available_tags, *(discord.ForumTag(name=n) for n in names)]
-        try:
-            edited = await forum.edit(available_tags=tags,
-                                      reason="Forum tags for study types and topics")
-        except discord.HTTPException as exc:
-            log.warning("guild %s: could not add tags %s to forum %s: %s", forum.guild.id,
-                        names, forum.id, exc)
-            return found
-        if edited is None:
-            return found
-        log.info("guild %s: added tags %s to forum %s", forum.guild.id, names, forum.id)
-        for key, name in missing:
-            tag = self._find_tag(edited, None, name)
-            if tag is not None:
-                found[key] = tag
-        return found
+            if exc.status < 500:  # no thread was made: do not leave a bare card behind
+                with contextlib.suppress(discord.HTTPException):
+                    await starter.delete()
+            raise
 
     # --- reconciling abandoned claims ----------------------------------------------------------
 
@@ -767,7 +636,7 @@ class DiscussionService:
         if thread.name != name:
             changes["name"] = name
         if forum is not None:
-            tags = await self._tags_for(forum, study)
+            tags = await self.forum_tags.for_study(forum, study)
             if [t.id for t in tags] != list(getattr(thread, "_applied_tags", [])):
                 changes["applied_tags"] = tags
         # Discord refuses changes to an archived thread (and a forum post's card is in it):
@@ -780,18 +649,15 @@ class DiscussionService:
             rearchive = False
         holder = thread if forum is not None else parent
         if isinstance(holder, discord.Thread | discord.TextChannel):
-            view = render.study_view(study)
             try:
                 await holder.get_partial_message(thread.id).edit(
                     embed=render.study_embed(study, self.library.topics,
                                              disclaimer=self.config.render.disclaimer or None),
-                    view=view,
+                    view=render.study_view(study),
                     allowed_mentions=NO_PINGS)
             except discord.NotFound:
                 log.info("guild %s: the card of the thread %s is gone; not refreshed",
                          thread.guild.id, thread.id)
-            finally:
-                view.stop()
         if reopen and thread.locked:
             changes["locked"] = False
         if rearchive:
