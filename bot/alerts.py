@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,7 +77,7 @@ def alert_message(batch: AlertBatch, follows: Sequence[str]) -> dict[str, Any]:
 
 class AlertService:
     def __init__(self, client: discord.Client, store: FollowStore, config: Config,
-                 describe: Any) -> None:
+                 describe: Callable[[Sequence[int]], Awaitable[Sequence[str]]]) -> None:
         self.client = client
         self.store = store
         self.config = config

@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 import discord
 
@@ -89,7 +88,8 @@ def digest_embeds(studies: Sequence[Study], total: int, topics: TopicVocabulary,
 
 class DigestService:
     def __init__(self, client: discord.Client, store: DigestStore, topics: TopicVocabulary,
-                 thread_links: Callable[[int, list[str]], Any]) -> None:
+                 thread_links: Callable[[int, list[str]], Awaitable[dict[str, ThreadLink]]]
+                 ) -> None:
         self.client = client
         self.store = store
         self.topics = topics

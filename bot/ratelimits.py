@@ -13,8 +13,8 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Mapping
 from types import SimpleNamespace
-from typing import Any
 
 import aiohttp
 
@@ -56,7 +56,7 @@ class RetryAfterGate:
             await asyncio.sleep(delay)
         self._until.pop(key, None)
 
-    def record_429(self, method: str, path: str, headers: Any) -> None:
+    def record_429(self, method: str, path: str, headers: Mapping[str, str]) -> None:
         retry_after = _seconds(headers.get("X-RateLimit-Reset-After")) or \
             _seconds(headers.get("Retry-After")) or 1.0
         until = time.monotonic() + retry_after
