@@ -5,7 +5,7 @@ a distinct study, not a duplicate: a new id, DOI and PMID, and the title's words
 suffix added to one-word titles), so no record matches another by id, DOI, PMID or title.
 Records without a title are left out (they are invalid imports, not studies).
 
-    python bench/build_corpus.py 100000 bench/out/studies-100k.jsonl
+    python bench/build_corpus.py 1000000 /tmp/bench1m/studies-1000000.jsonl
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-CORPUS = Path("/work/shared/corpus/corpus.jsonl.gz")
+# The shared corpus beside the checkout (../shared), wherever the checkout is.
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "corpus.jsonl.gz"
 
 
 def corpus_records(path: Path = CORPUS) -> list[dict]:

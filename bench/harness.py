@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -61,6 +62,48 @@ def small_database(work: Path) -> Path:
                     str(REPO.parent / "shared" / "corpus" / "sample_1000.jsonl")],
                    check=True, cwd=REPO, capture_output=True)
     return db
+
+
+STOPWORDS = frozenset({
+    "a", "an", "and", "are", "as", "at", "by", "for", "from", "in", "into", "is", "of", "on",
+    "or", "the", "to", "with", "without", "vs", "versus", "its", "their", "after", "before",
+    "between", "during", "among", "over", "under", "than", "that", "this"})
+
+
+def title_queries(titles: list[str], n: int, seed: int = 13) -> list[str]:
+    """n different searches of 2 or 3 words drawn, in order, from random titles: what members
+    type is never the same twice, so no cache can answer these."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    out: list[str] = []
+    words_of = [[w for w in re.findall(r"[A-Za-z][A-Za-z'-]{2,}", title)
+                 if w.lower() not in STOPWORDS] for title in titles]
+    usable = [w for w in words_of if len(w) >= 2]
+    for _ in range(n * 50):
+        if len(out) == n or not usable:
+            break
+        words = rng.choice(usable)
+        picked = sorted(rng.sample(range(len(words)), min(len(words), rng.choice((2, 3)))))
+        query = " ".join(words[i] for i in picked).lower()
+        if query not in seen:
+            seen.add(query)
+            out.append(query)
+    return out
+
+
+def title_prefixes(titles: list[str], n: int, seed: int = 17) -> list[str]:
+    """n different 4-9 character title prefixes (what a member has typed so far)."""
+    rng = random.Random(seed)
+    seen: set[str] = set()
+    out: list[str] = []
+    for _ in range(n * 50):
+        if len(out) == n or not titles:
+            break
+        prefix = rng.choice(titles)[:rng.randint(4, 9)].strip()
+        if len(prefix) >= 4 and prefix.lower() not in seen:
+            seen.add(prefix.lower())
+            out.append(prefix)
+    return out
 
 
 def sample_studies(db: Path, n: int, seed: int = 7) -> tuple[list[str], list[str]]:

@@ -1,14 +1,17 @@
 """Soak: many mixed interactions over minutes, with gateway drops and 429s injected.
 
-The real bot runs as a subprocess (`studybot run`) against the local Discord in this process.
-Interactions (search, autocomplete, study, related, discuss) are sent open-loop at a fixed
-rate; the gateway is dropped every `--drop-every` seconds (alternately resumable and not) and
+The real bot runs as a subprocess (`studybot run`) against the local Discord in this process;
+the load generator (bench/loadgen.py) is a process of its own. Interactions (search,
+autocomplete, study, related, discuss) are sent open-loop at a fixed rate, their inputs
+sampled with a seed and never repeated for searches and autocomplete; the gateway is dropped
+every `--drop-every` seconds (alternately resumable and not) and
 a 429 is injected on interaction callbacks and thread creation every `--429-every` seconds.
 Before a non-resumable drop, new interactions wait until none is waiting for its first answer
 (Discord loses the undelivered events of an invalidated session: such an interaction never
 reaches the bot, whatever the bot does).
-Reports answered, failed, p50/p99 latency, the bot's RSS at start and end, and the database's
-integrity afterwards. Target: every interaction answered, RSS growth under 20 MB.
+Reports answered (and how many of those were "busy", bot.overload), answered within 3 s,
+failed, p50/p99 latency, the bot's RSS at start and end, and the database's integrity
+afterwards. Target: every interaction answered within 3 s, RSS growth under 20 MB.
 
     python bench/soak.py --count 50000 --seconds 600          # the issue's soak
     python bench/soak.py --count 3000 --seconds 60            # a quick one
@@ -24,11 +27,16 @@ import random
 import signal
 import sqlite3
 import statistics
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from harness import QUERIES, BotUnderTest, cpu_seconds, rss_mb, sample_studies
+from harness import BotUnderTest, cpu_seconds, rss_mb, sample_studies, title_prefixes, title_queries
 from interactions import percentile
+from loadgen import ControlServer
+
+from bot.overload import BUSY_CHOICE, BUSY_MESSAGE
 
 
 async def main() -> None:
@@ -51,19 +59,23 @@ async def main() -> None:
         # Under this load, requests already on the wire when a 429 is answered are common;
         # only those sent after the bot could have read the 429 are violations.
         emu.in_flight_grace = 0.05
-        ids, titles = sample_studies(bench.db, 2000, seed=11)
+        ids, titles = sample_studies(bench.db, 5000, seed=11)
+        queries = title_queries(titles, args.count, seed=12)
+        prefixes = title_prefixes(titles, args.count, seed=13)
         rng = random.Random(5)
         mix = (["search"] * 30 + ["autocomplete"] * 30 + ["study"] * 25 + ["related"] * 10
                + ["discuss"] * 5)
         has_discuss = any(cmd["name"] == "discuss" for cmd in emu.commands(g))
         latencies: dict[str, list[float]] = {k: [] for k in set(mix)}
         failures: dict[str, int] = {k: 0 for k in set(mix)}
+        busy: dict[str, int] = {k: 0 for k in set(mix)}
         errors: list[str] = []
 
         sending = asyncio.Event()  # cleared while a non-resumable drop is prepared
         sending.set()
 
-        async def one(kind: str, i: int) -> None:
+        async def one(entry: dict[str, Any]) -> dict[str, Any]:
+            kind = entry["kind"]
             # A member cannot reach a bot whose gateway is down: Discord tells them at once.
             # Send when the bot is connected, as a member trying again would.
             await sending.wait()
@@ -71,20 +83,36 @@ async def main() -> None:
             started = time.perf_counter()
             try:
                 if kind == "autocomplete":
-                    title = titles[i % len(titles)]
-                    await emu.autocomplete(g, c, u, "study", {"study": title[:3 + i % 10]},
-                                           focused="study")
+                    choices = await emu.autocomplete(g, c, u, "study", entry["options"],
+                                                     focused="study", timeout=60)
+                    if choices and choices[0]["name"] == BUSY_CHOICE:
+                        busy[kind] += 1
                 else:
-                    options = {"query": QUERIES[i % len(QUERIES)]} if kind == "search" \
-                        else {"study": ids[i % len(ids)]}
-                    handle = await emu.run_command(g, c, u, kind, options)
+                    handle = await emu.run_command(g, c, u, kind, entry["options"])
                     if not await handle.wait_final(timeout=60):
                         raise RuntimeError("no message")
+                    if handle.ephemeral and (handle.original or {}).get("content") \
+                            == BUSY_MESSAGE:
+                        busy[kind] += 1
                 latencies[kind].append((time.perf_counter() - started) * 1000)
+                return {"ok": True}
             except Exception as exc:
                 failures[kind] += 1
                 if len(errors) < 20:
                     errors.append(f"{kind}: {exc!r}"[:300])
+                return {"ok": False}
+
+        plan: list[dict[str, Any]] = []
+        for i in range(args.count):
+            kind = rng.choice(mix)
+            if kind == "discuss" and not has_discuss:
+                kind = "study"
+            options = {"query": queries[i % len(queries)]} if kind == "search" else \
+                {"study": prefixes[i % len(prefixes)]} if kind == "autocomplete" else \
+                {"study": ids[i % len(ids)]}
+            plan.append({"kind": kind, "options": options})
+        control = ControlServer(one)
+        await control.start()
 
         async def faults() -> None:
             next_drop = time.perf_counter() + args.drop_every
@@ -123,20 +151,10 @@ async def main() -> None:
         rss_start = rss_mb(bench.process.pid)
         cpu_start = cpu_seconds(bench.process.pid), time.process_time()
         fault_task = asyncio.create_task(faults())
-        tasks = []
         start = time.perf_counter()
-        rate = args.count / args.seconds
-        for i in range(args.count):
-            kind = rng.choice(mix)
-            if kind == "discuss" and not has_discuss:
-                kind = "study"
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(kind, i)))
-            if len(emu.requests) > 5000:
-                emu.requests.clear()
-        await asyncio.gather(*tasks)
+        await control.run(plan, args.count / args.seconds,
+                          Path(tempfile.mkdtemp(prefix="studybot-soak-")))
+        await control.close()
         elapsed = time.perf_counter() - start
         fault_task.cancel()
         rss_end = rss_mb(bench.process.pid)
@@ -154,18 +172,21 @@ async def main() -> None:
     everything = [x for v in latencies.values() for x in v]
     print(f"{args.count} interactions in {elapsed:.0f} s ({answered / elapsed:.1f}/s); gateway "
           f"drops: {reconnects}")
-    print(f"CPU: the bot {bot_cpu:.0f} s ({bot_cpu / elapsed:.0%} of a core), the emulator and "
-          f"load generator {load_cpu:.0f} s ({load_cpu / elapsed:.0%}; RSS at end "
+    print(f"CPU: the bot {bot_cpu:.0f} s ({bot_cpu / elapsed:.0%} of a core), the emulator "
+          f"{load_cpu:.0f} s ({load_cpu / elapsed:.0%}; RSS at end "
           f"{load_rss:.0f} MB)")
-    print("| kind | answered | failed | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|")
+    print("| kind | answered | of which busy | within 3 s | failed | p50 ms | p99 ms | max ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for kind in sorted(latencies):
         values = latencies[kind]
         if values:
-            print(f"| {kind} | {len(values)} | {failures[kind]} | "
-                  f"{statistics.median(values):.1f} | {percentile(values, 99):.1f} |")
-    print(f"| all | {answered} | {failed} | {statistics.median(everything):.1f} | "
-          f"{percentile(everything, 99):.1f} |")
+            print(f"| {kind} | {len(values)} | {busy[kind]} | "
+                  f"{sum(x < 3000 for x in values)} | {failures[kind]} | "
+                  f"{statistics.median(values):.1f} | {percentile(values, 99):.1f} | "
+                  f"{max(values):.1f} |")
+    print(f"| all | {answered} | {sum(busy.values())} | {sum(x < 3000 for x in everything)} | "
+          f"{failed} | {statistics.median(everything):.1f} | {percentile(everything, 99):.1f} | "
+          f"{max(everything):.1f} |")
     print(f"bot RSS: {rss_start:.1f} MB at start, {rss_end:.1f} MB at end "
           f"({rss_end - rss_start:+.1f} MB); database integrity: {integrity}; "
           f"emulator violations: {len(violations)}; stopped cleanly on SIGTERM: "
