@@ -134,14 +134,14 @@ class DiscussionActions(Protocol):
 
 
 def study_actions(interaction: discord.Interaction[Any]) -> StudyActions:
-    cog = interaction.client.get_cog(STUDIES_COG)  # type: ignore[attr-defined]
+    cog = interaction.client.get_cog(STUDIES_COG)
     if not isinstance(cog, StudyActions):
         raise _errors().UserFacingError("Studies are not available right now: try again soon.")
     return cog
 
 
 def discussion_actions(interaction: discord.Interaction[Any]) -> DiscussionActions:
-    cog = interaction.client.get_cog(DISCUSSIONS_COG)  # type: ignore[attr-defined]
+    cog = interaction.client.get_cog(DISCUSSIONS_COG)
     if not isinstance(cog, DiscussionActions):
         raise _errors().UserFacingError("Discussions are not set up on this bot.")
     return cog
@@ -388,3 +388,166 @@ STUDY_ITEMS = (RelatedButton, SearchPageButton, RelatedPageButton, StudyPickSele
                TopicPickSelect, SearchAgainButton, FullSummaryButton, SummaryPageButton,
                ShareStudyButton, DeleteAnswerButton, OpenStudyButton, FindPickSelect)
 DISCUSSION_ITEMS = (DiscussButton,)
+
+
+# --- following: alerts by direct message and /following ----------------------------------
+
+FOLLOWS_COG = "Follows"
+FEEDS_COG = "Feeds"
+FOLLOW_ID = r"\d{1,18}"
+
+
+@runtime_checkable
+class FollowActions(Protocol):
+    async def open_study(self, interaction: discord.Interaction[Any], study_id: str
+                         ) -> None: ...
+    async def list_batch(self, interaction: discord.Interaction[Any], batch_id: int
+                         ) -> None: ...
+    async def stop_batch(self, interaction: discord.Interaction[Any], batch_id: int
+                         ) -> None: ...
+    async def stop_follow(self, interaction: discord.Interaction[Any], follow_id: int,
+                          offset: int) -> None: ...
+    async def page_following(self, interaction: discord.Interaction[Any], offset: int
+                             ) -> None: ...
+    async def resume(self, interaction: discord.Interaction[Any]) -> None: ...
+
+
+@runtime_checkable
+class FeedActions(Protocol):
+    async def run_feed(self, interaction: discord.Interaction[Any], name: str) -> None: ...
+
+
+def follow_actions(interaction: discord.Interaction[Any]) -> FollowActions:
+    cog = interaction.client.get_cog(FOLLOWS_COG)  # type: ignore[attr-defined]
+    if not isinstance(cog, FollowActions):
+        raise _errors().UserFacingError("Following is not available right now.")
+    return cog
+
+
+def feed_actions(interaction: discord.Interaction[Any]) -> FeedActions:
+    cog = interaction.client.get_cog(FEEDS_COG)  # type: ignore[attr-defined]
+    if not isinstance(cog, FeedActions):
+        raise _errors().UserFacingError("Feeds are not available right now.")
+    return cog
+
+
+class AlertOpenButton(ReportingButton, id_format="alert:open:{study_id}", study_id=STUDY_ID):
+    def __init__(self, study_id: str, label: str = "Open", *, row: int | None = None) -> None:
+        super().__init__(discord.ui.Button(label=label, style=Style.secondary,
+                                           custom_id=self.make_id(study_id=study_id)), row=row)
+        self.study_id = study_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> AlertOpenButton:
+        return cls(match["study_id"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await follow_actions(interaction).open_study(interaction, self.study_id)
+
+
+class AlertMoreButton(ReportingButton, id_format="alert:more:{batch_id}", batch_id=FOLLOW_ID):
+    def __init__(self, batch_id: int, label: str = "More", *, row: int | None = None) -> None:
+        super().__init__(discord.ui.Button(label=label, style=Style.secondary,
+                                           custom_id=self.make_id(batch_id=batch_id)), row=row)
+        self.batch_id = batch_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> AlertMoreButton:
+        return cls(int(match["batch_id"]))
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await follow_actions(interaction).list_batch(interaction, self.batch_id)
+
+
+class AlertStopButton(ReportingButton, id_format="alert:stop:{batch_id}", batch_id=FOLLOW_ID):
+    def __init__(self, batch_id: int, *, row: int | None = None) -> None:
+        super().__init__(discord.ui.Button(label="Stop these alerts", style=Style.danger,
+                                           custom_id=self.make_id(batch_id=batch_id)), row=row)
+        self.batch_id = batch_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> AlertStopButton:
+        return cls(int(match["batch_id"]))
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await follow_actions(interaction).stop_batch(interaction, self.batch_id)
+
+
+class FollowStopButton(ReportingButton, id_format="follow:stop:{follow_id}:{offset}",
+                       follow_id=FOLLOW_ID, offset=r"\d{1,3}"):
+    """Stop one follow from /following; `offset` is the page it is on (shown again after)."""
+
+    def __init__(self, follow_id: int, offset: int, label: str = "Stop", *,
+                 row: int | None = None) -> None:
+        super().__init__(discord.ui.Button(
+            label=label, style=Style.secondary,
+            custom_id=self.make_id(follow_id=follow_id, offset=offset)), row=row)
+        self.follow_id, self.offset = follow_id, offset
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> FollowStopButton:
+        return cls(int(match["follow_id"]), int(match["offset"]))
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await follow_actions(interaction).stop_follow(interaction, self.follow_id, self.offset)
+
+
+class FollowPageButton(ReportingButton, id_format="follow:page:{offset}", offset=r"\d{1,3}"):
+    def __init__(self, offset: int, label: str = "Next", *, row: int | None = None) -> None:
+        super().__init__(discord.ui.Button(label=label, style=Style.secondary,
+                                           custom_id=self.make_id(offset=offset)), row=row)
+        self.offset = offset
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> FollowPageButton:
+        return cls(int(match["offset"]))
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await follow_actions(interaction).page_following(interaction, self.offset)
+
+
+class FollowResumeButton(ReportingButton, id_format="follow:resume"):
+    def __init__(self, *, row: int | None = None) -> None:
+        super().__init__(discord.ui.Button(label="Resume paused", style=Style.primary,
+                                           custom_id=self.make_id()), row=row)
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> FollowResumeButton:
+        return cls()
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await follow_actions(interaction).resume(interaction)
+
+
+class FeedRunButton(ReportingButton, id_format="feed:run:{name}",
+                    name=r"[a-z0-9][a-z0-9_-]{0,31}"):
+    def __init__(self, name: str, label: str = "Run now") -> None:
+        super().__init__(discord.ui.Button(label=label, style=Style.secondary,
+                                           custom_id=self.make_id(name=name)))
+        self.name = name
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any],
+                             item: discord.ui.Item[Any], match: re.Match[str]
+                             ) -> FeedRunButton:
+        return cls(match["name"])
+
+    async def run(self, interaction: discord.Interaction[Any]) -> None:
+        await feed_actions(interaction).run_feed(interaction, self.name)
+
+
+FOLLOW_ITEMS = (AlertOpenButton, AlertMoreButton, AlertStopButton, FollowStopButton,
+                FollowPageButton, FollowResumeButton)
+FEED_ITEMS = (FeedRunButton,)

@@ -43,7 +43,7 @@ def defer_after(interaction: discord.Interaction[Any]) -> float:
 
 
 def library_of(interaction: discord.Interaction[Any]) -> StudyLibrary:
-    client: StudyBot = interaction.client  # type: ignore[assignment]
+    client: StudyBot = interaction.client
     return client.services.library
 
 
@@ -112,7 +112,7 @@ class StudyTransformer(app_commands.Transformer):
             raise StudyNotFound(value, suggestions)
         return study
 
-    async def autocomplete(self, interaction: discord.Interaction[Any], value: str  # type: ignore[override]
+    async def autocomplete(self, interaction: discord.Interaction[Any], value: str
                            ) -> list[app_commands.Choice[str]]:
         suggest = asyncio.ensure_future(library_of(interaction).suggest(value, limit=25))
         # No defer for an autocomplete: past the time left, say "busy" rather than nothing.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import aiohttp
@@ -102,7 +103,7 @@ async def admit(interaction: discord.Interaction[Any]) -> bool:
     return False
 
 
-def focused_value(options: list[dict[str, Any]]) -> str | None:
+def focused_value(options: Sequence[Mapping[str, Any]]) -> str | None:
     """What the member is typing in an autocomplete (options nest under subcommands)."""
     for option in options:
         if option.get("focused"):

@@ -92,7 +92,7 @@ def keyword_key(keyword: str) -> str | None:
 
 
 def keyword_set(keywords: Iterable[str]) -> frozenset[str]:
-    return frozenset(map(keyword_key, keywords)) - {None}  # type: ignore[operator]
+    return frozenset(key for key in map(keyword_key, keywords) if key is not None)
 
 
 def profile(title: str, tldr: str | None, summary: str | None, keywords: Iterable[str],
@@ -105,6 +105,7 @@ def profile(title: str, tldr: str | None, summary: str | None, keywords: Iterabl
             continue
         for token in tokens_all(text):
             if len(token) > 2 and token not in _STOPWORDS and not token.isdigit():
+                # Float weights: typeshed types a Counter's values as int.
                 terms[token] += weight  # type: ignore[assignment]
     return Profile(terms, keyword_set(keywords), frozenset(topics), study_type,
                    fold(journal) if journal else None)

@@ -79,7 +79,8 @@ class ForumTags:
             return []
         guild_id = forum.guild.id
         async with self._lock(forum.id):
-            forum = forum.guild.get_channel(forum.id) or forum  # type: ignore[assignment]
+            current = forum.guild.get_channel(forum.id)
+            forum = current if isinstance(current, discord.ForumChannel) else forum
             known = await self.store.forum_tags(guild_id, forum.id)
             chosen: dict[str, discord.ForumTag] = {}  # by key
             learned: dict[str, int] = {}

@@ -1,6 +1,7 @@
 """Discussion threads: one canonical thread per study per server.
 
-`DiscussionService` is built once in StudyBot.setup_hook and handed to the cogs. It
+`DiscussionService` is built once with the other services (bot/services.py) and handed to
+the cogs. It
 
 - resolves a server's effective settings (its own row, else the config defaults; the config's
   `discussions.channel_id` applies to the server that holds that channel);
@@ -27,7 +28,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 
@@ -59,6 +60,8 @@ from bot.render import NO_PINGS, ThreadLink, safe
 from bot.text import clean_text, strip_markup_words, truncate
 
 if TYPE_CHECKING:
+    from discord.types.threads import ThreadArchiveDuration
+
     from bot.importing import ImportReport
     from bot.library import StudyLibrary
 
@@ -138,10 +141,10 @@ def _permission_names(names: Sequence[str]) -> str:
 
 
 class DiscussionService:
-    def __init__(self, client: discord.Client, db: Database, settings: GuildSettingsStore,
-                 library: StudyLibrary, config: Config, *,
+    def __init__(self, db: Database, settings: GuildSettingsStore, library: StudyLibrary,
+                 config: Config, *, budget: InvalidRequestBudget,
                  clock: Callable[[], datetime] | None = None) -> None:
-        self.client = client
+        self._client: discord.Client | None = None  # attach(): the bot, built after us
         self.db = db
         self.store = DiscussionStore(db)
         self.settings = settings
@@ -150,16 +153,24 @@ class DiscussionService:
         self.clock = clock or (lambda: datetime.now(UTC))
         self.claim_timeout = CLAIM_TIMEOUT
         self.member_limit = config.discussions.member_threads_per_hour
-        # One budget per process (the client's, hooked into its HTTP session).
-        budget = getattr(client, "invalid_requests", None)
-        self.budget = budget if isinstance(budget, InvalidRequestBudget) \
-            else InvalidRequestBudget()
+        self.budget = budget  # one per process, hooked into the client's HTTP session
         self.outbox = OutboxWorker(self, self.store, self.budget)
         self.forum_tags = ForumTags(self.store, library)
         self._locks: weakref.WeakValueDictionary[tuple[int, str], asyncio.Lock] = \
             weakref.WeakValueDictionary()
         self._message_counts: dict[int, int] = {}
         self._default_guild: int | None = None  # the server holding discussions.channel_id
+
+    def attach(self, client: discord.Client) -> None:
+        """Send Discord requests through `client`: the bot, which is built with the services
+        (so after this one) and attaches itself in its constructor."""
+        self._client = client
+
+    @property
+    def client(self) -> discord.Client:
+        if self._client is None:
+            raise RuntimeError("the discussion service has no Discord client: attach() one")
+        return self._client
 
     def now(self) -> datetime:
         return self.clock()
@@ -487,16 +498,17 @@ class DiscussionService:
                                    disclaimer=self.config.render.disclaimer or None)
         view = render.study_view(study)
         reason = f"Discussion thread for the study {study.id}"
-        archive = settings.archive_after_minutes
+        # The config and /studyadmin accept only Discord's durations (60, 1440, 4320, 10080).
+        archive = cast("ThreadArchiveDuration", settings.archive_after_minutes)
         if isinstance(channel, discord.ForumChannel):
             tags = await self.forum_tags.for_study(channel, study)
             created = await channel.create_thread(
-                name=name, auto_archive_duration=archive, embed=embed, view=view,  # type: ignore[arg-type]
+                name=name, auto_archive_duration=archive, embed=embed, view=view,
                 applied_tags=tags, allowed_mentions=NO_PINGS, reason=reason)
             return created.thread
         starter = await channel.send(embed=embed, view=view, allowed_mentions=NO_PINGS)
         try:
-            return await starter.create_thread(name=name, auto_archive_duration=archive,  # type: ignore[arg-type]
+            return await starter.create_thread(name=name, auto_archive_duration=archive,
                                                reason=reason)
         except discord.HTTPException as exc:
             if exc.status < 500:  # no thread was made: do not leave a bare card behind
@@ -546,7 +558,7 @@ class DiscussionService:
         if holder is None:
             return False
         try:
-            message = await holder.fetch_message(thread.id)  # type: ignore[union-attr]
+            message = await holder.fetch_message(thread.id)
         except discord.HTTPException:
             return False
         footer = message.embeds[0].footer.text if message.embeds else None
