@@ -13,6 +13,7 @@ from typing import Any
 
 import discord
 
+from bot import components
 from bot.config import Config
 from bot.db import DatabaseError
 from bot.follows import ALERT_SHOWN, AlertBatch, AlertStudy, FollowStore
@@ -29,12 +30,6 @@ DM_CLOSED = 50007
 POLL_SECONDS = 30.0
 RETRY_SECONDS = 60.0
 
-ALERT_OPEN = "alert:open:{study_id}"
-ALERT_MORE = "alert:more:{batch_id}"
-ALERT_STOP = "alert:stop:{batch_id}"
-ALERT_OPEN_RE = r"alert:open:(?P<study_id>[a-z0-9_-]{1,80})"
-ALERT_MORE_RE = r"alert:more:(?P<batch_id>\d{1,18})"
-ALERT_STOP_RE = r"alert:stop:(?P<batch_id>\d{1,18})"
 
 
 def type_badge(study_type: str | None) -> str:
@@ -63,15 +58,11 @@ def alert_message(batch: AlertBatch, follows: Sequence[str]) -> dict[str, Any]:
     embed.set_footer(text=truncate("You follow: " + "; ".join(follows), 2048))
     view = discord.ui.View(timeout=None)
     for i, study in enumerate(shown, start=1):
-        view.add_item(discord.ui.Button(
-            label=truncate(f"{i}. {study.title}", 80), row=(i - 1) // 5,
-            custom_id=ALERT_OPEN.format(study_id=study.id)))
+        view.add_item(components.AlertOpenButton(study.id, truncate(f"{i}. {study.title}", 80),
+                                                 row=(i - 1) // 5))
     if more:
-        view.add_item(discord.ui.Button(label=f"{more} more", row=2,
-                                        custom_id=ALERT_MORE.format(batch_id=batch.id)))
-    view.add_item(discord.ui.Button(label="Stop these alerts", row=2,
-                                    style=discord.ButtonStyle.danger,
-                                    custom_id=ALERT_STOP.format(batch_id=batch.id)))
+        view.add_item(components.AlertMoreButton(batch.id, f"{more} more", row=2))
+    view.add_item(components.AlertStopButton(batch.id, row=2))
     return {"embed": embed, "view": view, "allowed_mentions": NO_PINGS}
 
 

@@ -5,7 +5,6 @@ background feed and digest tasks."""
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -13,11 +12,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import components
 from bot.db import FeedState
 from bot.digest import EVERY_CHOICES, DigestService, DigestStore
 from bot.errors import NotAllowed, UserFacingError
 from bot.feeds import FeedError, FeedService
-from bot.interactions import ReportingButton
 from bot.permissions import access_for, library_guild_ids, refusal
 from bot.render import COLOUR, NO_PINGS, safe
 from bot.text import truncate
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("studybot.admin")
 
-FEED_RUN = "feed:run:{name}"
-FEED_RUN_RE = r"feed:run:(?P<name>[a-z0-9][a-z0-9_-]{0,31})"
 
 
 def _when(text: str | None) -> str:
@@ -52,7 +49,9 @@ def feed_field(state: FeedState, query: str) -> str:
     return truncate("\n".join(lines), 1024)
 
 
-class FeedsCog(commands.Cog, name="Feeds"):
+class FeedsCog(commands.Cog, name=components.FEEDS_COG):
+    """Implements components.FeedActions (a feed's Run now button)."""
+
     def __init__(self, bot: StudyBot) -> None:
         self.bot = bot
         self.config = bot.config
@@ -146,9 +145,8 @@ class FeedsCog(commands.Cog, name="Feeds"):
             state = await self.feeds.store.state(feed.name)
             embed.add_field(name=feed.name, value=feed_field(state, feed.query), inline=False)
             if len(view.children) < 25:
-                view.add_item(discord.ui.Button(label=truncate(f"Run {feed.name} now", 80),
-                                                custom_id=FEED_RUN.format(name=feed.name)))
-        view.stop()
+                view.add_item(components.FeedRunButton(feed.name,
+                                                       truncate(f"Run {feed.name} now", 80)))
         return {"content": note, "embed": embed, "view": view}
 
     async def show_feeds(self, interaction: discord.Interaction[Any]) -> None:
@@ -211,28 +209,6 @@ class FeedsCog(commands.Cog, name="Feeds"):
         await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 
-def _cog(interaction: discord.Interaction[Any]) -> FeedsCog:
-    cog = interaction.client.get_cog("Feeds")  # type: ignore[attr-defined]
-    assert isinstance(cog, FeedsCog)
-    return cog
-
-
-class FeedRunButton(ReportingButton, template=FEED_RUN_RE):
-    def __init__(self, name: str) -> None:
-        super().__init__(discord.ui.Button(label="Run now",
-                                           custom_id=FEED_RUN.format(name=name)))
-        self.name = name
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> FeedRunButton:
-        return cls(match["name"])
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).run_feed(interaction, self.name)
-
-
 async def setup(bot: StudyBot) -> None:
     await bot.add_cog(FeedsCog(bot))
-    bot.add_dynamic_items(FeedRunButton)
+    bot.add_dynamic_items(*components.FEED_ITEMS)

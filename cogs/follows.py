@@ -4,7 +4,6 @@ notice a member gets the next time they use the bot after their direct messages 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -12,16 +11,11 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.alerts import (
-    ALERT_MORE_RE,
-    ALERT_OPEN_RE,
-    ALERT_STOP_RE,
-    AlertService,
-    study_line,
-)
+from bot import components
+from bot.alerts import AlertService, study_line
 from bot.errors import UserFacingError
 from bot.follows import DM_CLOSED_NOTICE, MAX_FOLLOWS, FollowStore, match_expression
-from bot.interactions import Reply, ReportingButton, answer, update
+from bot.interactions import Reply, answer, update
 from bot.library import SearchRequest
 from bot.model import STUDY_TYPE_LABELS, STUDY_TYPES
 from bot.render import COLOUR, NO_PINGS, safe
@@ -34,11 +28,6 @@ log = logging.getLogger("studybot.follows")
 
 TYPE_CHOICES = [app_commands.Choice(name=STUDY_TYPE_LABELS[t], value=t) for t in STUDY_TYPES]
 FOLLOWING_PAGE = 20  # stop buttons on one /following page (a fifth row for paging)
-FOLLOW_STOP = "follow:stop:{follow_id}:{offset}"
-FOLLOW_STOP_RE = r"follow:stop:(?P<follow_id>\d{1,18}):(?P<offset>\d{1,3})"
-FOLLOW_PAGE = "follow:page:{offset}"
-FOLLOW_PAGE_RE = r"follow:page:(?P<offset>\d{1,3})"
-FOLLOW_RESUME = "follow:resume"
 MORE_LISTED = 40  # studies listed by "N more" (the message's limit)
 
 DM_CLOSED_TEXT = ("I could not send you alerts: your direct messages are closed to me, so "
@@ -47,7 +36,9 @@ DM_CLOSED_TEXT = ("I could not send you alerts: your direct messages are closed 
                   "`/following`.")
 
 
-class FollowsCog(commands.Cog, name="Follows"):
+class FollowsCog(commands.Cog, name=components.FOLLOWS_COG):
+    """Implements components.FollowActions: the alerts' and /following's buttons."""
+
     def __init__(self, bot: StudyBot, store: FollowStore) -> None:
         self.bot = bot
         self.store = store
@@ -189,20 +180,15 @@ class FollowsCog(commands.Cog, name="Follows"):
         page = follows[offset:offset + FOLLOWING_PAGE]
         for i, follow in enumerate(page):
             number = offset + i + 1
-            view.add_item(discord.ui.Button(
-                label=f"Stop {number}", style=discord.ButtonStyle.secondary, row=i // 5,
-                custom_id=FOLLOW_STOP.format(follow_id=follow.id, offset=offset)))
+            view.add_item(components.FollowStopButton(follow.id, offset, f"Stop {number}",
+                                                      row=i // 5))
         if offset > 0:
-            view.add_item(discord.ui.Button(label="Previous", row=4, custom_id=FOLLOW_PAGE
-                                            .format(offset=offset - FOLLOWING_PAGE)))
+            view.add_item(components.FollowPageButton(offset - FOLLOWING_PAGE, "Previous",
+                                                      row=4))
         if offset + FOLLOWING_PAGE < len(follows):
-            view.add_item(discord.ui.Button(label="Next", row=4, custom_id=FOLLOW_PAGE
-                                            .format(offset=offset + FOLLOWING_PAGE)))
+            view.add_item(components.FollowPageButton(offset + FOLLOWING_PAGE, "Next", row=4))
         if any(f.paused for f in follows):
-            view.add_item(discord.ui.Button(label="Resume paused", row=4,
-                                            style=discord.ButtonStyle.primary,
-                                            custom_id=FOLLOW_RESUME))
-        view.stop()
+            view.add_item(components.FollowResumeButton(row=4))
         return Reply(content=note or None, embed=embed, view=view)
 
     async def stop_follow(self, interaction: discord.Interaction[Any], follow_id: int,
@@ -212,6 +198,10 @@ class FollowsCog(commands.Cog, name="Follows"):
                 if stopped else "That follow was already stopped.")
         await update(interaction, lambda: self.following_reply(interaction.user.id, offset,
                                                                note))
+
+    async def page_following(self, interaction: discord.Interaction[Any], offset: int
+                             ) -> None:
+        await update(interaction, lambda: self.following_reply(interaction.user.id, offset))
 
     async def resume(self, interaction: discord.Interaction[Any]) -> None:
         resumed = await self.store.resume_all(interaction.user.id)
@@ -272,115 +262,10 @@ def _minutes(minutes: int) -> str:
     return f"{minutes} minutes"
 
 
-# --- DynamicItems: buttons that work after a restart ----------------------------------------
-
-def _cog(interaction: discord.Interaction[Any]) -> FollowsCog:
-    cog = interaction.client.get_cog("Follows")  # type: ignore[attr-defined]
-    assert isinstance(cog, FollowsCog)
-    return cog
-
-
-class AlertOpenButton(ReportingButton, template=ALERT_OPEN_RE):
-    def __init__(self, study_id: str) -> None:
-        super().__init__(discord.ui.Button(label="Open", custom_id=f"alert:open:{study_id}"))
-        self.study_id = study_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> AlertOpenButton:
-        return cls(match["study_id"])
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).open_study(interaction, self.study_id)
-
-
-class AlertMoreButton(ReportingButton, template=ALERT_MORE_RE):
-    def __init__(self, batch_id: int) -> None:
-        super().__init__(discord.ui.Button(label="More", custom_id=f"alert:more:{batch_id}"))
-        self.batch_id = batch_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> AlertMoreButton:
-        return cls(int(match["batch_id"]))
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).list_batch(interaction, self.batch_id)
-
-
-class AlertStopButton(ReportingButton, template=ALERT_STOP_RE):
-    def __init__(self, batch_id: int) -> None:
-        super().__init__(discord.ui.Button(label="Stop", custom_id=f"alert:stop:{batch_id}"))
-        self.batch_id = batch_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> AlertStopButton:
-        return cls(int(match["batch_id"]))
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).stop_batch(interaction, self.batch_id)
-
-
-class FollowStopButton(ReportingButton, template=FOLLOW_STOP_RE):
-    def __init__(self, follow_id: int, offset: int) -> None:
-        super().__init__(discord.ui.Button(label="Stop", custom_id=FOLLOW_STOP.format(
-            follow_id=follow_id, offset=offset)))
-        self.follow_id, self.offset = follow_id, offset
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> FollowStopButton:
-        return cls(int(match["follow_id"]), int(match["offset"]))
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).stop_follow(interaction, self.follow_id, self.offset)
-
-
-class FollowPageButton(ReportingButton, template=FOLLOW_PAGE_RE):
-    def __init__(self, offset: int) -> None:
-        super().__init__(discord.ui.Button(label="Page", custom_id=FOLLOW_PAGE.format(
-            offset=offset)))
-        self.offset = offset
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> FollowPageButton:
-        return cls(int(match["offset"]))
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        cog = _cog(interaction)
-        await update(interaction, lambda: cog.following_reply(interaction.user.id,
-                                                              self.offset))
-
-
-class FollowResumeButton(ReportingButton, template=re.escape(FOLLOW_RESUME)):
-    def __init__(self) -> None:
-        super().__init__(discord.ui.Button(label="Resume paused", custom_id=FOLLOW_RESUME))
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any],
-                             item: discord.ui.Item[Any], match: re.Match[str]
-                             ) -> FollowResumeButton:
-        return cls()
-
-    async def run(self, interaction: discord.Interaction[Any]) -> None:
-        await _cog(interaction).resume(interaction)
-
-
-DYNAMIC_ITEMS = (AlertOpenButton, AlertMoreButton, AlertStopButton, FollowStopButton,
-                 FollowPageButton, FollowResumeButton)
-
-
 async def setup(bot: StudyBot) -> None:
     assert bot.db is not None
     store = FollowStore(bot.db)
     cog = FollowsCog(bot, store)
     await bot.add_cog(cog)
     bot.alerts = cog.alerts
-    bot.add_dynamic_items(*DYNAMIC_ITEMS)
+    bot.add_dynamic_items(*components.FOLLOW_ITEMS)

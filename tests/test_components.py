@@ -12,7 +12,8 @@ from discord.ui.view import ViewStore
 from bot import components, render
 from bot.model import Study, Suggestion
 
-ALL_ITEMS = components.STUDY_ITEMS + components.DISCUSSION_ITEMS
+ALL_ITEMS = (components.STUDY_ITEMS + components.DISCUSSION_ITEMS + components.FOLLOW_ITEMS
+             + components.FEED_ITEMS)
 
 # Custom ids exactly as the previous version wrote them (templates in bot/render.py then),
 # with the item that must answer each and the values it must parse.
@@ -34,6 +35,13 @@ PREVIOUS_IDS = [
     ("again:0123456789ab", components.SearchAgainButton, {"key": "0123456789ab"}),
     ("topic:pick", components.TopicPickSelect, {}),
     ("find:pick", components.FindPickSelect, {}),
+    ("alert:open:pbm-2021", components.AlertOpenButton, {"study_id": "pbm-2021"}),
+    ("alert:more:42", components.AlertMoreButton, {"batch_id": 42}),
+    ("alert:stop:42", components.AlertStopButton, {"batch_id": 42}),
+    ("follow:stop:7:20", components.FollowStopButton, {"follow_id": 7, "offset": 20}),
+    ("follow:page:20", components.FollowPageButton, {"offset": 20}),
+    ("follow:resume", components.FollowResumeButton, {}),
+    ("feed:run:hair-loss", components.FeedRunButton, {"name": "hair-loss"}),
 ]
 
 
