@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
+import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
-from bot.config import Config, ConfigError, load_config
+from bot.config import TOKEN_ENV, Config, ConfigError, discord_token, load_config
 from bot.db import Database, DatabaseError, ImportWriter, latest_schema_version
 from bot.importers import ImportFormatError
 from bot.importing import ImportAborted, ImportReport
@@ -23,6 +25,8 @@ from bot.logs import setup_logging
 from bot.model import STUDY_TYPES, Study
 from bot.moderation import Actor, Moderation
 from bot.topics import TopicsError, TopicVocabulary
+
+log = logging.getLogger("studybot")
 
 # Who the audit log names for `studybot import` (an operator on the server, no Discord user).
 CLI_ACTOR = Actor(guild_id=None, user_id=None, name="studybot import (command line)")
@@ -309,9 +313,54 @@ async def _backup(db: Database, args: argparse.Namespace) -> None:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from bot.client import run_bot  # the Discord layer is only needed here
-
     return run_bot(config, db_override=args.db)
+
+
+def run_bot(config: Config, db_override: str | None = None) -> int:
+    """`studybot run`: open the services, start the bot with them, and stop cleanly on SIGINT
+    or SIGTERM (the bot first, then the services it used)."""
+    import discord  # the Discord layer is only needed here
+
+    from bot.client import StudyBot, configure_api
+    from bot.services import Services
+
+    token = discord_token()
+    if not token:
+        raise UserError(f"set the bot token in the {TOKEN_ENV} environment variable")
+    configure_api(config.discord.api_base_url)
+
+    async def main() -> None:
+        services = await Services.open(config, Path(db_override) if db_override else None)
+        try:
+            bot = StudyBot(config, services)
+            bot.freeze_gc_when_ready = True
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            runner = asyncio.create_task(bot.start(token))
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({runner, stopper},
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if stopper in done:
+                log.info("stopping")
+            await bot.close()
+            stopper.cancel()
+            if runner in done:
+                runner.result()  # re-raise a start-up failure
+            else:
+                await asyncio.wait_for(runner, 30)
+        finally:
+            await services.close()
+
+    try:
+        asyncio.run(main())
+    except discord.LoginFailure:
+        raise UserError("Discord refused the token (check DISCORD_TOKEN)") from None
+    except discord.PrivilegedIntentsRequired:
+        raise UserError("Discord refused the requested intents") from None
+    log.info("stopped")
+    return 0
 
 
 # --- argument parsing --------------------------------------------------------------------------
@@ -445,7 +494,7 @@ def _day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
-COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Awaitable[int]]] = {
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "import": cmd_import, "search": cmd_search, "show": cmd_show, "related": cmd_related,
     "db": cmd_db, "feed": cmd_feed,
 }

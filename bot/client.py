@@ -1,8 +1,9 @@
-"""The bot: a commands.Bot built from the config, with the core's services injected.
+"""The bot: a commands.Bot built from the config and the core's services (bot/services.py),
+opened before it and handed in.
 
-`setup_hook` opens the database, imports `studies.sources`, loads the extensions in order
-(a failing one stops start-up) and syncs the application commands only when their
-definitions changed since the last sync."""
+`setup_hook` imports `studies.sources`, loads the extensions in order (a failing one stops
+start-up) and syncs the application commands only when their definitions changed since the
+last sync."""
 
 from __future__ import annotations
 
@@ -11,24 +12,21 @@ import gc
 import hashlib
 import json
 import logging
-import signal
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import discord
+import discord.gateway
+import discord.http
 import yarl
 from discord.ext import commands
 
-from bot.config import DEFAULT_API_BASE_URL, TOKEN_ENV, Config, discord_token
-from bot.db import SOURCE_FILE, CommunityStore, Database, GuildSettingsStore
-from bot.discussions import DiscussionService
+from bot.config import DEFAULT_API_BASE_URL, Config
+from bot.db import SOURCE_FILE
 from bot.errors import StudyTree
 from bot.importing import ImportAborted
-from bot.library import StudyLibrary
-from bot.outbox import InvalidRequestBudget
 from bot.ratelimits import RetryAfterGate
-from bot.topics import TopicVocabulary
+from bot.services import Services
 
 log = logging.getLogger("studybot")
 
@@ -43,16 +41,14 @@ def configure_api(api_base_url: str) -> None:
 
 
 class StudyBot(commands.Bot):
-    def __init__(self, config: Config, *, db_path: Path | None = None,
+    def __init__(self, config: Config, services: Services, *,
                  extensions: Sequence[str] = EXTENSIONS, import_sources: bool = True,
                  **options: Any) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # channels, threads and roles; nothing privileged
         self.rate_gate = RetryAfterGate()
-        # Invalid requests from the outbox and discussion paths, counted process-wide.
-        self.invalid_requests = InvalidRequestBudget()
         trace = self.rate_gate.trace_config()
-        self.invalid_requests.attach(trace)
+        services.invalid_requests.attach(trace)
         options.setdefault("http_trace", trace)
         super().__init__(
             command_prefix=commands.when_mentioned,  # unused: slash commands only
@@ -63,40 +59,12 @@ class StudyBot(commands.Bot):
             **options,
         )
         self.config = config
-        self.db_path = db_path or config.database_path
+        self.services = services
+        services.discussions.attach(self)
         self.extension_names = tuple(extensions)
         self.import_sources = import_sources
-        self.db: Database | None = None
-        self.library: StudyLibrary | None = None
-        self.community: CommunityStore | None = None
-        self.topics: TopicVocabulary | None = None
-        self.discussions: DiscussionService | None = None
-        self.alerts: Any = None  # bot.alerts.AlertService, set by cogs.follows
         self.freeze_gc_when_ready = False
         self._freezer: asyncio.Task[None] | None = None
-
-    # Services the cogs use (set up in setup_hook, before any cog loads).
-    def services(self) -> tuple[StudyLibrary, CommunityStore]:
-        assert self.library is not None and self.community is not None
-        return self.library, self.community
-
-    async def open_services(self) -> None:
-        """Build the core's services once (no network): the cogs are handed these."""
-        self.topics = TopicVocabulary.load(self.config.topics_path)
-        existed = Path(self.db_path).exists()
-        self.db = await Database.open(self.db_path, self.config.database.busy_timeout_ms,
-                                      max_size_mb=self.config.database.max_size_mb)
-        where = Path(self.db_path).resolve()
-        if existed:
-            log.info("opened the study database %s", where)
-        else:
-            # Loud: a relative path resolves from the config file's folder, and a wrong one
-            # would otherwise give a bot that quietly knows no studies.
-            log.warning("no study database at %s: created a new, empty one", where)
-        self.library = StudyLibrary(self.db, self.topics)
-        self.community = CommunityStore(self.db)
-        self.discussions = DiscussionService(self, self.db, GuildSettingsStore(self.db),
-                                             self.library, self.config)
 
     async def setup_hook(self) -> None:
         if self.config.discord.api_base_url != DEFAULT_API_BASE_URL:
@@ -105,15 +73,14 @@ class StudyBot(commands.Bot):
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
             log.info("using the API at %s and the gateway at %s",
                      self.config.discord.api_base_url, url)
-        await self.open_services()
-        await self.discussions.resolve_default_guild()
+        await self.services.discussions.resolve_default_guild()
         if self.import_sources:
             await self.import_configured_sources()
         for name in self.extension_names:
             await self.load_extension(name)
         if self.config.discord.sync_commands:
             await self.sync_commands()
-        self.discussions.start()  # the outbox: automatic threads, thread updates
+        self.services.discussions.start()  # the outbox: automatic threads, thread updates
         if self.freeze_gc_when_ready:
             self._freezer = asyncio.create_task(self._freeze_gc_when_ready())
 
@@ -127,7 +94,6 @@ class StudyBot(commands.Bot):
         gc.freeze()
 
     async def import_configured_sources(self) -> None:
-        assert self.library is not None
         paths = self.config.source_paths
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
@@ -138,9 +104,9 @@ class StudyBot(commands.Bot):
         try:
             # A source file never overwrites a moderator's change, nor brings back a study
             # they removed (bot/importing.py).
-            report = await self.library.import_paths(
+            report = await self.services.library.import_paths(
                 paths, collect_new_ids=True, source_kind=SOURCE_FILE,
-                after_write=self.discussions.after_import if self.discussions else None)
+                after_write=self.services.discussions.after_import)
         except ImportAborted as exc:
             # Start anyway with what the database holds; the moderators see why in the log.
             log.error("importing %s failed: %s", ", ".join(map(str, paths)), exc.reason)
@@ -156,7 +122,7 @@ class StudyBot(commands.Bot):
     async def sync_commands(self, *, force: bool = False) -> list[str]:
         """Sync to the dev guilds (instant) or globally, only when the definitions changed.
         Returns the scopes that were synced."""
-        assert self.db is not None
+        db = self.services.db
         synced = []
         guild_ids = self.config.discord.dev_guild_ids
         scopes: list[discord.Object | None] = [discord.Object(g) for g in guild_ids] \
@@ -168,11 +134,11 @@ class StudyBot(commands.Bot):
             digest = hashlib.sha256(payload.encode()).hexdigest()
             scope = f"guild:{guild.id}" if guild else "global"
             key = f"commands_hash:{self.application_id}:{scope}"
-            if not force and await self.db.get_meta(key) == digest:
+            if not force and await db.get_meta(key) == digest:
                 log.info("application commands unchanged for %s: not syncing", scope)
                 continue
             await self.tree.sync(guild=guild)
-            await self.db.set_meta(key, digest)
+            await db.set_meta(key, digest)
             synced.append(scope)
             log.info("synced application commands for %s", scope)
         return synced
@@ -183,49 +149,6 @@ class StudyBot(commands.Bot):
         return None
 
     async def close(self) -> None:
-        if self.discussions is not None:
-            await self.discussions.stop()  # before the HTTP session closes
+        """Stop what uses Discord; the services stay open for whoever built them to close."""
+        await self.services.discussions.stop()  # before the HTTP session closes
         await super().close()
-        if self.community is not None:
-            await self.community.flush_usage()
-        if self.db is not None:
-            await self.db.close()
-            self.db = None
-
-
-def run_bot(config: Config, db_override: str | None = None) -> int:
-    """`studybot run`: start, and stop cleanly on SIGINT or SIGTERM."""
-    from bot.cli import UserError
-
-    token = discord_token()
-    if not token:
-        raise UserError(f"set the bot token in the {TOKEN_ENV} environment variable")
-    configure_api(config.discord.api_base_url)
-    bot = StudyBot(config, db_path=Path(db_override) if db_override else None)
-    bot.freeze_gc_when_ready = True
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        runner = asyncio.create_task(bot.start(token))
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if stopper in done:
-            log.info("stopping")
-        await bot.close()
-        stopper.cancel()
-        if runner in done:
-            runner.result()  # re-raise a start-up failure
-        else:
-            await asyncio.wait_for(runner, 30)
-
-    try:
-        asyncio.run(main())
-    except discord.LoginFailure:
-        raise UserError("Discord refused the token (check DISCORD_TOKEN)") from None
-    except discord.PrivilegedIntentsRequired:
-        raise UserError("Discord refused the requested intents") from None
-    log.info("stopped")
-    return 0

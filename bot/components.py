@@ -418,14 +418,14 @@ class FeedActions(Protocol):
 
 
 def follow_actions(interaction: discord.Interaction[Any]) -> FollowActions:
-    cog = interaction.client.get_cog(FOLLOWS_COG)  # type: ignore[attr-defined]
+    cog = interaction.client.get_cog(FOLLOWS_COG)
     if not isinstance(cog, FollowActions):
         raise _errors().UserFacingError("Following is not available right now.")
     return cog
 
 
 def feed_actions(interaction: discord.Interaction[Any]) -> FeedActions:
-    cog = interaction.client.get_cog(FEEDS_COG)  # type: ignore[attr-defined]
+    cog = interaction.client.get_cog(FEEDS_COG)
     if not isinstance(cog, FeedActions):
         raise _errors().UserFacingError("Feeds are not available right now.")
     return cog

@@ -198,7 +198,7 @@ class StudyLibrary:
             return await self._find_by_page_link(link)
         short = sanitise_id(text)
         typed_an_id = bool(short) and short == text.lower() and "-" in short
-        if typed_an_id:
+        if typed_an_id and short:
             ids = await self.db.suggest_by_id_prefix(short + "-", 2)
             if len(ids) == 1:
                 return await self.db.study_by_identifier("id", ids[0][0]), []
@@ -487,8 +487,9 @@ class StudyLibrary:
         text = related.shared_scores({t: found[term_matches[t]] for t, _ in terms}, dict(terms))
         shared = related.shared_scores({k: found[keyword_matches[k]] for k in keywords},
                                        keyword_weights)
-        text.pop(pk, None)  # type: ignore[arg-type]
-        shared.pop(pk, None)  # type: ignore[arg-type]
+        if pk is not None:
+            text.pop(pk, None)
+            shared.pop(pk, None)
         # The lists of frequent terms and keywords are cut: score the best candidates again
         # with their keywords, topics, type and journal.
         best = related.top_candidates((text, shared), related.RERANK)
@@ -581,11 +582,12 @@ class StudyLibrary:
             # Big JSON Lines files are parsed by worker processes (the import's other core).
             return prepared_items(paths, self.topics)
 
-        return await self.import_items(items, **options)  # type: ignore[arg-type]
+        # options are import_items' own keywords, passed through unchanged.
+        return await self.import_items(items, **options)  # type: ignore[arg-type]  # see above
 
     async def import_bytes(self, data: bytes, filename: str, **options: object) -> ImportReport:
         return await self.import_items(partial(importers.iter_bytes, data, filename),
-                                       **options)  # type: ignore[arg-type]
+                                       **options)  # type: ignore[arg-type]  # as above
 
     # Statistics --------------------------------------------------------------------------------
 

@@ -187,7 +187,7 @@ def _study_dict(row: StudyRow) -> dict[str, Any]:
 
 def _row_from_dict(study_id: str, data: dict[str, Any]) -> StudyRow:
     """The study an audit entry kept (see _study_dict), as a row again."""
-    values = {name: data.get(name) for name in StudyRow.__slots__}
+    values: dict[str, Any] = {name: data.get(name) for name in StudyRow.__slots__}
     values["id"] = study_id
     values["title_key"] = title_key(str(data["title"]))
     for name in ("authors", "topics", "keywords"):
@@ -284,6 +284,30 @@ class Moderation:
     def close(self) -> None:
         if self.parser is not None:
             self.parser.close()
+
+    # Reads for /studyadmin -------------------------------------------------------------------
+
+    async def audit_entries(self, guild_id: int, *, study_id: str | None = None,
+                            moderator_id: int | None = None, actions: Sequence[str] = (),
+                            unreverted: bool = False, limit: int = 10, offset: int = 0
+                            ) -> tuple[list[AuditEntry], int]:
+        """A server's audit log, newest first, with the total matching."""
+        return await self.store.entries(guild_id, study_id=study_id, moderator_id=moderator_id,
+                                        actions=actions, unreverted=unreverted, limit=limit,
+                                        offset=offset)
+
+    async def removed_studies(self, prefix: str = "", limit: int = 25) -> list[tuple[str, str]]:
+        """(id, title) of removed studies that can be restored, `prefix` matches first."""
+        return await self.store.removed_studies(prefix, limit=limit)
+
+    async def thread_count(self, guild_id: int) -> int:
+        """A server's active discussion threads."""
+        threads, _queued = await self.store.thread_counts(guild_id)
+        return threads
+
+    async def conflict_count(self) -> int:
+        """Source records kept out because a moderator had changed the study since."""
+        return await self.store.conflict_count()
 
     # Transactions --------------------------------------------------------------------------
 

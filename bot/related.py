@@ -105,8 +105,8 @@ def profile(title: str, tldr: str | None, summary: str | None, keywords: Iterabl
             continue
         for token in tokens_all(text):
             if len(token) > 2 and token not in _STOPWORDS and not token.isdigit():
-                # Float weights: typeshed types a Counter's values as int.
-                terms[token] += weight  # type: ignore[assignment]
+                # typeshed types a Counter's values as int; these weights are floats.
+                terms[token] += weight  # type: ignore[assignment]  # float weights
     return Profile(terms, keyword_set(keywords), frozenset(topics), study_type,
                    fold(journal) if journal else None)
 

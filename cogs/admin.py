@@ -23,7 +23,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.client import StudyBot
-from bot.db import SERVER_AUDIT_ACTIONS, AuditDraft, GuildSettingsStore, ModerationStore
+from bot.db import SERVER_AUDIT_ACTIONS, AuditDraft
 from bot.discussions import FORUM_TAGS_NOTE, REQUIRED_PERMISSIONS
 from bot.errors import NotAllowed, UserFacingError, report_error
 from bot.importing import ImportAborted, ImportReport
@@ -33,13 +33,11 @@ from bot.model import Study
 from bot.moderation import (
     PENDING_TTL_SECONDS,
     Actor,
-    Moderation,
     PendingImport,
     describe,
     published_text,
 )
 from bot.moderation import form_values as parse_form
-from bot.parse_worker import UploadParser
 from bot.permissions import Access, access_for, library_guild_ids, refusal
 from bot.render import NO_PINGS, safe
 from bot.text import truncate
@@ -242,17 +240,16 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
     modroles = app_commands.Group(name="modroles", description="The roles whose members may "
                                   "use /studyadmin (besides Manage Server).")
 
-    def __init__(self, bot: StudyBot, moderation: Moderation, settings: GuildSettingsStore
-                 ) -> None:
+    def __init__(self, bot: StudyBot) -> None:
         super().__init__()
+        services = bot.services
         self.bot = bot
-        self.moderation = moderation
-        self.settings = settings
-        self.library, self.community = bot.services()
+        self.moderation = services.moderation
+        self.settings = services.settings
+        self.library = services.library
+        self.community = services.community
+        self.discussions = services.discussions
         self.config = bot.config
-
-    async def cog_unload(self) -> None:
-        await asyncio.to_thread(self.moderation.close)  # stops the upload-reading workers
 
     @commands.Cog.listener()
     async def on_guild_join(self, guild: discord.Guild) -> None:
@@ -325,9 +322,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
     def threads_follow(self) -> None:
         """A study changed: its threads are updated by the outbox (queued by the database
         in the change's transaction); wake it now rather than at its next look."""
-        discussions = getattr(self.bot, "discussions", None)
-        if discussions is not None:
-            discussions.wake()
+        self.discussions.wake()
 
     async def _hook(self, what: str, call: Any) -> str:
         """Run a discussions hook; a failure is logged and mentioned, the change stands."""
@@ -410,12 +405,11 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
 
     async def apply_import(self, interaction: discord.Interaction[Any], pending: PendingImport,
                            data: bytes, *, overwrite_moderated: bool = False) -> None:
-        discussions = getattr(self.bot, "discussions", None)
         progress = Progress(interaction, f"Importing **{safe(pending.filename)}**:")
         try:
             report, entry = await self.moderation.apply_import(
                 actor_of(interaction), pending, data, progress,
-                after_write=discussions.after_import if discussions else None,
+                after_write=self.discussions.after_import,
                 overwrite_moderated=overwrite_moderated)
         except ImportAborted as exc:
             await progress.stop()
@@ -424,8 +418,8 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
                 f"{safe(exc.reason)}", embed=None, view=None)
             return
         await progress.stop()
-        if self.bot.alerts is not None and report.new:
-            self.bot.alerts.wake()  # alerts for the new studies
+        if report.new:
+            self.bot.dispatch("new_studies")  # cogs.follows sends the alerts
         if token_alive(interaction):
             await interaction.edit_original_response(
                 content=None, view=None,
@@ -463,13 +457,9 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         actor = actor_of(interaction)
         if modal.study is None:
             study, entry = await self.moderation.add_study(actor, values)
-            note = ""
-            discussions = getattr(self.bot, "discussions", None)
-            if discussions is not None:
-                note = await self._hook("queue_new_studies",
-                                        discussions.queue_new_studies([study.id]))
-            if self.bot.alerts is not None:
-                self.bot.alerts.wake()
+            note = await self._hook("queue_new_studies",
+                                    self.discussions.queue_new_studies([study.id]))
+            self.bot.dispatch("new_studies")  # cogs.follows sends the alerts
             await interaction.response.send_message(
                 f"Added `{study.id}` (change #{entry.id}).{note}", ephemeral=True,
                 embed=render.study_embed(study, self.library.topics), allowed_mentions=NO_PINGS)
@@ -556,7 +546,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         # Removed studies are moderators' business: only those who may restore see them.
         if not await self.allowed(interaction, Access.LIBRARY):
             return []
-        found = await self.moderation.store.removed_studies(value[:100], limit=25)
+        found = await self.moderation.removed_studies(value[:100], limit=25)
         return [app_commands.Choice(name=truncate(f"{title} ({study_id})", 100),
                                     value=study_id[:100]) for study_id, title in found]
 
@@ -675,13 +665,8 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         """What is set and what is missing."""
         assert interaction.guild_id is not None
         own = await self.settings.get(interaction.guild_id)
-        discussions = getattr(self.bot, "discussions", None)
-        if discussions is not None:
-            effective = await discussions.settings_for(interaction.guild_id)
-            channel_id, auto = effective.channel_id, effective.auto_threads
-        else:
-            channel_id = own.discussion_channel_id or self.config.discussions.channel_id
-            auto = bool(own.auto_threads)
+        effective = await self.discussions.settings_for(interaction.guild_id)
+        channel_id, auto = effective.channel_id, effective.auto_threads
         roles = [*own.moderator_role_ids, *self.config.moderation.role_ids]
         done, todo = [], []
         if channel_id:
@@ -733,10 +718,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         problem, entries = None, []
         try:
             if what == "at":
-                effective = await self.bot.discussions.settings_for(guild_id) \
-                    if getattr(self.bot, "discussions", None) is not None else None
-                current = effective.auto_threads if effective is not None else bool(
-                    (await self.settings.get(guild_id)).auto_threads)
+                current = (await self.discussions.settings_for(guild_id)).auto_threads
                 entries = await self._apply_setup(interaction, automatic_threads=not current)
             elif what == "role":
                 role = guild.get_role(int(value or 0))
@@ -769,9 +751,8 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
     async def autothreads(self, interaction: discord.Interaction[Any], enabled: bool) -> None:
         entry = await self._set(interaction, "auto_threads", enabled)
         text = f"Automatic threads are now **{'on' if enabled else 'off'}**."
-        discussions = getattr(self.bot, "discussions", None)
-        if enabled and discussions is not None and interaction.guild_id is not None:
-            effective = await discussions.settings_for(interaction.guild_id)
+        if enabled and interaction.guild_id is not None:
+            effective = await self.discussions.settings_for(interaction.guild_id)
             if effective.channel_id is None:
                 text += " Set a discussion channel with `/studyadmin channel` for them."
         await interaction.response.send_message(text, ephemeral=True)
@@ -842,17 +823,9 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             assert interaction.guild_id is not None
             own = await self.settings.get(interaction.guild_id)
             embed = discord.Embed(title="studybot settings", colour=render.COLOUR)
-            discussions = getattr(self.bot, "discussions", None)
-            if discussions is not None:
-                effective = await discussions.settings_for(interaction.guild_id)
-                channel, auto = effective.channel_id, effective.auto_threads
-                archive = effective.archive_after_minutes
-            else:
-                defaults = self.config.discussions
-                channel = own.discussion_channel_id or defaults.channel_id
-                auto = own.auto_threads if own.auto_threads is not None else \
-                    defaults.auto_threads
-                archive = own.archive_after_minutes or defaults.archive_after_minutes
+            effective = await self.discussions.settings_for(interaction.guild_id)
+            channel, auto = effective.channel_id, effective.auto_threads
+            archive = effective.archive_after_minutes
             source = " (server setting)" if own.discussion_channel_id else " (config)"
             embed.add_field(name="Discussion channel",
                             value=f"<#{channel}>{source}" if channel else
@@ -936,7 +909,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         return [app_commands.Choice(name=s.label, value=s.id) for s in suggestions]
 
     async def audit_reply(self, key: str, state: dict[str, Any], offset: int) -> Reply:
-        entries, total = await self.moderation.store.entries(
+        entries, total = await self.moderation.audit_entries(
             state["guild_id"], study_id=state["study_id"], moderator_id=state["moderator_id"],
             limit=AUDIT_PAGE, offset=offset)
         if not entries:
@@ -992,7 +965,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         # The entries name moderators: only those who may revert see them.
         if interaction.guild_id is None or not await self.allowed(interaction, Access.LIBRARY):
             return []
-        entries, _ = await self.moderation.store.entries(
+        entries, _ = await self.moderation.audit_entries(
             interaction.guild_id, actions=("edit", "remove"), unreverted=True, limit=25)
         return [app_commands.Choice(name=truncate(f"#{e.id} {describe(e)} by "
                                                   f"{e.moderator_name}", 100), value=e.id)
@@ -1004,11 +977,9 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
         async def build() -> Reply:
             assert interaction.guild_id is not None
             stats = await self.library.stats()
-            threads, queued = await self.moderation.store.thread_counts(interaction.guild_id)
-            discussions = getattr(self.bot, "discussions", None)
-            if discussions is not None:
-                _total, by_guild = await discussions.outbox_status()
-                queued = by_guild.get(interaction.guild_id, 0)
+            threads = await self.moderation.thread_count(interaction.guild_id)
+            _total, by_guild = await self.discussions.outbox_status()
+            queued = by_guild.get(interaction.guild_id, 0)
             today = datetime.now(UTC).date()
             # Usage is per server; the library (studies, look-ups) is every server's.
             here = interaction.guild_id
@@ -1024,11 +995,10 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             embed.add_field(name="Discussion threads", value=f"{threads:,}")
             embed.add_field(name="Automatic threads queued", value=f"{queued:,}")
             # Source records kept out because a moderator had changed the study since.
-            conflicts = await self.moderation.store.conflict_count()
+            conflicts = await self.moderation.conflict_count()
             embed.add_field(name="Moderators' changes kept over imports",
                             value=f"{conflicts:,}")
-            if discussions is not None:
-                await self._outbox_fields(embed, discussions, interaction.guild_id)
+            await self._outbox_fields(embed, self.discussions, interaction.guild_id)
             embed.add_field(name="Commands served",
                             value=f"{day:,} today · {week:,} in the last 7 days "
                             "(on this server)")
@@ -1176,7 +1146,7 @@ class StudyModal(discord.ui.Modal):
 # --- DynamicItems: buttons that work after a restart ----------------------------------------
 
 def _cog(interaction: discord.Interaction[Any]) -> AdminCog:
-    cog = interaction.client.get_cog("Admin")  # type: ignore[attr-defined]
+    cog = interaction.client.get_cog("Admin")
     assert isinstance(cog, AdminCog)
     return cog
 
@@ -1277,14 +1247,5 @@ DYNAMIC_ITEMS = (ImportButton, RemoveButton, AuditPageButton, SetupItem)
 
 
 async def setup(bot: StudyBot) -> None:
-    library, _community = bot.services()
-    assert bot.db is not None
-    discussions = getattr(bot, "discussions", None)
-    settings = discussions.settings if discussions is not None else GuildSettingsStore(bot.db)
-    imports = bot.config.imports
-    moderation = Moderation(library, ModerationStore(bot.db),
-                            bot.db_path.parent / "pending-imports", imports.max_file_bytes,
-                            UploadParser(imports.parse_timeout_seconds, imports.parse_memory_mb))
-    moderation.purge_pending()
-    await bot.add_cog(AdminCog(bot, moderation, settings))
+    await bot.add_cog(AdminCog(bot))
     bot.add_dynamic_items(*DYNAMIC_ITEMS)

@@ -14,7 +14,7 @@ from discord.ext import commands
 from bot import components
 from bot.alerts import AlertService, study_line
 from bot.errors import UserFacingError
-from bot.follows import DM_CLOSED_NOTICE, MAX_FOLLOWS, FollowStore, match_expression
+from bot.follows import DM_CLOSED_NOTICE, MAX_FOLLOWS, match_expression
 from bot.interactions import Reply, answer, update
 from bot.library import SearchRequest
 from bot.model import STUDY_TYPE_LABELS, STUDY_TYPES
@@ -39,11 +39,11 @@ DM_CLOSED_TEXT = ("I could not send you alerts: your direct messages are closed 
 class FollowsCog(commands.Cog, name=components.FOLLOWS_COG):
     """Implements components.FollowActions: the alerts' and /following's buttons."""
 
-    def __init__(self, bot: StudyBot, store: FollowStore) -> None:
+    def __init__(self, bot: StudyBot) -> None:
         self.bot = bot
-        self.store = store
-        self.library, _community = bot.services()
-        self.alerts = AlertService(bot, store, bot.config, self.describe_follows)
+        self.store = bot.services.follows
+        self.library = bot.services.library
+        self.alerts = AlertService(bot, self.store, bot.config, self.describe_follows)
 
     async def cog_load(self) -> None:
         await self.store.load_notices()
@@ -54,6 +54,11 @@ class FollowsCog(commands.Cog, name=components.FOLLOWS_COG):
 
     async def cog_unload(self) -> None:
         await self.alerts.stop()
+
+    @commands.Cog.listener()
+    async def on_new_studies(self) -> None:
+        """Studies were added (an import, a feed, a moderator): look for matching follows."""
+        self.alerts.wake()
 
     async def describe_follows(self, follow_ids: Sequence[int]) -> list[str]:
         return [f.describe(self.library.topics) for f in await self.store.by_ids(follow_ids)]
@@ -245,7 +250,7 @@ class FollowsCog(commands.Cog, name=components.FOLLOWS_COG):
         await answer(interaction, lambda: _reply(text), ephemeral=True)
 
     async def open_study(self, interaction: discord.Interaction[Any], study_id: str) -> None:
-        studies = interaction.client.get_cog("Studies")  # type: ignore[attr-defined]
+        studies = interaction.client.get_cog("Studies")
         if studies is None:
             raise UserFacingError("Studies cannot be opened right now.")
         await studies.open_study(interaction, study_id)
@@ -263,9 +268,5 @@ def _minutes(minutes: int) -> str:
 
 
 async def setup(bot: StudyBot) -> None:
-    assert bot.db is not None
-    store = FollowStore(bot.db)
-    cog = FollowsCog(bot, store)
-    await bot.add_cog(cog)
-    bot.alerts = cog.alerts
+    await bot.add_cog(FollowsCog(bot))
     bot.add_dynamic_items(*components.FOLLOW_ITEMS)
