@@ -9,7 +9,7 @@ import asyncio
 import discord
 
 from tests.conftest import TIMEOUT
-from tests.e2e.test_search_pages import embed_of, shown
+from tests.e2e.conftest import embed_of, shown
 
 STUDY = "hair-mesotherapy-2012"
 
@@ -18,7 +18,7 @@ async def saved(world, key: str) -> None:
     """Until the search's state is written (the bot saves it after answering; the database
     is the event here: polled, bounded by TIMEOUT)."""
     deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while await world.bot.community.load_view(key) is None:
+    while await world.bot.services.community.load_view(key) is None:
         assert asyncio.get_running_loop().time() < deadline, f"state {key} never saved"
         await asyncio.sleep(0.01)
 
@@ -54,7 +54,7 @@ async def test_buttons_sent_by_the_previous_version_are_still_answered(world, tm
     path.write_text("studies:\n" + "\n".join(
         f"  - {{title: 'Minoxidil trial number {i}', year: {2000 + i}}}" for i in range(8))
         + "\n")
-    await world.bot.library.import_paths([path])
+    await world.bot.services.library.import_paths([path])
     results = await (await world.command("search", {"query": "minoxidil trial"})
                      ).final_message(TIMEOUT)
     first, last, total = shown(results)
