@@ -96,10 +96,6 @@ async def refusal(interaction: discord.Interaction[Any], access: Access,
     return None
 
 
-def moderator_name(interaction: discord.Interaction[Any]) -> str:
-    return f"{interaction.user} ({interaction.user.id})"
-
-
 def audit_reason(interaction: discord.Interaction[Any], action: str) -> str:
     """The audit-log reason Discord shows for a change the bot made for a moderator."""
     return f"{action} (by {interaction.user.name}, {interaction.user.id})"[:512]
