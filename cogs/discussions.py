@@ -24,9 +24,9 @@ class DiscussionsCog(commands.Cog, name=components.DISCUSSIONS_COG):
 
     def __init__(self, bot: StudyBot) -> None:
         self.bot = bot
-        self.library, self.community = bot.services()
-        assert bot.discussions is not None
-        self.service = bot.discussions
+        self.library = bot.services.library
+        self.community = bot.services.community
+        self.service = bot.services.discussions
 
     async def open_discussion(self, interaction: discord.Interaction[Any], study: Study, *,
                               ephemeral: bool) -> None:

@@ -14,7 +14,7 @@ from discord.ext import commands
 
 from bot import components
 from bot.db import FeedState
-from bot.digest import EVERY_CHOICES, DigestService, DigestStore
+from bot.digest import EVERY_CHOICES, DigestService
 from bot.errors import NotAllowed, UserFacingError
 from bot.feeds import FeedError, FeedService
 from bot.permissions import access_for, library_guild_ids, refusal
@@ -55,17 +55,15 @@ class FeedsCog(commands.Cog, name=components.FEEDS_COG):
     def __init__(self, bot: StudyBot) -> None:
         self.bot = bot
         self.config = bot.config
-        library, _community = bot.services()
-        self.library = library
-        discussions = bot.discussions
+        services = bot.services
+        self.library = services.library
+        self.discussions = services.discussions
         self.feeds = FeedService(
-            library, bot.config, guild_id=self.home_guild,
-            after_import=discussions.after_import if discussions is not None else None,
-            on_new=self.new_studies)
-        assert bot.db is not None
-        self.digests = DigestStore(bot.db)
-        self.digest = DigestService(bot, self.digests, library.topics, self.thread_links)
-        self.settings = discussions.settings if discussions is not None else None
+            self.library, bot.config, guild_id=self.home_guild,
+            after_import=self.discussions.after_import, on_new=self.new_studies)
+        self.digests = services.digests
+        self.digest = DigestService(bot, self.digests, self.library.topics, self.thread_links)
+        self.settings = services.settings
         self.feeds_command = app_commands.Command(
             name="feeds", description="The PubMed feeds: last run, studies added, next run, "
             "last error.", callback=self.show_feeds)
@@ -86,13 +84,10 @@ class FeedsCog(commands.Cog, name=components.FEEDS_COG):
         return min(curating) if curating else None
 
     def new_studies(self) -> None:
-        if self.bot.alerts is not None:
-            self.bot.alerts.wake()
+        self.bot.dispatch("new_studies")  # cogs.follows wakes its alerts
 
     async def thread_links(self, guild_id: int, study_ids: list[str]) -> Any:
-        if self.bot.discussions is None:
-            return {}
-        return await self.bot.discussions.thread_links(guild_id, study_ids)
+        return await self.discussions.thread_links(guild_id, study_ids)
 
     async def cog_load(self) -> None:
         admin = self.bot.get_cog("Admin")
@@ -123,7 +118,6 @@ class FeedsCog(commands.Cog, name=components.FEEDS_COG):
             raise app_commands.NoPrivateMessage()
         name = interaction.command.qualified_name if interaction.command else "feeds"
         access = access_for(name.removeprefix("studyadmin "))
-        assert self.settings is not None
         why = await refusal(interaction, access, self.settings, self.config)
         if why is not None:
             log.warning("refused %s (%s) to %s (%s) in guild %s", name, access.value,

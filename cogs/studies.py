@@ -49,10 +49,11 @@ class StudiesCog(commands.Cog, name=components.STUDIES_COG):
 
     def __init__(self, bot: StudyBot) -> None:
         self.bot = bot
-        self.library, self.community = bot.services()
+        self.library = bot.services.library
+        self.community = bot.services.community
         self.page_size = bot.config.studies.page_size
         self.keep_days = bot.config.views.keep_days
-        self.discussions = bot.discussions  # marks studies that have a thread here
+        self.discussions = bot.services.discussions  # marks studies that have a thread here
         # Searches answered whose state is still being saved (key -> state): a page button
         # pressed in that moment reads it from here.
         self.unsaved_searches: dict[str, str] = {}

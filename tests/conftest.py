@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, replace  # noqa: E402
 
 from bot.client import StudyBot  # noqa: E402
 from bot.config import Config, DatabaseConfig, DiscordConfig, StudiesConfig  # noqa: E402
+from bot.services import Services  # noqa: E402
 from tests.discord_emulator import DiscordEmulator  # noqa: E402
 from tests.paths import REPO  # noqa: E402
 
@@ -76,7 +77,8 @@ class World:
     extra: dict[str, int] = field(default_factory=dict)
 
     async def start_bot(self) -> StudyBot:
-        bot = StudyBot(self.config, guild_ready_timeout=0.1)
+        services = await Services.open(self.config)
+        bot = StudyBot(self.config, services, guild_ready_timeout=0.1)
         self.bot = bot
         self.task = asyncio.create_task(bot.start(self.emu.token))
         identified = asyncio.create_task(self.emu.wait_until_ready(TIMEOUT))
@@ -94,6 +96,8 @@ class World:
         if self.task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self.task, TIMEOUT)
+        if self.bot is not None:
+            await self.bot.services.close()
         self.bot, self.task = None, None
 
     async def restart_bot(self) -> StudyBot:

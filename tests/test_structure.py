@@ -13,6 +13,7 @@ from discord import app_commands
 from bot.client import EXTENSIONS, StudyBot
 from bot.config import Config
 from bot.importing import run_import
+from bot.services import Services
 from bot.topics import TopicVocabulary
 from tests.paths import DATA, REPO
 
@@ -42,6 +43,51 @@ def test_the_core_never_imports_cogs():
             assert not any(n == "cogs" or n.startswith("cogs.") for n in names), path
 
 
+def bot_imports() -> dict[str, set[str]]:
+    """Each module under bot/ -> the bot modules it imports when loaded: module-level
+    imports (an import inside a function or under TYPE_CHECKING runs later or never)."""
+    modules = {".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in python_files("bot")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found: set[str] = set()
+        tree = ast.parse(path.read_text())
+        for node in [*tree.body, *(n for t in tree.body if isinstance(t, ast.Try) for n in t.body)]:
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                    base = f"{parent}.{base}" if base else parent
+                targets = [base, *(f"{base}.{a.name}" for a in node.names)]
+            else:
+                continue
+            found.update(t for t in targets if t in modules and t != name)
+        graph[name] = found
+    return graph
+
+
+def test_no_import_cycle_among_bot_modules():
+    graph = bot_imports()
+    assert "bot.cli" in graph["bot.__main__"]  # the walk sees imports at all
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = [*path[path.index(name):], name]
+            raise AssertionError("import cycle: " + " -> ".join(cycle))
+        if name in done:
+            return
+        for target in sorted(graph[name]):
+            visit(target, [*path, name])
+        done.add(name)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
 def test_sql_lives_in_the_database_package_only():
     database_package = REPO / "bot" / "db"
     assert (database_package / "__init__.py").is_file()
@@ -56,12 +102,13 @@ def test_sql_lives_in_the_database_package_only():
 @pytest.fixture
 async def loaded_bot(tmp_path):
     """The bot with every extension loaded (a smoke start, without connecting)."""
-    bot = StudyBot(Config(base_dir=REPO), db_path=tmp_path / "s.db")
-    await bot.open_services()  # setup_hook minus the network
+    config = Config(base_dir=REPO)
+    services = await Services.open(config, tmp_path / "s.db")
+    bot = StudyBot(config, services)  # setup_hook minus the network:
     for name in EXTENSIONS:
         await bot.load_extension(name)
     yield bot
-    await bot.db.close()
+    await services.close()
 
 
 def walk(command):

@@ -29,7 +29,7 @@ def fixture_upload(relative: str) -> FileUpload:
 
 
 async def study_count(world) -> int:
-    return await world.bot.library.db.count_studies()
+    return await world.bot.services.library.db.count_studies()
 
 
 # --- permissions ----------------------------------------------------------------------------
@@ -88,7 +88,7 @@ async def test_members_cannot_see_or_use_any_admin_command(world, caplog):
         assert handle.ephemeral, name
         assert message["content"].startswith("Only this server's moderators"), (name, message)
     assert await study_count(world) == before
-    assert (await world.bot.discussions.settings.get(world.guild_id)).moderator_role_ids == ()
+    assert (await world.bot.services.settings.get(world.guild_id)).moderator_role_ids == ()
     refusals = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refusals) == len(LEAF_OPTIONS)
     assert world.emu.attachment_downloads == []  # the member's file was never even read
@@ -171,7 +171,7 @@ async def test_import_preview_then_confirm_for_each_format(world):
         assert done["embeds"][0]["title"].startswith("Imported: "), relative
         assert counts(done)[:2] == (new, updated)
         assert await study_count(world) == before + new, relative
-    entries, total = await world.bot.get_cog("Admin").moderation.store.entries(world.guild_id)
+    entries, total = await world.bot.services.moderation.store.entries(world.guild_id)
     assert total >= 1 and {e.action for e in entries} == {"import"}
 
 
@@ -198,7 +198,7 @@ async def test_cancel_writes_nothing(world):
     assert cancelled["content"].startswith("Import of **rispy\\_example\\_basic.ris** "
                                            "cancelled")
     assert await study_count(world) == before
-    assert not any((world.bot.db_path.parent / "pending-imports").iterdir())
+    assert not any((world.bot.services.db.path.parent / "pending-imports").iterdir())
 
 
 async def test_oversize_file_is_refused_before_downloading(world):
@@ -256,7 +256,7 @@ async def test_add_edit_audit_revert_and_the_log_channel(world):
         user_id=world.admin_id)
     added = await final(submitted)
     study_id = re.search(r"Added `([^`]+)`", added["content"]).group(1)
-    study = await world.bot.library.resolve(study_id)
+    study = await world.bot.services.library.resolve(study_id)
     assert (study.doi, study.year, study.month, study.authors) == (
         "10.1000/new.study", 2021, 4, ("Doe, Jane", "Roe, Rick"))
 
@@ -269,7 +269,7 @@ async def test_add_edit_audit_revert_and_the_log_channel(world):
         "tldr": "It helps a lot."}, user_id=world.admin_id))
     change = int(re.search(r"Saved change #(\d+)", edited["content"]).group(1))
     assert "tldr: “It helps.” → “It helps a lot.”" in edited["content"]
-    assert (await world.bot.library.resolve(study_id)).tldr == "It helps a lot."
+    assert (await world.bot.services.library.resolve(study_id)).tldr == "It helps a lot."
 
     audit = await final(await admin(world, "audit", {"study": study_id}))
     description = audit["embeds"][0]["description"]
@@ -277,7 +277,7 @@ async def test_add_edit_audit_revert_and_the_log_channel(world):
 
     reverted = await final(await admin(world, "revert", {"change": change}))
     assert reverted["content"].startswith(f"Reverted change #{change}")
-    assert (await world.bot.library.resolve(study_id)).tldr == "It helps."
+    assert (await world.bot.services.library.resolve(study_id)).tldr == "It helps."
     again = await final(await admin(world, "revert", {"change": change}))
     assert "already reverted" in again["content"]
 
@@ -310,10 +310,10 @@ async def test_remove_asks_then_locks_the_thread_with_a_reason(world):
     handle = await admin(world, "remove", {"study": MESO, "reason": "retracted"})
     ask = await final(handle)
     assert ask["content"].startswith("Remove **Hair Mesotherapy")
-    assert await world.bot.library.lookup(MESO) is not None  # nothing yet
+    assert await world.bot.services.library.lookup(MESO) is not None  # nothing yet
     done = await final(await world.emu.click(ask, custom_ids(ask)[0], world.admin_id))
     assert done["content"].startswith(f"Removed `{MESO}`")
-    assert await world.bot.library.lookup(MESO) is None
+    assert await world.bot.services.library.lookup(MESO) is None
     # The outbox closes the thread in the background.
     closed = await world.emu.wait_for(
         lambda: (c := world.emu.channel(int(thread["id"])))["thread_metadata"]["locked"]
@@ -333,15 +333,15 @@ async def test_merge_keeps_one_study_and_moves_the_thread(world):
         "keep": MESO, "duplicate": "mesotherapy-what-is-new-2012"}))
     assert "merged `mesotherapy-what-is-new-2012` into `hair-mesotherapy-2012`" in \
         message["content"]
-    keep = await world.bot.library.resolve(MESO)
+    keep = await world.bot.services.library.resolve(MESO)
     # The duplicate's id names the kept study from now on (see test_merged_identifiers...).
-    assert await world.bot.library.lookup("mesotherapy-what-is-new-2012") == keep
+    assert await world.bot.services.library.lookup("mesotherapy-what-is-new-2012") == keep
     assert "mesotherapy-what-is-new-2012" not in [r.id for r in keep.similar]
     # The duplicate's thread is now the kept study's (the outbox moves it in the background).
     (thread,) = world.emu.threads(world.guild_id)
     await world.emu.wait_for(lambda: world.emu.channel(int(thread["id"]))["name"]
                              == keep.title, TIMEOUT, "the thread to carry the kept study")
-    assert await world.bot.discussions.has_thread(world.guild_id, MESO)
+    assert await world.bot.services.discussions.has_thread(world.guild_id, MESO)
     assert len(world.emu.threads(world.guild_id)) == 1
 
 

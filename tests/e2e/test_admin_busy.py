@@ -29,7 +29,7 @@ async def test_settings_writes_answer_busy_when_the_database_is_locked(world):
     finally:
         other.execute("ROLLBACK")
         other.close()
-    store = world.bot.get_cog("Admin").moderation.store
+    store = world.bot.services.moderation.store
     assert (await store.entries(world.guild_id))[1] == 0
     settings = await world.bot.get_cog("Admin").settings.get(world.guild_id)
     assert (settings.auto_threads, settings.log_channel_id, settings.moderator_role_ids) == \

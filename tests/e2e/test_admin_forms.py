@@ -33,7 +33,7 @@ async def test_two_moderators_edit_at_once_each_with_their_own_values(world):
         second_form["custom_id"], {"tldr": "Second moderator's TLDR."}, user_id=second,
         source=second_handle)).final_message(TIMEOUT)
     assert done["content"].startswith("Saved change #")
-    assert (await world.bot.library.resolve(MESO)).tldr == "Second moderator's TLDR."
+    assert (await world.bot.services.library.resolve(MESO)).tldr == "Second moderator's TLDR."
     done = await (await world.emu.submit_modal(
         first_form["custom_id"], {"summary": "First moderator's summary."},
         user_id=world.admin_id, source=first_handle)).final_message(TIMEOUT)
@@ -43,13 +43,13 @@ async def test_two_moderators_edit_at_once_each_with_their_own_values(world):
         user_id=second)).final_message(TIMEOUT)
     assert done["content"].startswith("Saved change #")
 
-    meso = await world.bot.library.resolve(MESO)
-    other = await world.bot.library.resolve(OTHER)
+    meso = await world.bot.services.library.resolve(MESO)
+    other = await world.bot.services.library.resolve(OTHER)
     # The first form still carried the original TLDR: its submit changed only the summary.
     assert meso.summary == "First moderator's summary."
     assert meso.tldr == "Second moderator's TLDR."
     assert other.tldr == "Other study, second moderator."
-    store = world.bot.get_cog("Admin").moderation.store
+    store = world.bot.services.moderation.store
     entries, _ = await store.entries(world.guild_id, actions=("edit",))
     by_author = {(e.moderator_id, e.study_id, *json.loads(e.details)["after"])
                  for e in entries}
@@ -60,7 +60,7 @@ async def test_two_moderators_edit_at_once_each_with_their_own_values(world):
 async def test_a_submit_by_anyone_but_the_opener_is_refused(world, caplog):
     other_moderator = world.emu.add_admin(world.guild_id, "other-admin")
     handle, form = await open_form(world, world.admin_id, MESO)
-    before = (await world.bot.library.resolve(MESO)).tldr
+    before = (await world.bot.services.library.resolve(MESO)).tldr
     caplog.set_level(logging.WARNING, logger="studybot.admin")
     for intruder in (other_moderator, world.member_id):
         refused = await (await world.emu.submit_modal(
@@ -68,11 +68,11 @@ async def test_a_submit_by_anyone_but_the_opener_is_refused(world, caplog):
             source=handle)).final_message(TIMEOUT)
         assert refused["content"].startswith("This form belongs to the moderator who opened "
                                              "it"), refused
-        assert (await world.bot.library.resolve(MESO)).tldr == before
+        assert (await world.bot.services.library.resolve(MESO)).tldr == before
     assert sum("refused a form opened by" in r.getMessage() for r in caplog.records) == 2
     # The opener's form still works after the refusals.
     saved = await (await world.emu.submit_modal(
         form["custom_id"], {"tldr": "The opener's TLDR."}, user_id=world.admin_id,
         source=handle)).final_message(TIMEOUT)
     assert saved["content"].startswith("Saved change #")
-    assert (await world.bot.library.resolve(MESO)).tldr == "The opener's TLDR."
+    assert (await world.bot.services.library.resolve(MESO)).tldr == "The opener's TLDR."

@@ -48,7 +48,7 @@ async def wait_threads_current(world, library) -> None:
     study's thread is locked (the outbox brings them up to date in the background)."""
     expected: dict[int, Any] = {}
     for thread in world.emu.threads(world.guild_id):
-        mapping = await world.bot.discussions.store.mapping_of_thread(int(thread["id"]))
+        mapping = await world.bot.services.discussions.store.mapping_of_thread(int(thread["id"]))
         study = await library.lookup(mapping.study_id) if mapping else None
         expected[int(thread["id"])] = study
 
@@ -69,12 +69,12 @@ async def wait_threads_current(world, library) -> None:
                 wrong.append(f"{thread['name']}: thread name for {study.title!r}")
         return wrong
 
-    world.bot.discussions.wake()
+    world.bot.services.discussions.wake()
     await world.emu.wait_for(lambda: not stale(), TIMEOUT, lambda: "; ".join(stale()))
 
 
 async def test_a_month_of_a_community(world):
-    library = world.bot.library
+    library = world.bot.services.library
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     assert (await final(await admin(world, "channel", {"channel": forum.id})))["content"]
     for study_id in (MESO, WHAT_IS_NEW, MYTH):
@@ -90,7 +90,7 @@ async def test_a_month_of_a_community(world):
                                                                    "reason": "off topic"}))
     assert removed["content"].startswith(f"Removed `{MYTH}`")
     await world.restart_bot()
-    library = world.bot.library
+    library = world.bot.services.library
     assert (await library.resolve(MESO)).tldr == meso_tldr
     assert (await library.resolve(WHAT_IS_NEW)).title == new_title
     assert await library.lookup(MYTH) is None
@@ -112,7 +112,7 @@ async def test_a_month_of_a_community(world):
     reverted = await final(await admin(world, "revert", {"change": title_change}))
     assert reverted["content"].startswith(f"Reverted change #{title_change}")
     await world.restart_bot()
-    library = world.bot.library
+    library = world.bot.services.library
 
     # Nothing a moderator did is lost; nothing removed came back.
     assert (await library.resolve(MESO)).tldr == meso_tldr
@@ -129,7 +129,7 @@ async def test_a_month_of_a_community(world):
     await wait_threads_current(world, library)
     # One audit entry per change: channel, two edits, removal, import, merge, revert.
     entries: list[Any]
-    entries, total = await world.bot.get_cog("Admin").moderation.store.entries(world.guild_id)
+    entries, total = await world.bot.services.moderation.store.entries(world.guild_id)
     actions = sorted(e.action for e in entries)
     assert total == 7, actions
     assert actions == sorted(["settings", "edit", "edit", "remove", "import", "merge",

@@ -66,8 +66,8 @@ def write_studies(tmp_path: Path, name: str, count: int, topic: str = "minoxidil
 
 async def import_with_hook(world, path: Path):
     bot = world.bot
-    return await bot.library.import_paths([path], collect_new_ids=True,
-                                          after_write=bot.discussions.after_import)
+    return await bot.services.library.import_paths([path], collect_new_ids=True,
+                                          after_write=bot.services.discussions.after_import)
 
 
 # --- on demand -------------------------------------------------------------------------------
@@ -170,7 +170,8 @@ async def test_an_abandoned_claim_is_taken_over(world):
     await use_channel(world, forum.id)
     # A process died while creating this study's thread two minutes ago.
     old = iso(datetime.now(UTC) - timedelta(minutes=2))
-    assert await world.bot.discussions.store.claim(world.guild_id, MESO, forum.id, old, old)
+    store = world.bot.services.discussions.store
+    assert await store.claim(world.guild_id, MESO, forum.id, old, old)
     _, message = await discuss(world)
     assert message["content"].startswith("Started the discussion")
     assert len(created_threads(world)) == 1
@@ -182,7 +183,7 @@ async def test_a_thread_made_by_an_interrupted_creation_is_adopted(world):
     _, first = await discuss(world)
     made = thread_id_in(world, first["content"])
     # As if the process died after Discord made the thread but before it was recorded.
-    store = world.bot.discussions.store
+    store = world.bot.services.discussions.store
     await store.delete_mapping(world.guild_id, MESO)
     old = iso(datetime.now(UTC) - timedelta(minutes=2))
     assert await store.claim(world.guild_id, MESO, forum.id, old, old)
@@ -226,7 +227,7 @@ async def test_deleted_thread_is_forgotten_and_recreated(world):
     _, first = await discuss(world)
     old = thread_id_in(world, first["content"])
     world.emu.delete_channel(old)  # THREAD_DELETE
-    store = world.bot.discussions.store
+    store = world.bot.services.discussions.store
     await until(lambda: _gone(store, world.guild_id), "the mapping to be forgotten")
     _, second = await discuss(world)
     assert second["content"].startswith("Started the discussion")
@@ -302,7 +303,7 @@ async def test_no_discussion_channel_says_how_to_set_one(world):
 async def test_imported_studies_get_threads(world, tmp_path):
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     await use_channel(world, forum.id, auto_threads=True)
-    world.bot.discussions.outbox.min_interval = 0
+    world.bot.services.discussions.outbox.min_interval = 0
     report = await import_with_hook(world, write_studies(tmp_path, "auto", 3))
     assert report.new == 3
     await world.emu.wait_for(lambda: len(threads_in(world, forum.id)) == 3, TIMEOUT,
@@ -321,7 +322,7 @@ async def test_imported_studies_get_threads(world, tmp_path):
 
 
 async def _queued(world, count: int) -> bool:
-    queued, _ = await world.bot.discussions.outbox_status()
+    queued, _ = await world.bot.services.discussions.outbox_status()
     return queued == count
 
 
@@ -335,15 +336,15 @@ async def test_restart_mid_outbox_no_duplicate_no_loss(world, tmp_path):
     await world.restart_bot()
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     await use_channel(world, forum.id, auto_threads=True)
-    world.bot.discussions.outbox.min_interval = 0
+    world.bot.services.discussions.outbox.min_interval = 0
     await import_with_hook(world, write_studies(tmp_path, "capped", 5))
     await world.emu.wait_for(lambda: len(threads_in(world, forum.id)) == 2, TIMEOUT,
                              "the first two threads (the cap)")
     await until(lambda: _queued(world, 3), "the outbox to hold the other three")
-    assert await world.bot.discussions.outbox_status() == (3, {world.guild_id: 3})
+    assert await world.bot.services.discussions.outbox_status() == (3, {world.guild_id: 3})
     await world.stop_bot()
     await world.start_bot()
-    service = world.bot.discussions
+    service = world.bot.services.discussions
     service.outbox.min_interval = 0
     # The cap holds across the restart: still 2, 3 queued.
     assert await service.outbox_status() == (3, {world.guild_id: 3})
@@ -368,7 +369,7 @@ async def test_restart_mid_outbox_no_duplicate_no_loss(world, tmp_path):
 async def test_429_storm_on_thread_creation(world, tmp_path):
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     await use_channel(world, forum.id, auto_threads=True)
-    service = world.bot.discussions
+    service = world.bot.services.discussions
     service.outbox.min_interval = 0
     service.outbox.retry_base = 0.1
     # Five 429s in a row: discord.py waits out each retry_after, then gives up; the outbox
@@ -455,7 +456,7 @@ async def test_an_edit_and_an_import_update_the_forum_post(world, tmp_path):
     path = tmp_path / "update.yaml"
     path.write_text(f"studies:\n  - {{id: {MESO}, title: '{MESO_TITLE}', year: 2012, "
                     "study_type: rct}\n")
-    report = await world.bot.library.import_paths([path])
+    report = await world.bot.services.library.import_paths([path])
     assert report.updated == 1
     # Nobody wakes the outbox (as after a CLI import in another process): it looks by itself.
     await world.emu.wait_for(
@@ -481,12 +482,12 @@ async def test_an_edit_and_an_import_update_the_forum_post(world, tmp_path):
     assert len(created_threads(world)) == 1
     # Nothing changed since: the outbox sends nothing more.
     before = len(world.emu.requests)
-    await world.bot.discussions.outbox.drain_once()
+    await world.bot.services.discussions.outbox.drain_once()
     assert len(world.emu.requests) == before
 
 
 async def _no_jobs(world) -> bool:
-    rows = await world.bot.db.fetchall("SELECT kind, failed_at FROM thread_outbox")
+    rows = await world.bot.services.db.fetchall("SELECT kind, failed_at FROM thread_outbox")
     return not rows
 
 
@@ -535,7 +536,7 @@ async def test_remove_locks_with_a_note_and_restore_reopens(world):
                              and not thread_state(world, thread_id)["archived"], TIMEOUT,
                              "the thread to be reopened")
     await until(lambda: _no_jobs(world), "the outbox to empty")
-    assert (await world.bot.discussions.store.mapping(world.guild_id, MESO)).closed is None
+    assert (await world.bot.services.discussions.store.mapping(world.guild_id, MESO)).closed is None
     assert len(world.emu.channel_messages(thread_id)) == 2
     _, again = await discuss(world)
     assert thread_id_in(world, again["content"]) == thread_id and "Note" not in again["content"]
@@ -569,7 +570,7 @@ async def test_merge_moves_a_lone_thread_and_closes_a_second_one(world):
     note = world.emu.channel_messages(dup_thread)[-1]["content"]
     assert f"https://discord.com/channels/{world.guild_id}/{keep_thread}" in note
     await until(lambda: _no_jobs(world), "the outbox to empty")
-    assert await world.bot.discussions.store.mapping(world.guild_id, duplicate) is None
+    assert await world.bot.services.discussions.store.mapping(world.guild_id, duplicate) is None
     _, again = await discuss(world, keep)
     assert thread_id_in(world, again["content"]) == keep_thread
 
@@ -592,7 +593,7 @@ async def test_merge_moves_a_lone_thread_and_closes_a_second_one(world):
 # --- outbox manners ------------------------------------------------------------------------
 
 async def _job(world, study: str = MESO):
-    rows = await world.bot.db.fetchall(
+    rows = await world.bot.services.db.fetchall(
         "SELECT attempts, next_attempt_at, failed_at, last_error FROM thread_outbox "
         "WHERE kind = 'sync' AND study_id = ?", (study,))
     return rows[0] if rows else None
@@ -603,7 +604,7 @@ async def test_refused_updates_back_off_then_stop_and_show_in_stats(world):
     await use_channel(world, forum.id)
     _, message = await discuss(world)
     thread_id = thread_id_in(world, message["content"])
-    service = world.bot.discussions
+    service = world.bot.services.discussions
     fault = world.emu.fail_next("PATCH", rf"/channels/{thread_id}/messages/{thread_id}$",
                                 status=403, code=50013, count=50)
     offset = timedelta(0)
@@ -686,7 +687,7 @@ async def test_a_member_starts_at_most_three_threads_an_hour(world, tmp_path):
     assert by_other["content"].startswith("Started the discussion")
     # An hour later the member may start threads again.
     await import_with_hook(world, write_studies(tmp_path, "later", 1))
-    world.bot.discussions.clock = lambda: datetime.now(UTC) + timedelta(minutes=61)
+    world.bot.services.discussions.clock = lambda: datetime.now(UTC) + timedelta(minutes=61)
     _, later = await discuss(world, "later-0")
     assert later["content"].startswith("Started the discussion")
     assert len(created_threads(world)) == 6
@@ -696,7 +697,7 @@ async def test_the_outbox_pauses_at_100_invalid_requests_in_10_minutes(world, tm
     caplog.set_level(logging.WARNING, logger="studybot.outbox")
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
     await use_channel(world, forum.id, auto_threads=True)
-    service = world.bot.discussions
+    service = world.bot.services.discussions
     service.outbox.min_interval = service.outbox.sync_interval = 0
     await import_with_hook(world, write_studies(tmp_path, "many", 30))
     await world.emu.wait_for(lambda: len(threads_in(world, forum.id)) == 30, TIMEOUT,
@@ -710,7 +711,7 @@ async def test_the_outbox_pauses_at_100_invalid_requests_in_10_minutes(world, tm
     path = tmp_path / "retitled.yaml"
     path.write_text("studies:\n" + "".join(
         f"  - {{id: many-{i}, title: 'Retitled study {i}', year: 2020}}\n" for i in range(30)))
-    assert (await world.bot.library.import_paths([path])).updated == 30
+    assert (await world.bot.services.library.import_paths([path])).updated == 30
     service.wake()
 
     def refused() -> int:
@@ -742,9 +743,9 @@ async def _at_least(count, expected: int) -> bool:
 
 
 async def _all_waiting(world) -> bool:
-    rows = await world.bot.db.fetchall(
+    rows = await world.bot.services.db.fetchall(
         "SELECT count(*) FROM thread_outbox WHERE next_attempt_at <= ? AND failed_at IS NULL",
-        (iso(world.bot.discussions.now()),))
+        (iso(world.bot.services.discussions.now()),))
     return rows[0][0] == 0
 
 
@@ -772,7 +773,7 @@ async def test_every_servers_thread_follows_its_study(tmp_path):
                 threads = {}
                 for guild in (first, second):
                     forum = emu.add_forum_channel(guild.id, "studies")
-                    await GuildSettingsStore(world.bot.db).update(
+                    await GuildSettingsStore(world.bot.services.db).update(
                         guild.id, discussion_channel_id=forum.id)
                     handle = await emu.run_command(guild.id, guild.default_channel_id,
                                                    members[guild.id], "discuss", {"study": MESO})
@@ -808,10 +809,10 @@ async def test_a_removal_note_is_not_posted_twice(world):
     await moderator_remove(world, MESO, "retracted")
     await until(lambda: _attempted(world, 1), "the lock to be refused")
     assert len(world.emu.channel_messages(thread_id)) == 2  # card and note
-    async with world.bot.db.transaction() as conn:
+    async with world.bot.services.db.transaction() as conn:
         await conn.execute("UPDATE thread_outbox SET step = NULL, next_attempt_at = ''")
     fault.remaining = 0
-    world.bot.discussions.wake()
+    world.bot.services.discussions.wake()
     await world.emu.wait_for(lambda: thread_state(world, thread_id)["locked"], TIMEOUT,
                              "the thread to be locked")
     await until(lambda: _no_jobs(world), "the outbox to empty")
@@ -824,7 +825,7 @@ async def test_forum_tags_go_to_the_most_used_topics(world, tmp_path):
     """More than 20 topics in use: the forum's free room goes to the study types and topics
     with the most studies (a moderator's tag is kept), a rarer topic gets no tag, a post
     carries at most 5, and the channel reply says how tags are chosen."""
-    vocabulary = [t for t in world.bot.library.topics.topics
+    vocabulary = [t for t in world.bot.services.library.topics.topics
                   if t not in {"mesotherapy", "androgenetic-alopecia", "telogen-effluvium",
                                "prp", "minoxidil", "finasteride", "alopecia-areata"}][:25]
     assert len(vocabulary) == 25
@@ -834,7 +835,7 @@ async def test_forum_tags_go_to_the_most_used_topics(world, tmp_path):
         f"topics: [{', '.join(reversed(vocabulary[:k + 1]))}]}}" for k in range(25))
     path = tmp_path / "wide.yaml"
     path.write_text("studies:\n" + lines + "\n")
-    await world.bot.library.import_paths([path])
+    await world.bot.services.library.import_paths([path])
     forum = world.emu.add_forum_channel(world.guild_id, "studies", tags=["Staff pick"])
     reply = await (await world.command("studyadmin channel", {"channel": forum.id},
                                        user=world.admin_id)).final_message(TIMEOUT)
@@ -842,7 +843,7 @@ async def test_forum_tags_go_to_the_most_used_topics(world, tmp_path):
 
     await discuss(world, "wide-24")
     names = [t["name"] for t in world.emu.channel(forum.id)["available_tags"]]
-    tags = world.bot.discussions.forum_tags
+    tags = world.bot.services.discussions.forum_tags
     # Room for 19 beside the moderator's tag: the RCT type (25 studies) and topics 0-17
     # (25 down to 8 studies); topic 18 (7 studies) and rarer get none.
     expected = {"Staff pick", tags.tag_name("type:rct"),

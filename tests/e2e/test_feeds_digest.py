@@ -52,7 +52,7 @@ async def test_feed_polls_imports_alerts_and_shows_its_state(world, standin):
     assert state.studies_added > 0 and state.last_error is None
     [message] = world.emu.dm_messages(world.member_id)
     assert "new stud" in message["embeds"][0]["title"]
-    audit = await world.bot.db.fetchall(
+    audit = await world.bot.services.db.fetchall(
         "SELECT guild_id, moderator_name FROM audit_log WHERE action = 'feed'")
     assert audit and all(row == (world.guild_id, "feed hair-loss") for row in audit)
 
@@ -99,9 +99,9 @@ async def test_digest_posts_grouped_studies_and_keeps_its_schedule(world, standi
     assert "nothing was posted" in nothing["content"]
     assert len(world.emu.channel_messages(channel.id)) == len(messages)
 
-    settings = await DigestStore(world.bot.db).get(world.guild_id)
+    settings = await DigestStore(world.bot.services.db).get(world.guild_id)
     await world.restart_bot()
-    after = await DigestStore(world.bot.db).get(world.guild_id)
+    after = await DigestStore(world.bot.services.db).get(world.guild_id)
     assert after.next_at == settings.next_at and after.every == "daily"
     assert after.covered_until == settings.covered_until
 
@@ -134,7 +134,7 @@ async def test_a_due_digest_is_posted_by_the_schedule_after_a_restart(world, sta
     handle = await admin(world, "digest channel", {"channel": channel.id})
     assert "posted weekly" in (await handle.final_message(TIMEOUT))["content"]
     assert world.emu.channel_messages(channel.id) == []
-    store = DigestStore(world.bot.db)
+    store = DigestStore(world.bot.services.db)
     # A week later: the next digest is due (the schedule lives in the database).
     await store._run(lambda c: c.execute("UPDATE digests SET next_at = '2000-01-01T00:00:00Z'"))
     await world.restart_bot()
@@ -142,6 +142,6 @@ async def test_a_due_digest_is_posted_by_the_schedule_after_a_restart(world, sta
                              lambda: "the scheduled digest")
     first = world.emu.channel_messages(channel.id)[0]["embeds"][0]
     assert first["title"].startswith("New studies this week: ")
-    after = await DigestStore(world.bot.db).get(world.guild_id)
+    after = await DigestStore(world.bot.services.db).get(world.guild_id)
     assert after.next_at is not None and after.next_at > datetime.now(UTC).strftime(
         "%Y-%m-%dT%H:%M:%SZ")

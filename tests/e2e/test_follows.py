@@ -25,9 +25,9 @@ def studies_jsonl(prefix: str, count: int, *, topics: list[str], words: str = ""
 
 async def add_studies(world, data: bytes) -> None:
     """New studies through the import path (as `studybot import` does), then the bot looks."""
-    report = await world.bot.library.import_bytes(data, "new.jsonl")
+    report = await world.bot.services.library.import_bytes(data, "new.jsonl")
     assert report.new > 0
-    await world.bot.alerts.run_soon(TIMEOUT)
+    await world.bot.get_cog("Follows").alerts.run_soon(TIMEOUT)
 
 
 async def reply_text(handle) -> str:
@@ -76,7 +76,7 @@ async def test_topic_follow_gets_one_dm_per_batch_with_open_more_and_stop(world)
 
     # Later matches wait for the next message (one per min_minutes_between_alerts).
     await add_studies(world, studies_jsonl("later", 1, topics=["minoxidil"]))
-    store = FollowStore(world.bot.db)
+    store = FollowStore(world.bot.services.db)
     rows = await store._run(lambda c: c.execute(
         "SELECT count(*) FROM alert_queue WHERE user_id = ?", (world.member_id,)).fetchone(),
         write=False)
@@ -112,7 +112,7 @@ async def test_closed_dms_pause_the_follow_and_the_member_is_told_next_time(worl
     await world.emu.wait_for(
         lambda: any(r.status == 403 and r.method == "POST" and "/messages" in r.path
                     for r in world.emu.requests), TIMEOUT, lambda: "the refused DM")
-    store = FollowStore(world.bot.db)
+    store = FollowStore(world.bot.services.db)
     [follow] = await store.list(world.member_id)
     assert follow.paused
 
@@ -150,7 +150,7 @@ async def test_following_lists_privately_and_stops_each(world):
     assert "Stopped following topic" in after["content"]
     assert len([i for i in custom_ids(after) if i.startswith("follow:stop:")]) == 1
     # Stopping is by the member's own id: another member's id stops nothing of theirs.
-    store = FollowStore(world.bot.db)
+    store = FollowStore(world.bot.services.db)
     [mine] = await store.list(world.member_id)
     assert await store.remove(world.member_id + 1, [mine.id]) == []
     assert await store.list(world.member_id) == [mine]
@@ -161,11 +161,11 @@ async def test_following_lists_privately_and_stops_each(world):
 async def test_follow_refuses_what_cannot_be_followed(world, options):
     text = await reply_text(await world.command("follow", options))
     assert "Following" not in text
-    assert await FollowStore(world.bot.db).list(world.member_id) == []
+    assert await FollowStore(world.bot.services.db).list(world.member_id) == []
 
 
 async def test_at_most_25_follows(world):
-    store = FollowStore(world.bot.db)
+    store = FollowStore(world.bot.services.db)
     for n in range(25):
         await store.add(world.member_id, query=f"word{n}", match=f'"word{n}"')
     text = await reply_text(await world.command("follow", {"topic": "prp"}))

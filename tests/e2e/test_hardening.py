@@ -158,7 +158,7 @@ async def test_5xx_on_a_callback_is_retried(world):
 
 async def test_5xx_burst_on_thread_creation_and_follow_up_still_one_thread(world):
     forum = world.emu.add_forum_channel(world.guild_id, "studies")
-    await GuildSettingsStore(world.bot.db).update(world.guild_id,
+    await GuildSettingsStore(world.bot.services.db).update(world.guild_id,
                                                   discussion_channel_id=forum.id)
     world.emu.fail_next("POST", r"/channels/\d+/threads", status=502, count=2)
     world.emu.fail_next("POST", r"/webhooks/\d+/[^/]+$", status=500, count=1)
@@ -175,7 +175,7 @@ async def test_a_study_removed_a_moment_ago(world):
     handle = await world.command("study", {"study": "mesotherapy-myth-and-reality-2011"})
     card = await handle.final_message(TIMEOUT)
     # Another process (a moderator's CLI, say) removes the study.
-    conn = sqlite3.connect(world.bot.db.path)
+    conn = sqlite3.connect(world.bot.services.db.path)
     conn.execute("DELETE FROM studies WHERE id = 'mesotherapy-myth-and-reality-2011'")
     conn.commit()
     conn.close()

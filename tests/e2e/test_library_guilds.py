@@ -106,7 +106,7 @@ async def two_servers(tmp_path: Path, library_guild_ids: tuple[str, ...] | None
 async def test_only_the_library_server_changes_the_library(tmp_path, caplog):
     async with two_servers(tmp_path, ("library",)) as two:
         bot = two.world.bot
-        before = await bot.library.db.count_studies()
+        before = await bot.services.library.db.count_studies()
         caplog.set_level(logging.WARNING, logger="studybot.admin")
         # Every library command in the other server: refused, naming where it is curated.
         for name, options in LIBRARY_COMMANDS.items():
@@ -114,8 +114,8 @@ async def test_only_the_library_server_changes_the_library(tmp_path, caplog):
             assert "curated on **Hair Research**" in refused["content"], (name, refused)
             assert "discussion channel, automatic threads, log channel and moderator " \
                 "roles" in refused["content"]
-        assert await bot.library.db.count_studies() == before
-        assert (await bot.library.resolve(MESO)).title.startswith("Hair Mesotherapy")
+        assert await bot.services.library.db.count_studies() == before
+        assert (await bot.services.library.resolve(MESO)).title.startswith("Hair Mesotherapy")
         assert sum("(library)" in r.getMessage() for r in caplog.records) == \
             len(LIBRARY_COMMANDS)
         # Its own settings are its moderators' to change; they say where the library is.

@@ -61,7 +61,7 @@ async def test_restart_keeps_a_moderators_edit_and_counts_the_conflict(world):
         assert tldr_shown(await card(world, MESO)) == "A moderator's TLDR."
     # Counted once, however many restarts see the same record and the same change.
     assert await stats_field(world, "Moderators' changes kept over imports") == "1"
-    store = world.bot.get_cog("Admin").moderation.store
+    store = world.bot.services.moderation.store
     entries, _ = await store.entries(world.guild_id, study_id=MESO)
     assert [e.action for e in entries] == ["edit"]  # start-up wrote nothing about it
 
@@ -115,7 +115,7 @@ async def test_a_removed_study_stays_removed_until_restored(world):
     assert re.match(rf"Restored `{MESO}` as it was removed \(change #\d+\)\.", done["content"])
     shown = await card(world, MESO)
     assert shown["embeds"][0]["title"] == SEED_TITLE
-    store = world.bot.get_cog("Admin").moderation.store
+    store = world.bot.services.moderation.store
     entries, _ = await store.entries(world.guild_id, study_id=MESO)
     assert [e.action for e in entries] == ["restore", "remove"]
     assert entries[1].reverted_by == entries[0].id

@@ -58,7 +58,7 @@ async def test_a_study_with_a_bad_link_gets_its_card_and_thread(world):
     done = await settled(world, await world.emu.click(preview, confirm, world.admin_id))
     assert done["embeds"][0]["title"].startswith("Imported: ")
     for study_id in BAD_LINKS:
-        study = await world.bot.library.db.study_by("id", study_id)
+        study = await world.bot.services.library.db.study_by("id", study_id)
         assert study is not None and study.url is None  # the record kept, the link dropped
         await _card_and_thread(world, study_id, text.id)
     world.emu.assert_no_violations()
@@ -69,10 +69,10 @@ async def test_a_bad_link_stored_before_links_were_checked_is_never_sent(world):
     the DOI instead, and Discord is never sent the bad link."""
     text = world.emu.add_text_channel(world.guild_id, "discussions")
     await use_channel(world, text.id)
-    await world.bot.library.import_bytes(json.dumps({"studies": [
+    await world.bot.services.library.import_bytes(json.dumps({"studies": [
         {"id": "old-link-2019", "title": "Study with an old link", "year": 2019,
          "doi": "10.1000/links.1"}]}).encode(), "old.json")
-    conn = sqlite3.connect(world.bot.library.db.path)
+    conn = sqlite3.connect(world.bot.services.library.db.path)
     with conn:
         conn.execute("UPDATE studies SET url = 'javascript:alert(1)' WHERE id = 'old-link-2019'")
     conn.close()

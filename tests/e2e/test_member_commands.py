@@ -124,7 +124,7 @@ async def test_repeated_search_follows_a_moderators_edit(world):
         assert "Mesotherapy: What Is New?" in first.split("\n")[0]
         assert "Now the reference on mesotherapy" not in first
     study = "mesotherapy-what-is-new-2012"
-    assert await world.bot.library.lookup(study) is not None
+    assert await world.bot.services.library.lookup(study) is not None
     await moderator_edits_tldr(world, study, "Now the reference on mesotherapy.")
     handle = await world.command("search", {"query": "mesotherapy", "sort": "citations"})
     first = embed_of(await handle.final_message(TIMEOUT))["description"].split("\n\n")
@@ -138,7 +138,7 @@ async def import_trials(world, tmp_path, drug: str) -> None:
                       for i in range(12))
     path = tmp_path / "more.yaml"
     path.write_text("studies:\n" + lines + "\n")
-    await world.bot.library.import_paths([path])
+    await world.bot.services.library.import_paths([path])
 
 
 async def test_search_paging_owner_edits_others_get_a_copy(world, tmp_path):
@@ -167,7 +167,7 @@ async def test_search_pages_before_and_after_its_state_is_saved(world, tmp_path)
     # The first page is sent before the search's state is written: a button pressed in
     # between reads it from memory; once written, it survives a restart.
     await import_trials(world, tmp_path, "Finasteride")
-    lock = world.bot.db.write_lock
+    lock = world.bot.services.db.write_lock
     await lock.acquire()  # a busy writer: the state cannot be saved yet
     try:
         handle = await world.command("search", {"query": "finasteride trial", "sort": "newest"})
@@ -175,7 +175,7 @@ async def test_search_pages_before_and_after_its_state_is_saved(world, tmp_path)
         next_id = next(i for i in custom_ids(message) if i.startswith("search:") and
                        i.endswith(":n"))
         key = next_id.split(":")[1]
-        assert await world.bot.community.load_view(key) is None  # not written yet
+        assert await world.bot.services.community.load_view(key) is None  # not written yet
         clicked = await world.emu.click(message, next_id, world.member_id)
         await clicked.response(TIMEOUT)
         edited = world.emu.message(int(message["id"]))
@@ -184,7 +184,7 @@ async def test_search_pages_before_and_after_its_state_is_saved(world, tmp_path)
         lock.release()
     async with lock:  # the lock is fair: the save waiting for it has run
         pass
-    assert await world.bot.community.load_view(key) is not None
+    assert await world.bot.services.community.load_view(key) is not None
     await world.restart_bot()
     previous = next(i for i in custom_ids(edited) if i.endswith(":p"))
     clicked = await world.emu.click(edited, previous, world.member_id)
@@ -217,7 +217,7 @@ async def test_related_lists_unresolved_entries_with_their_facts(world, tmp_path
         "studies:\n  - id: host\n    title: Host study\n    similar:\n"
         "      - {title: 'Outside paper', journal: J Hair, published: 2019-03, citations: 7,"
         " tldr: It helps.}\n")
-    await world.bot.library.import_paths([path])
+    await world.bot.services.library.import_paths([path])
     handle = await world.command("related", {"study": "host"})
     embed = embed_of(await handle.final_message(TIMEOUT))
     assert "**1. Outside paper**" in embed["description"]
@@ -261,7 +261,7 @@ async def test_huge_study_renders_within_limits(world, tmp_path):
         f"    authors: [{authors}]\n"
         "    tldr: '@everyone look 👀 <@123> **bold**'\n"
         "    summary: '" + ("שלום مرحبا emoji 💇 " * 1100) + "'\n")
-    await world.bot.library.import_paths([path])
+    await world.bot.services.library.import_paths([path])
     handle = await world.command("study", {"study": "huge"})
     message = await handle.final_message(TIMEOUT)
     embed = embed_of(message)

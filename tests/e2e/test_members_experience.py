@@ -11,7 +11,7 @@ from tests.e2e.conftest import custom_ids, embed_of
 async def import_yaml(world, tmp_path, text: str) -> None:
     path = tmp_path / "extra.yaml"
     path.write_text(text)
-    await world.bot.library.import_paths([path])
+    await world.bot.services.library.import_paths([path])
 
 
 LONG_SUMMARY = " ".join(f"Finding number {i} of the trial concerns hair counts."
@@ -144,7 +144,7 @@ async def test_setup_checks_every_value_first_then_saves_and_sums_up(world):
                                   user=world.admin_id)
     text = (await refused.final_message(TIMEOUT))["content"]
     assert refused.ephemeral and text.startswith("Nothing was changed. I need Send Messages")
-    assert (await world.bot.discussions.settings.get(world.guild_id)).discussion_channel_id \
+    assert (await world.bot.services.settings.get(world.guild_id)).discussion_channel_id \
         is None
     done = await world.command("studyadmin setup", {"discussion_channel": forum.id,
                                                     "automatic_threads": True},
@@ -155,7 +155,7 @@ async def test_setup_checks_every_value_first_then_saves_and_sums_up(world):
                                     "are on")
     assert fields["Missing"].startswith("Moderator roles (optional")
     assert "A log channel (optional): `log_channel:`" in fields["Missing"]
-    own = await world.bot.discussions.settings.get(world.guild_id)
+    own = await world.bot.services.discussions.settings.get(world.guild_id)
     assert own.discussion_channel_id == forum.id and own.auto_threads is True
 
 
@@ -165,7 +165,7 @@ async def test_setup_is_refused_to_members_who_may_not_moderate(world):
                                  client_checks=False)  # the hint hides it; the check refuses
     text = (await handle.final_message(TIMEOUT))["content"]
     assert handle.ephemeral and text.startswith("Only this server's moderators")
-    assert (await world.bot.discussions.settings.get(world.guild_id)).discussion_channel_id \
+    assert (await world.bot.services.settings.get(world.guild_id)).discussion_channel_id \
         is None
 
 
@@ -202,7 +202,7 @@ async def test_setup_without_options_is_a_guided_flow(world):
     fields = {f["name"]: f["value"] for f in embed_of(world.emu.message(int(message["id"])))
               ["fields"]}
     assert "I need Send Messages" in fields["Not saved"]
-    assert (await world.bot.discussions.settings.get(world.guild_id)).discussion_channel_id \
+    assert (await world.bot.services.settings.get(world.guild_id)).discussion_channel_id \
         is None
 
     picked = await world.emu.select(message, prefix + "ch", [forum.id], world.admin_id)
@@ -217,6 +217,6 @@ async def test_setup_without_options_is_a_guided_flow(world):
                                     "are on")
     assert f"Moderator roles: <@&{role}>" in fields["Set"]
     assert "Not saved" not in fields
-    own = await world.bot.discussions.settings.get(world.guild_id)
+    own = await world.bot.services.discussions.settings.get(world.guild_id)
     assert own.discussion_channel_id == forum.id and own.auto_threads is True
     assert role in own.moderator_role_ids

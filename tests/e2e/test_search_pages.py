@@ -17,7 +17,7 @@ async def saved(world, key: str) -> None:
     """Until the search's state is written: the bot saves it after answering, in its own
     time (the database is the event here; polled, bounded by TIMEOUT)."""
     deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while await world.bot.community.load_view(key) is None:
+    while await world.bot.services.community.load_view(key) is None:
         assert asyncio.get_running_loop().time() < deadline, f"state {key} never saved"
         await asyncio.sleep(0.01)
 
@@ -32,7 +32,7 @@ async def import_long_studies(world, tmp_path, count: int = 10) -> None:
                      f"tldr: '{'Minoxidil helps some people keep their hair. ' * 6}'}}")
     path = tmp_path / "long.yaml"
     path.write_text("studies:\n" + "\n".join(lines) + "\n")
-    await world.bot.library.import_paths([path])
+    await world.bot.services.library.import_paths([path])
 
 
 async def test_pages_show_whole_results_and_page_consistently(world, tmp_path):
@@ -76,7 +76,7 @@ async def test_sort_newest_uses_month_and_day(world, tmp_path):
                     "  - {title: Finasteride dated trial middle, year: 2020, month: 6}\n"
                     "  - {title: Finasteride dated trial late too, year: 2020, month: 11,"
                     " day: 20}\n")
-    await world.bot.library.import_paths([path])
+    await world.bot.services.library.import_paths([path])
     message = await (await world.command("search", {"query": "finasteride dated trial",
                                                      "sort": "newest"})).final_message(TIMEOUT)
     titles = re.findall(r"^\*\*\d+\. (?:\[)?(Finasteride dated trial [a-z ]+)",
@@ -112,7 +112,7 @@ async def test_expired_search_offers_to_run_it_again(world, tmp_path, caplog):
     path.write_text("studies:\n" + "\n".join(
         f"  - {{title: 'Minoxidil trial number {i}', year: {2000 + i}, topics: [Rogaine]}}"
         for i in range(8)) + "\n")
-    await world.bot.library.import_paths([path])
+    await world.bot.services.library.import_paths([path])
     message = await (await world.command("search", {
         "query": "minoxidil trial", "topic": "Rogaine", "since": 2001, "sort": "newest"}
     )).final_message(TIMEOUT)
@@ -121,13 +121,13 @@ async def test_expired_search_offers_to_run_it_again(world, tmp_path, caplog):
     key = next_id.split(":")[1]
     await saved(world, key)
     # Unused for longer than views.keep_days (30): pruned at the next start-up.
-    async with world.bot.db.transaction() as conn:
+    async with world.bot.services.db.transaction() as conn:
         await conn.execute(
             "UPDATE saved_views SET last_used_at = '2000-01-01T00:00:00Z' WHERE key = ?", (key,))
     caplog.set_level(logging.INFO, logger="studybot.studies")
     await world.restart_bot()
     assert any("pruned 1 saved button states" in r.getMessage() for r in caplog.records)
-    assert await world.bot.community.load_view(key) is None
+    assert await world.bot.services.community.load_view(key) is None
 
     # Its button says so and offers to run the same search again.
     clicked = await world.emu.click(message, next_id, world.member_id)

@@ -29,7 +29,7 @@ async def restart_with(world, **imports: int) -> None:
 
 
 def upload_parser(world):
-    return world.bot.get_cog("Admin").moderation.parser
+    return world.bot.services.moderation.parser
 
 
 class ReadingStarted(logging.Handler):
