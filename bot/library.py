@@ -594,6 +594,10 @@ class StudyLibrary:
     async def stats(self) -> DatabaseStats:
         return await self.db.stats()
 
+    async def studies_by_ids(self, ids: Iterable[str]) -> dict[str, Study]:
+        """The studies among `ids` still in the library, by id (missing ones left out)."""
+        return await self.db.studies_by_ids(list(ids))
+
     async def topic_counts(self) -> list[tuple[str, str, int]]:
         """(slug, display name, study count), most studies first."""
         counts = await self.db.topic_counts()

@@ -987,7 +987,7 @@ class AdminCog(commands.GroupCog, name="Admin", group_name="studyadmin",
             week = await self.community.commands_since(
                 (today - timedelta(days=6)).isoformat(), here)
             top = await self.community.most_viewed(5)
-            titles = await self.library.db.studies_by_ids([sid for sid, _ in top])
+            titles = await self.library.studies_by_ids([sid for sid, _ in top])
             embed = discord.Embed(title="studybot statistics", colour=render.COLOUR)
             embed.add_field(name="Studies", value=f"{stats.studies:,}")
             embed.add_field(name="Topics", value=f"{stats.topics:,}")

@@ -4,6 +4,7 @@ permission hint, no SQL under cogs/, the core never imports cogs, data files val
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -143,6 +144,15 @@ async def test_admin_group_is_guild_only_with_a_permission_hint(loaded_bot):
     assert isinstance(admin, app_commands.Group)
     assert admin.guild_only
     assert admin.default_permissions is not None and admin.default_permissions.manage_guild
+
+
+async def test_studyadmin_payload_is_unchanged(loaded_bot):
+    """/studyadmin as Discord receives it (names, options, descriptions, permissions), pinned:
+    moving its commands between modules or cogs must not change it, nor the sync hash. After
+    a deliberate change, rewrite tests/golden/studyadmin_payload.json from the new payload."""
+    admin = next(c for c in loaded_bot.command_payload(None) if c["name"] == "studyadmin")
+    pinned = json.loads((REPO / "tests" / "golden" / "studyadmin_payload.json").read_text())
+    assert json.loads(json.dumps(admin, default=str)) == pinned
 
 
 def test_data_files_are_valid(tmp_path):
