@@ -178,7 +178,7 @@ class Database(Connection):
         if match and sort == "relevance":
             # One walk down the newest matches gives both the capped total and, when there
             # are more than RANK_WINDOW, the oldest match of the window to rank.
-            newest = [r[0] for r in await self.fetchall(
+            newest = [r[0] for r in await self.search_fetchall(
                 f"SELECT f.rowid FROM {source}{clause} ORDER BY f.rowid DESC LIMIT ?",
                 [*params, max(COUNT_CAP, RANK_WINDOW) + 1])]
             count = len(newest)
@@ -193,13 +193,13 @@ class Database(Connection):
                 clause += " AND f.rowid >= ?"
                 params.append(window[-1])
         else:
-            count = (await self.fetchrow(
+            count = (await self.search_fetchrow(
                 f"SELECT count(*) FROM (SELECT 1 FROM {source}{clause} LIMIT {COUNT_CAP + 1})",
                 params))[0]
         if keys is None:
             # Keys first, then the rows: the sorter would otherwise carry every matching
             # study's full text.
-            keys = [r[0] for r in await self.fetchall(
+            keys = [r[0] for r in await self.search_fetchall(
                 f"SELECT {key} FROM {source}{clause} ORDER BY {order} LIMIT ? OFFSET ?",
                 [*params, limit, offset])]
         found = await self.studies_by_pks(keys)
@@ -208,7 +208,7 @@ class Database(Connection):
     async def _title_ranked(self, match: str, window: list[int]) -> list[int]:
         """`window` (pks, newest first) with the studies whose title matches `match` first."""
         members = set(window)
-        titled = [r[0] for r in await self.fetchall(
+        titled = [r[0] for r in await self.search_fetchall(
             "SELECT rowid FROM titles_fts WHERE titles_fts MATCH ? AND rowid >= ? "
             "ORDER BY rowid DESC LIMIT ?", (match, window[-1], len(window)))]
         first = [pk for pk in titled if pk in members]
@@ -223,7 +223,7 @@ class Database(Connection):
         most of 1M studies)."""
         if not terms:
             return {}
-        top = (await self.fetchrow("SELECT max(pk) FROM studies"))[0] or 0
+        top = (await self.search_fetchrow("SELECT max(pk) FROM studies"))[0] or 0
         low = max(0, top - window)
         size = top - low  # pks of removed studies count too: an estimate
         if not size:
@@ -235,7 +235,7 @@ class Database(Connection):
         params: list[Any] = []
         for term in terms:
             params += [term, quote(term), low, bound]
-        return {term: n / size for term, n in await self.fetchall(parts, params)}
+        return {term: n / size for term, n in await self.search_fetchall(parts, params)}
 
     async def terms_present(self, terms: Sequence[str], titles_only: bool = False) -> set[str]:
         """Which (folded) terms occur in any study (or any title), one seek each."""
