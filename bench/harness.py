@@ -48,11 +48,6 @@ finally:
     profile.dump_stats({out!r})
 '''
 
-QUERIES = ["mesotherapy", "minoxidil", "finasteride", "hair loss", "alopecia areata",
-           "platelet rich plasma", "randomized trial", "mesoterapy", "vitamin d",
-           "blood pressure", "hypertension treatment", "children asthma", "cancer",
-           "ace inhibitors", "opioid", "estrogen", "triptan migraine", "insulin"]
-
 
 def small_database(work: Path) -> Path:
     """The seed studies and the 1,000-record corpus sample."""
