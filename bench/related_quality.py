@@ -29,7 +29,8 @@ from bot.library import StudyLibrary  # noqa: E402
 from bot.text import sanitise_id  # noqa: E402
 from bot.topics import TopicVocabulary  # noqa: E402
 
-SHARED = Path("/work/shared/corpus")
+# The shared corpus beside the checkout (../shared/corpus), as the README describes.
+SHARED = REPO.parent / "shared" / "corpus"
 OUT = REPO / "bench" / "out"
 K = 10
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot import profiles
 from bot.db.audit import AUDIT_COLUMNS, AuditEntry
 from bot.text import title_key as make_title_key
 
@@ -323,6 +324,9 @@ class ImportWriter:
             (pk, record_hash, moderated_at, source_kind, source_name, timestamp)).rowcount > 0
 
     def commit(self) -> None:
+        # Every write of a study (import, add, edit, revert, restore, merge) commits here: its
+        # profile is remade in the same transaction.
+        profiles.refresh(self.conn, limit=None)
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
