@@ -1,0 +1,46 @@
+"""Stored study profiles (migration 0011, bot/profiles.py) follow their study."""
+
+import sqlite3
+from pathlib import Path
+
+from bot import profiles
+from bot.db import Database
+from bot.library import StudyLibrary
+from bot.topics import TopicVocabulary
+
+TOPICS = Path(__file__).resolve().parent.parent / "data" / "topics.yaml"
+
+
+def stored(db_path: Path) -> dict[str, list[str]]:
+    conn = sqlite3.connect(db_path)
+    rows = conn.execute("SELECT s.id, p.terms FROM study_profiles p "
+                        "JOIN studies s ON s.pk = p.study_pk").fetchall()
+    stale = conn.execute("SELECT count(*) FROM study_profiles_stale").fetchone()[0]
+    conn.close()
+    assert stale == 0
+    return {sid: [term for term, _ in profiles.decode(text)] for sid, text in rows}
+
+
+async def test_profile_made_at_import_remade_on_update_and_gone_with_the_study(tmp_path):
+    source = tmp_path / "studies.yaml"
+    source.write_text("- id: minox\n  title: Topical minoxidil for androgenetic alopecia\n"
+                      "  keywords: [Minoxidil, Alopecia]\n", encoding="utf-8")
+    db_path = tmp_path / "s.db"
+    db = await Database.open(db_path)
+    library = StudyLibrary(db, TopicVocabulary.load(TOPICS))
+    await library.import_paths([source])
+    assert "minoxidil" in stored(db_path)["minox"]
+
+    source.write_text("- id: minox\n  title: Oral finasteride for androgenetic alopecia\n",
+                      encoding="utf-8")
+    await library.import_paths([source])
+    terms = stored(db_path)["minox"]
+    assert "finasteride" in terms and "topical" not in terms
+    await db.close()
+
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("DELETE FROM studies WHERE id = 'minox'")
+    conn.commit()
+    conn.close()
+    assert stored(db_path) == {}
