@@ -4,23 +4,19 @@ their text.
 
 Triggers of migration 0011 mark a study's profile stale whenever it is inserted or its text
 changes (import, add, edit, revert, restore, merge), and the profile row goes with the study
-(removal, the merged duplicate). `refresh` recomputes the stale ones inside the writing
-transaction, so a profile changes in the same transaction as its study."""
+(removal, the merged duplicate). `bot.db.profiles.refresh_profiles` recomputes the stale ones
+inside the writing transaction, so a profile changes in the same transaction as its study."""
 
 from __future__ import annotations
 
 import math
-import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 from bot import related
 
 # Terms kept per study: re-ranking by the stored profile alone gives Cohen precision@10 0.283
 # with 24 terms, 0.318 with 48, 0.317 with 100 (bench/related_signals.py).
 TERMS = 48
-# Stale profiles recomputed by one small write (an edit); an import refreshes all of its own.
-REFRESH_BATCH = 2_000
-
 Terms = list[tuple[str, float]]
 
 
@@ -56,32 +52,3 @@ def similarity(query: dict[str, float], candidate: Terms) -> float:
         return 0.0
     norm = math.sqrt(sum(w * w for _, w in candidate))
     return sum(query.get(term, 0.0) * weight for term, weight in candidate) / norm
-
-
-def refresh(conn: sqlite3.Connection, limit: int | None = REFRESH_BATCH) -> int:
-    """Recompute stale profiles (inside the caller's transaction); how many were."""
-    sql = ("SELECT s.pk, s.title, s.tldr, s.summary, s.keywords FROM study_profiles_stale p "
-           "JOIN studies s ON s.pk = p.study_pk")
-    rows = conn.execute(sql + (" LIMIT ?" if limit else ""),
-                        (limit,) if limit else ()).fetchall()
-    if not rows:
-        return 0
-    conn.executemany(
-        "INSERT OR REPLACE INTO study_profiles (study_pk, terms) VALUES (?, ?)",
-        [(pk, encode(top_terms(title, tldr, summary, (keywords or "").split("\n"))))
-         for pk, title, tldr, summary, keywords in rows])
-    conn.executemany("DELETE FROM study_profiles_stale WHERE study_pk = ?",
-                     [(row[0],) for row in rows])
-    return len(rows)
-
-
-def read(conn: sqlite3.Connection, pks: Sequence[int]) -> dict[int, Terms]:
-    """Stored profiles by study pk (a stale or missing one is left out)."""
-    if not pks:
-        return {}
-    marks = ", ".join("?" * len(pks))
-    rows = conn.execute(
-        f"SELECT study_pk, terms FROM study_profiles WHERE study_pk IN ({marks}) "
-        f"AND study_pk NOT IN (SELECT study_pk FROM study_profiles_stale "
-        f"WHERE study_pk IN ({marks}))", [*pks, *pks]).fetchall()
-    return {pk: decode(text) for pk, text in rows}

@@ -9,8 +9,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot import profiles
 from bot.db.audit import AUDIT_COLUMNS, AuditEntry
+from bot.db.profiles import refresh_profiles
 from bot.text import title_key as make_title_key
 
 
@@ -326,7 +326,7 @@ class ImportWriter:
     def commit(self) -> None:
         # Every write of a study (import, add, edit, revert, restore, merge) commits here: its
         # profile is remade in the same transaction.
-        profiles.refresh(self.conn, limit=None)
+        refresh_profiles(self.conn)
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:

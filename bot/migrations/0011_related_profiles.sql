@@ -8,7 +8,7 @@ CREATE TABLE study_profiles (
 );
 
 -- Studies whose text changed since their profile was made: filled by the triggers below on
--- every write path (import, add, edit, revert, restore, merge), emptied by profiles.refresh
+-- every write path (import, add, edit, revert, restore, merge), emptied by bot.db.profiles.refresh_profiles
 -- before the same transaction commits. Existing studies start here.
 CREATE TABLE study_profiles_stale (
     study_pk INTEGER PRIMARY KEY REFERENCES studies (pk) ON DELETE CASCADE

@@ -1,0 +1,38 @@
+"""Stored study profiles (migration 0011): recomputing the stale ones inside the writer's
+transaction, and reading them for related research. The terms themselves are bot.profiles'."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from bot.profiles import Terms, decode, encode, top_terms
+
+
+def refresh_profiles(conn: sqlite3.Connection, limit: int | None = None) -> int:
+    """Recompute stale profiles (inside the caller's transaction); how many were."""
+    sql = ("SELECT s.pk, s.title, s.tldr, s.summary, s.keywords FROM study_profiles_stale p "
+           "JOIN studies s ON s.pk = p.study_pk")
+    rows = conn.execute(sql + (" LIMIT ?" if limit else ""),
+                        (limit,) if limit else ()).fetchall()
+    if not rows:
+        return 0
+    conn.executemany(
+        "INSERT OR REPLACE INTO study_profiles (study_pk, terms) VALUES (?, ?)",
+        [(pk, encode(top_terms(title, tldr, summary, (keywords or "").split("\n"))))
+         for pk, title, tldr, summary, keywords in rows])
+    conn.executemany("DELETE FROM study_profiles_stale WHERE study_pk = ?",
+                     [(row[0],) for row in rows])
+    return len(rows)
+
+
+def read_profiles(conn: sqlite3.Connection, pks: Sequence[int]) -> dict[int, Terms]:
+    """Stored profiles by study pk (a stale or missing one is left out)."""
+    if not pks:
+        return {}
+    marks = ", ".join("?" * len(pks))
+    rows = conn.execute(
+        f"SELECT study_pk, terms FROM study_profiles WHERE study_pk IN ({marks}) "
+        f"AND study_pk NOT IN (SELECT study_pk FROM study_profiles_stale "
+        f"WHERE study_pk IN ({marks}))", [*pks, *pks]).fetchall()
+    return {pk: decode(text) for pk, text in rows}
