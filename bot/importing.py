@@ -29,6 +29,7 @@ from bot.db import (
 )
 from bot.importers import ImportFormatError
 from bot.model import InvalidRecord, StudyRecord
+from bot.profiles import profile_text
 from bot.text import slugify, title_key
 from bot.topics import TopicVocabulary
 
@@ -130,7 +131,8 @@ def _join(values: Sequence[str]) -> str:
 
 class Prepared(NamedTuple):
     """A record with the work that needs no database done (maybe in a worker process): its
-    column values as a new study and their hash. A tuple, cheap to send between processes."""
+    column values as a new study and their hash, and (a file's record) its profile as a new
+    study. A tuple, cheap to send between processes."""
 
     id: str | None  # the id the record gives, if any
     values: tuple[Any, ...]  # StudyRow's fields after id, in order (ROW_FIELDS)
@@ -139,6 +141,8 @@ class Prepared(NamedTuple):
     source: str
     warnings: tuple[str, ...]
     unknown_topics: tuple[str, ...] = ()  # named by the record, not in the vocabulary
+    # bot.profiles.profile_text of values; None: made at commit (bot.db.refresh_profiles).
+    profile: str | None = None
 
 
 _TITLE, _TITLE_KEY, _YEAR, _DOI, _PMID, _TOPICS, _JOURNAL = (
@@ -192,7 +196,10 @@ def same_work(doi: str | None, pmid: str | None, journal: str | None,
     return not journals_differ(journal, other_journal)
 
 
-def prepare(record: StudyRecord, topics: TopicVocabulary) -> Prepared:
+def prepare(record: StudyRecord, topics: TopicVocabulary, *, profile: bool = False
+            ) -> Prepared:
+    """`profile`: make the study's profile too (files' records, in parse workers for big
+    files, where the CPU is spare); without, a new study's is made at commit."""
     # Only the vocabulary's topics: an unknown name is reported, never made a topic (and a
     # record naming none the vocabulary knows is tagged from its text, as one naming none).
     unknown = topics.unknown(record.topics)
@@ -204,12 +211,15 @@ def prepare(record: StudyRecord, topics: TopicVocabulary) -> Prepared:
             (record.title, record.tldr, record.summary, " ; ".join(record.keywords)))
     similar = json.dumps([ref.to_dict() for ref in record.similar], ensure_ascii=False,
                          separators=(",", ":")) if record.similar else None
+    keywords = _join(record.keywords)
     values = (record.title, title_key(record.title), _join(record.authors), record.journal,
               record.year, record.month, record.day, record.citations, record.tldr,
               record.summary, record.url, record.doi, record.pmid, " ".join(row_topics),
-              record.study_type, _join(record.keywords), similar)
+              record.study_type, keywords, similar)
     return Prepared(record.id, values, row_hash(values), bool(known), record.source,
-                    record.warnings, tuple(unknown))
+                    record.warnings, tuple(unknown),
+                    profile_text(record.title, record.tldr, record.summary, keywords)
+                    if profile else None)
 
 
 Item = StudyRecord | InvalidRecord | Prepared
@@ -222,7 +232,8 @@ def prepared_items(paths: Iterable[str | Path], topics: TopicVocabulary,
         module = importers.streamed_format(path)
         if module is None or workers < 2 or Path(path).stat().st_size < PARALLEL_MIN_BYTES:
             for item in importers.iter_path(path):
-                yield item if isinstance(item, InvalidRecord) else prepare(item, topics)
+                yield item if isinstance(item, InvalidRecord) else prepare(item, topics,
+                                                                          profile=True)
             continue
         yield from _parallel_prepare(path, module.__name__, topics, workers)
 
@@ -242,7 +253,8 @@ def _prepare_block(module_name: str, source: str, start: int, block: bytes
     assert _worker_topics is not None
     module = importlib.import_module(module_name)
     lines, error = importers.block_lines(block, source, start)
-    return [item if isinstance(item, InvalidRecord) else prepare(item, _worker_topics)
+    return [item if isinstance(item, InvalidRecord)
+            else prepare(item, _worker_topics, profile=True)
             for item in module.parse_lines(lines, source, start)], error
 
 
@@ -358,7 +370,7 @@ class StudyImporter:
             study_id = item.id or self._new_id(values[_TITLE], values[_YEAR])
             writer.insert_values(study_id, values, item.content_hash, timestamp,
                                  source_kind=self.source_kind,
-                                 source_name=source_name(item.source))
+                                 source_name=source_name(item.source), profile=item.profile)
             report.new += 1
             if len(report.new_ids) < SAMPLE_SIZE:
                 report.new_ids.append(study_id)

@@ -29,6 +29,14 @@ def top_terms(title: str, tldr: str | None, summary: str | None,
     return [(term, round(1 + math.log(weight), 2)) for term, weight in best]
 
 
+def profile_text(title: str, tldr: str | None, summary: str | None, keywords: str | None
+                 ) -> str:
+    """The stored profile of a study's columns as the database holds them (keywords one per
+    line): the one function every write path uses, so an import's profile (made in its parse
+    workers) and an edit's (made at commit) of the same text are the same."""
+    return encode(top_terms(title, tldr, summary, (keywords or "").split("\n")))
+
+
 def encode(terms: Terms) -> str:
     """'term weight' pairs, one per line: short, and readable in the sqlite3 shell."""
     return "\n".join(f"{term} {weight:g}" for term, weight in terms)

@@ -9,11 +9,15 @@ import sqlite3
 import pytest
 
 from bot import importing
-from bot.db import connect_sync
+from bot.db import Database, ImportWriter, ModerationStore, connect_sync
 from bot.importers import ImportFormatError
 from bot.importing import ImportAborted, Prepared, prepared_items, run_import
+from bot.library import StudyLibrary
 from bot.model import InvalidRecord
+from bot.moderation import Actor, Moderation, form_values
 from tests.paths import DATA, shared_path
+
+ACTOR = Actor(guild_id=1, user_id=42, name="mod")
 
 TERMS = ("minoxidil", "hair", "alopecia", "cortisol", "renamed", "zebrafish", "trial")
 
@@ -209,3 +213,60 @@ def test_content_hashes_keep_their_format(tmp_path, topics):
     report = import_file(conn, shared_path("corpus", "sample_1000.jsonl"), topics)
     assert report.unchanged == len(rows) and report.changed == 0
     conn.close()
+
+
+def _profiles(conn):
+    assert conn.execute("SELECT count(*) FROM study_profiles_stale").fetchone() == (0,)
+    return dict(conn.execute("SELECT study_pk, terms FROM study_profiles").fetchall())
+
+
+def test_profiles_made_by_the_parse_workers_are_those_made_at_commit(tmp_path, topics,
+                                                                    monkeypatch):
+    """The import stores the profiles its parse workers made; remade from the stored columns
+    (as every other write path does, at commit) they are the same."""
+    monkeypatch.setattr(importing, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(importing, "BLOCK_BYTES", 50_000)
+    sample = shared_path("corpus", "sample_1000.jsonl")
+    items = list(prepared_items([sample], topics, workers=2))
+    prepared = [i for i in items if isinstance(i, Prepared)]
+    assert len(prepared) > 900 and all(i.profile for i in prepared)
+    conn = connect_sync(tmp_path / "s.db")
+    report = run_import(conn, iter(items), topics, skip_invalid=True)
+    imported = _profiles(conn)
+    assert len(imported) == report.new == conn.execute("SELECT count(*) FROM studies").fetchone()[0]
+    writer = ImportWriter(conn)
+    writer.begin()
+    conn.execute("UPDATE studies SET title = title")  # every profile stale: remade at commit
+    assert conn.execute("SELECT count(*) FROM study_profiles_stale").fetchone()[0] == report.new
+    writer.commit()
+    assert _profiles(conn) == imported
+    conn.close()
+
+
+async def test_an_imported_profile_is_the_one_a_moderator_edit_makes(tmp_path, topics,
+                                                                     monkeypatch):
+    monkeypatch.setattr(importing, "PARALLEL_MIN_BYTES", 0)
+    text = {"title": "Topical minoxidil with oral finasteride in androgenetic alopecia",
+            "tldr": "Together they regrew more hair than either alone.",
+            "summary": "A randomised trial of 120 men over 48 weeks; hair counts rose most "
+                       "with both treatments, and scalp irritation was rare."}
+    path = records(tmp_path, "a.jsonl", [{"id": "imported", "year": 2021, **text}])
+    db = await Database.open(tmp_path / "studies.db")
+    library = StudyLibrary(db, topics)
+    moderation = Moderation(library, ModerationStore(db), tmp_path / "pending", 1 << 20)
+    try:
+        await library.import_paths([path])
+        form = dict(authors="Doe, Jane", published="J Hair | 2020", summary="Other text.")
+        study, _ = await moderation.add_study(ACTOR, form_values(
+            title="Caffeine shampoo", tldr="No effect.", **form))
+        await moderation.edit_study(ACTOR, study.id, form_values(
+            title=text["title"], tldr=text["tldr"], **{**form, "summary": text["summary"]}))
+    finally:
+        await db.close()
+    conn = sqlite3.connect(tmp_path / "studies.db")
+    profiles = {sid: terms for sid, terms in conn.execute(
+        "SELECT s.id, p.terms FROM study_profiles p JOIN studies s ON s.pk = p.study_pk")}
+    assert conn.execute("SELECT count(*) FROM study_profiles_stale").fetchone() == (0,)
+    conn.close()
+    assert "finasteride" in profiles["imported"]
+    assert profiles[study.id] == profiles["imported"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.db.audit import AUDIT_COLUMNS, AuditEntry
-from bot.db.profiles import refresh_profiles
+from bot.db.profiles import refresh_profiles, store_profiles
 from bot.text import title_key as make_title_key
 
 
@@ -76,6 +76,8 @@ BULK_FTS_HASH_BYTES = 32 << 20
 # Indexes no import reads (matching uses id, doi, pmid and title_key): dropped while a bulk
 # import fills an empty table, built again before its commit.
 _BULK_DROPPED_INDEXES = ("studies_citations", "studies_year")
+# Profiles made with their rows are stored this many at a time.
+PROFILES_BATCH = 1000
 
 
 # --- the sync writer used by imports ---------------------------------------------------------
@@ -95,6 +97,8 @@ class ImportWriter:
         # their columns in one statement (finish_fts); matching reads the columns meanwhile.
         self._ids_from: int | None = None
         self._tombstones: bool | None = None
+        # Profiles made with their rows (in parse workers), stored in batches: by study pk.
+        self._profiles: dict[int, str] = {}
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -323,15 +327,23 @@ class ImportWriter:
             "source_kind, source_name, seen_at) VALUES (?, ?, ?, ?, ?, ?)",
             (pk, record_hash, moderated_at, source_kind, source_name, timestamp)).rowcount > 0
 
+    def _store_profiles(self) -> None:
+        if self._profiles:
+            store_profiles(self.conn, list(self._profiles.items()))
+            self._profiles = {}
+
     def commit(self) -> None:
         # Every write of a study (import, add, edit, revert, restore, merge) commits here: its
-        # profile is remade in the same transaction.
+        # profile is stored (made by the import's parse workers) or remade, in the same
+        # transaction.
+        self._store_profiles()
         refresh_profiles(self.conn)
         self.conn.execute("COMMIT")
 
     def rollback(self) -> None:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+        self._profiles = {}
         self._ids_from = None
         self._tombstones = None
         if self._fts_from is not None:
@@ -380,15 +392,20 @@ class ImportWriter:
 
     def insert_values(self, study_id: str, values: Sequence[Any], content_hash: str,
                       timestamp: str, *, source_kind: str = IMPORT,
-                      source_name: str | None = None) -> int:
+                      source_name: str | None = None, profile: str | None = None) -> int:
         """A new study, given as its ROW_FIELDS values and their hash, from a source (a
-        moderator's is no source: its record hash is not kept)."""
+        moderator's is no source: its record hash is not kept). `profile`: its profile,
+        bot.profiles.profile_text of these values (else made at commit)."""
         moderated = source_kind == MODERATOR
         pk = self.conn.execute(_INSERT_STUDY, (
             study_id, *values, content_hash, timestamp, timestamp, source_kind, source_name,
             content_hash if source_kind == SOURCE_FILE else None,
             timestamp if moderated else None)).lastrowid
         assert pk is not None
+        if profile is not None:
+            self._profiles[pk] = profile
+            if len(self._profiles) >= PROFILES_BATCH:
+                self._store_profiles()
         self._write_topics(pk, values[_TOPICS_AT], replace=False)
         if self._ids_from is None:
             self.set_identifiers(pk, (("id", study_id), ("doi", values[_DOI_AT]),
@@ -401,6 +418,8 @@ class ImportWriter:
         """Write a study's new values. `source`: (kind, name, record hash) of the import
         whose record this is; `moderated`: a moderator's change. Neither: provenance kept
         (e.g. a similar link moved by a merge)."""
+        # Its text may change: a profile made with its row no longer holds (remade at commit).
+        self._profiles.pop(pk, None)
         if self._fts_from is not None and pk <= self._fts_from \
                 and pk not in self._fts_removed:
             # Already indexed: finish_fts takes it out of the index with the values kept here

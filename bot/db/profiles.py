@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from bot.profiles import Terms, decode, encode, top_terms
+from bot.profiles import Terms, decode, profile_text
 
 
 def refresh_profiles(conn: sqlite3.Connection, limit: int | None = None) -> int:
@@ -17,13 +17,18 @@ def refresh_profiles(conn: sqlite3.Connection, limit: int | None = None) -> int:
                         (limit,) if limit else ()).fetchall()
     if not rows:
         return 0
-    conn.executemany(
-        "INSERT OR REPLACE INTO study_profiles (study_pk, terms) VALUES (?, ?)",
-        [(pk, encode(top_terms(title, tldr, summary, (keywords or "").split("\n"))))
-         for pk, title, tldr, summary, keywords in rows])
-    conn.executemany("DELETE FROM study_profiles_stale WHERE study_pk = ?",
-                     [(row[0],) for row in rows])
+    store_profiles(conn, [(pk, profile_text(title, tldr, summary, keywords))
+                          for pk, title, tldr, summary, keywords in rows])
     return len(rows)
+
+
+def store_profiles(conn: sqlite3.Connection, profiles: Sequence[tuple[int, str]]) -> None:
+    """Store profiles made elsewhere (an import's parse workers: bot.profiles.profile_text of
+    the very values written) as current, inside the caller's transaction."""
+    conn.executemany("INSERT OR REPLACE INTO study_profiles (study_pk, terms) VALUES (?, ?)",
+                     profiles)
+    conn.executemany("DELETE FROM study_profiles_stale WHERE study_pk = ?",
+                     [(pk,) for pk, _terms in profiles])
 
 
 def read_profiles(conn: sqlite3.Connection, pks: Sequence[int]) -> dict[int, Terms]:
