@@ -1,7 +1,7 @@
 """Moderation: adding, editing, reverting, removing and merging studies with an audit entry
 for each change, staged imports that wait for a moderator's confirmation, and export.
 
-Knows nothing of Discord: the admin cog (cogs/admin.py) parses, calls this, and renders.
+Knows nothing of Discord: the admin cog (cogs/admin/) parses, calls this, and renders.
 Every change to a study is written with its audit entry in one transaction, on a connection
 of its own in a worker thread (like imports), serialised with the other writers."""
 

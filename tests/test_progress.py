@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from cogs.admin import Progress, token_alive
+from cogs.admin.library import Progress, token_alive
 
 
 class Interaction:

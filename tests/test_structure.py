@@ -155,6 +155,32 @@ async def test_studyadmin_payload_is_unchanged(loaded_bot):
     assert json.loads(json.dumps(admin, default=str)) == pinned
 
 
+ADMIN_COG = REPO / "cogs" / "admin"
+ADMIN_MODULE_MAX_LINES = 450
+# Built in rendering (bot/render_admin.py, bot/components_admin.py), never in the admin cog.
+RENDERED = {"Embed", "View", "Button", "Select", "ChannelSelect", "RoleSelect"}
+
+
+def test_the_admin_cog_is_a_package_of_small_modules():
+    modules = python_files("cogs/admin")
+    assert (ADMIN_COG / "__init__.py") in modules and len(modules) >= 4
+    assert not (REPO / "cogs" / "admin.py").exists()
+    assert "cogs.admin" in EXTENSIONS
+    for path in modules:
+        lines = len(path.read_text().splitlines())
+        assert lines <= ADMIN_MODULE_MAX_LINES, f"{path.name}: {lines} lines"
+
+
+def test_the_admin_cog_builds_no_embed_or_view():
+    for path in python_files("cogs/admin"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else \
+                    func.id if isinstance(func, ast.Name) else ""
+                assert name not in RENDERED, f"{path.name}:{node.lineno} builds a {name}"
+
+
 def test_data_files_are_valid(tmp_path):
     import sqlite3
 
