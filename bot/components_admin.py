@@ -114,16 +114,18 @@ class AuditPageButton(ReportingButton, id_format="sa:audit:{key}:{offset}:{direc
 
 
 SETUP_PICKS = ("ch", "at", "role", "log")
+SETUP_ID_FORMAT = "studyadmin:setup:{guild}:{opener}:{what}"
 
 
 class SetupItem(discord.ui.DynamicItem[discord.ui.Item[Any]],
-                template=id_pattern("studyadmin:setup:{guild}:{opener}:{what}",
-                                    guild=r"\d+", opener=r"\d+", what="|".join(SETUP_PICKS))):
+                template=id_pattern(SETUP_ID_FORMAT, guild=r"\d+", opener=r"\d+",
+                                    what="|".join(SETUP_PICKS))):
     """One pick of the guided /studyadmin setup, answered for its opener alone: the
     discussion channel (ch), automatic threads on/off (at), a moderator role (role), the log
-    channel (log). A menu for all but `at`, a button."""
+    channel (log). A menu for all but `at`, a button. Not a ReportingButton: its item is a
+    menu or a button."""
 
-    id_format: ClassVar[str] = "studyadmin:setup:{guild}:{opener}:{what}"
+    id_format: ClassVar[str] = SETUP_ID_FORMAT
 
     def __init__(self, guild_id: int, opener: int, what: str,
                  item: discord.ui.Item[Any] | None = None) -> None:

@@ -187,9 +187,11 @@ class ServerSettings(AdminBase):
             await self.post_audit(interaction.guild, entry)
 
     async def _apply_setup(self, interaction: discord.Interaction[Any],
-                           discussion_channel: Any = None, automatic_threads: bool | None = None,
+                           discussion_channel: discord.abc.GuildChannel | None = None,
+                           automatic_threads: bool | None = None,
                            moderator_role: discord.Role | None = None,
-                           log_channel: Any = None) -> list[AuditEntry]:
+                           log_channel: discord.abc.GuildChannel | None = None
+                           ) -> list[AuditEntry]:
         """Checks every value given (UserFacingError, nothing written, when one is refused),
         then saves each with its audit entry; the entries."""
         assert interaction.guild_id is not None
