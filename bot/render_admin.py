@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import discord
 
 from bot import render
 from bot.components_admin import AuditPageButton, ImportButton, RemoveButton, SetupItem
-from bot.db import AuditEntry, DatabaseStats, FailedJob, GuildSettings
-from bot.discussions import FORUM_TAGS_NOTE, EffectiveSettings
+from bot.db import AuditEntry, DatabaseStats, GuildSettings
+from bot.discussions import FORUM_TAGS_NOTE, EffectiveSettings, OutboxHealth
 from bot.importing import ImportReport
 from bot.model import Study
 from bot.moderation import describe
@@ -222,18 +221,6 @@ def settings_embed(own: GuildSettings, effective: EffectiveSettings,
 # --- statistics ----------------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
-class OutboxReport:
-    """A server's thread outbox for /studyadmin stats: updates waiting, a pause (until when,
-    and the budget of refused requests that caused it), and the jobs it stopped."""
-
-    waiting: int
-    paused_until: datetime | None
-    refusal_budget: int
-    failed: Sequence[FailedJob]
-    failed_total: int
-
-
-@dataclass(frozen=True, slots=True)
 class AdminStats:
     """What /studyadmin stats shows: the library's (every server's) and this server's."""
 
@@ -241,7 +228,7 @@ class AdminStats:
     threads: int
     queued: int
     conflicts: int
-    outbox: OutboxReport
+    outbox: OutboxHealth
     commands_today: int
     commands_week: int
     most_viewed: Sequence[tuple[str, int]]  # (study id, look-ups), most first
@@ -276,7 +263,7 @@ def stats_embed(stats: AdminStats) -> discord.Embed:
     return embed
 
 
-def add_outbox_fields(embed: discord.Embed, outbox: OutboxReport) -> None:
+def add_outbox_fields(embed: discord.Embed, outbox: OutboxHealth) -> None:
     """Thread updates waiting, a pause, and the jobs stopped (Discord refused them five
     times), with why."""
     embed.add_field(name="Thread updates waiting", value=f"{outbox.waiting:,}")

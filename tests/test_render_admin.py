@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 from bot import render_admin
 from bot.db import AuditEntry, DatabaseStats, FailedJob, GuildSettings
-from bot.discussions import FORUM_TAGS_NOTE, EffectiveSettings
+from bot.discussions import FORUM_TAGS_NOTE, EffectiveSettings, OutboxHealth
 from bot.model import Study
 from bot.render import safe
-from bot.render_admin import AdminStats, OutboxReport
+from bot.render_admin import AdminStats
 
 HERE, ELSEWHERE = 10, 20
 
@@ -73,7 +73,7 @@ def test_stats_show_the_outbox_pause_and_stopped_jobs():
         library=DatabaseStats(studies=1234, topics=20, last_updated=None, size_bytes=3 << 10,
                               schema_version=11),
         threads=3, queued=1, conflicts=2,
-        outbox=OutboxReport(waiting=4, paused_until=paused_until, refusal_budget=9000,
+        outbox=OutboxHealth(waiting=4, paused_until=paused_until, refusal_budget=9000,
                             failed=failed, failed_total=3),
         commands_today=5, commands_week=40, most_viewed=[("study-1", 7), ("gone", 2)],
         titles={"study-1": Study(id="study-1", title="A *trial*")})
@@ -87,7 +87,7 @@ def test_stats_show_the_outbox_pause_and_stopped_jobs():
     assert fields["Most looked-up studies"] == ("1. A \\*trial\\* (`study-1`) · 7 look-ups\n"
                                                 "2. gone (`gone`) · 2 look-ups")
     assert fields["Last updated"] == "never"
-    calm = OutboxReport(waiting=0, paused_until=None, refusal_budget=9000, failed=[],
+    calm = OutboxHealth(waiting=0, paused_until=None, refusal_budget=9000, failed=[],
                         failed_total=0)
     names = [f.name for f in render_admin.stats_embed(replace(stats, outbox=calm)).fields]
     assert "Thread updates waiting" in names and "Outbox paused" not in names

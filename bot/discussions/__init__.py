@@ -8,6 +8,7 @@ from bot.discussions.service import (
     DiscussionProblem,
     DiscussionService,
     EffectiveSettings,
+    OutboxHealth,
     discussion_message,
     iso,
     parse_iso,
@@ -15,5 +16,5 @@ from bot.discussions.service import (
 )
 
 __all__ = ["FORUM_TAGS_NOTE", "REQUIRED_PERMISSIONS", "Discussion", "DiscussionProblem",
-           "DiscussionService", "EffectiveSettings", "ForumTags", "discussion_message", "iso",
-           "parse_iso", "thread_name"]
+           "DiscussionService", "EffectiveSettings", "ForumTags", "OutboxHealth",
+           "discussion_message", "iso", "parse_iso", "thread_name"]

@@ -37,6 +37,7 @@ from bot.config import Config
 from bot.db import (
     Database,
     DiscussionStore,
+    FailedJob,
     GuildSettingsStore,
     ImportWriter,
     OutboxEntry,
@@ -103,6 +104,18 @@ class EffectiveSettings:
     channel_id: int | None
     auto_threads: bool
     archive_after_minutes: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxHealth:
+    """A server's thread outbox, for /studyadmin stats: updates waiting, a pause (until when,
+    and the budget of refused requests that caused it), and the jobs it stopped for good."""
+
+    waiting: int
+    paused_until: datetime | None
+    refusal_budget: int
+    failed: Sequence[FailedJob]
+    failed_total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -818,6 +831,15 @@ class DiscussionService:
     async def outbox_status(self) -> tuple[int, dict[int, int]]:
         """(automatic threads queued in all, queued per server)."""
         return await self.outbox.status()
+
+    async def outbox_health(self, guild_id: int) -> OutboxHealth:
+        pending = await self.store.pending_counts(guild_id)
+        paused = self.outbox.paused_for()
+        failed, total = await self.store.failed_jobs(guild_id)
+        return OutboxHealth(
+            waiting=pending.get("sync", 0),
+            paused_until=datetime.now(UTC) + timedelta(seconds=paused) if paused > 0 else None,
+            refusal_budget=self.outbox.budget.limit, failed=failed, failed_total=total)
 
     def wake(self) -> None:
         """Something was queued (or a study changed): let the outbox look now."""

@@ -21,7 +21,6 @@ from bot.permissions import Access, library_guild_ids
 from bot.render import NO_PINGS
 from bot.render_admin import (
     AdminStats,
-    OutboxReport,
     audit_embed,
     audit_view,
     size_text,
@@ -167,7 +166,7 @@ class AuditLog(AdminBase):
                 queued=by_guild.get(here, 0),
                 # Source records kept out because a moderator had changed the study since.
                 conflicts=await self.moderation.conflict_count(),
-                outbox=await self.outbox_report(here),
+                outbox=await self.discussions.outbox_health(here),
                 commands_today=await self.community.commands_since(today.isoformat(), here),
                 commands_week=await self.community.commands_since(
                     (today - timedelta(days=6)).isoformat(), here),
@@ -175,18 +174,6 @@ class AuditLog(AdminBase):
                 titles=await self.library.studies_by_ids([sid for sid, _ in top]))))
 
         await answer(interaction, build, ephemeral=True)
-
-    async def outbox_report(self, guild_id: int) -> OutboxReport:
-        """The outbox lines of /studyadmin stats: thread updates waiting, a pause, and the
-        jobs it stopped."""
-        store, outbox = self.discussions.store, self.discussions.outbox
-        pending = await store.pending_counts(guild_id)
-        paused = outbox.paused_for()
-        failed, total = await store.failed_jobs(guild_id)
-        return OutboxReport(
-            waiting=pending.get("sync", 0),
-            paused_until=datetime.now(UTC) + timedelta(seconds=paused) if paused > 0 else None,
-            refusal_budget=outbox.budget.limit, failed=failed, failed_total=total)
 
     @app_commands.command(name="sync", description="Resync the application commands with "
                           "Discord.")
