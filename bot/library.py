@@ -265,21 +265,20 @@ class StudyLibrary:
         if not text:
             add(await self.db.top_studies(limit))
             return self._suggestions(found)
-        key = title_key(text)
-        if key:
-            add(await self.db.suggest_by_title_prefix(key, limit))
-        if len(found) < limit and sanitise_id(text) == text.lower():
-            add(await self.db.suggest_by_id_prefix(text.lower(), limit - len(found)))
         words = tokens(text)
         # Words like "the" or "of" narrow nothing and make every FTS step slow at scale.
         kept = [w for w in words if w not in STOPWORDS] or words
         prefix_last = bool(words) and kept[-1] == words[-1]
-        if kept and len(found) < limit:
-            add(await self.db.suggest_by_title_words(
-                match_all(kept, prefix_last=prefix_last), limit))
-        # No title has these words: studies mentioning them anywhere, then a spelling fix.
+        # Title prefix, id prefix, title words: one trip to a search reader.
+        add(await self.db.suggest_titles(
+            title_key(text) or None, text.lower() if sanitise_id(text) == text.lower() else None,
+            match_all(kept, prefix_last=prefix_last) if kept else None, limit))
+        # No title has these words: the best studies mentioning them anywhere (a search by
+        # relevance, bounded like one; never an unranked walk of the full text), then a
+        # spelling fix.
         if kept and not found:
-            add(await self.db.suggest_by_match(match_all(kept), limit))
+            studies, _total = await self.db.search(match_all(kept), limit=limit)
+            add((study.id, study.title) for study in studies)
         if kept and not found:
             corrected = await self._correct(kept)
             if corrected != kept:

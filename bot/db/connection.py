@@ -303,8 +303,13 @@ class Connection:
 
     async def search_fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()
                               ) -> list[sqlite3.Row]:
-        """One read for a search, on the least busy of SEARCH_READERS connections of its own
-        (opened on first use)."""
+        """One read for a search, on a search reader (see search_run)."""
+        return await self.search_run(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def search_run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """`job(conn)` on the least busy of SEARCH_READERS connections of their own (opened on
+        first use), in that connection's thread: a search's several statements, and the Python
+        between them, cost one trip from the event loop instead of one each."""
         if self._closed:
             raise DatabaseError(f"{self.path}: the database is closed")
         if len(self._search_readers) < SEARCH_READERS and all(self._search_load):
@@ -321,8 +326,10 @@ class Connection:
                 self._search_load.append(0)
         index = min(range(len(self._search_load)), key=self._search_load.__getitem__)
         self._search_load[index] += 1
+        reader = self._search_readers[index]
         try:
-            return list(await self._search_readers[index].execute_fetchall(sql, params))
+            # aiosqlite runs a function on its connection's thread (what its own methods do).
+            return await reader._execute(job, reader._conn)
         except sqlite3.OperationalError as exc:
             raise database_error(exc) from None
         finally:

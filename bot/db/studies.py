@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.db.connection import Connection
+from bot.db.relevance import BM25_WEIGHTS, COUNT_CAP, RANK_WINDOW, relevance_keys
 from bot.model import SimilarRef, Study
 from bot.search import quote
 
@@ -18,8 +19,6 @@ STUDY_COLUMNS = (
     "id, title, authors, journal, year, month, day, citations, tldr, summary, url, doi, pmid, "
     "topics, study_type, keywords, similar, created_at, updated_at"
 )
-# bm25 weights: title, tldr, summary, authors, journal, topics, keywords.
-BM25_WEIGHTS = "10.0, 4.0, 1.0, 2.0, 1.0, 3.0, 2.0"
 SORTS = {
     "relevance": "rank",
     # Ties broken by the newest row, so that a search's pages never overlap or skip.
@@ -28,10 +27,15 @@ SORTS = {
     "newest": "coalesce(s.year, 0) DESC, coalesce(s.month, 0) DESC, coalesce(s.day, 0) DESC, "
               "s.pk DESC",
 }
-COUNT_CAP = 1000
-# Relevance over a very large match set is ranked among its newest RANK_WINDOW matches only:
-# bm25 over hundreds of thousands of rows costs seconds at 1M studies.
-RANK_WINDOW = 300
+
+
+# Autocomplete's statements (Database.suggest_titles and the single reads).
+_TITLE_PREFIX = ("SELECT id, title FROM studies WHERE title_key >= ? AND title_key < ? "
+                 "ORDER BY title_key LIMIT ?")
+_ID_PREFIX = "SELECT id, title FROM studies WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+_TITLE_WORDS = ("SELECT s.id, s.title FROM (SELECT rowid AS pk FROM titles_fts "
+                "WHERE titles_fts MATCH ? ORDER BY rowid LIMIT ?) t "
+                "JOIN studies s ON s.pk = t.pk ORDER BY s.pk")
 
 
 # --- rows <-> models --------------------------------------------------------------------------
@@ -160,6 +164,17 @@ class Database(Connection):
         ranked instead by the small title index: title matches first, each part newest
         first."""
         where, params = self._filters(topic, since, until, study_type)
+        if match and sort == "relevance" and rank and not where:
+            # The common search (words, no filters), rows and all in one trip from the event
+            # loop: see bot.db.relevance.
+            def page(conn: sqlite3.Connection) -> tuple[list[Study], int]:
+                keys, count = relevance_keys(conn, match, limit, offset)
+                rows = conn.execute(f"SELECT pk, {STUDY_COLUMNS} FROM studies WHERE pk IN "
+                                    f"({', '.join('?' * len(keys))})", keys).fetchall()
+                found = {r[0]: study_from_row(r[1:]) for r in rows}
+                return [found[k] for k in keys if k in found], count
+
+            return await self.search_run(page)
         key = "s.pk"
         if match:
             source = ("studies_fts f JOIN studies s ON s.pk = f.rowid")
@@ -223,19 +238,23 @@ class Database(Connection):
         most of 1M studies)."""
         if not terms:
             return {}
-        top = (await self.search_fetchrow("SELECT max(pk) FROM studies"))[0] or 0
-        low = max(0, top - window)
-        size = top - low  # pks of removed studies count too: an estimate
-        if not size:
-            return {term: 0.0 for term in terms}
-        bound = int(size * cap) + 1
-        parts = " UNION ALL ".join(
-            "SELECT ?, (SELECT count(*) FROM (SELECT 1 FROM studies_fts WHERE studies_fts "
-            "MATCH ? AND rowid > ? LIMIT ?))" for _ in terms)
-        params: list[Any] = []
-        for term in terms:
-            params += [term, quote(term), low, bound]
-        return {term: n / size for term, n in await self.search_fetchall(parts, params)}
+
+        def shares(conn: sqlite3.Connection) -> dict[str, float]:
+            top = conn.execute("SELECT max(pk) FROM studies").fetchone()[0] or 0
+            low = max(0, top - window)
+            size = top - low  # pks of removed studies count too: an estimate
+            if not size:
+                return {term: 0.0 for term in terms}
+            bound = int(size * cap) + 1
+            parts = " UNION ALL ".join(
+                "SELECT ?, (SELECT count(*) FROM (SELECT 1 FROM studies_fts WHERE studies_fts "
+                "MATCH ? AND rowid > ? LIMIT ?))" for _ in terms)
+            params: list[Any] = []
+            for term in terms:
+                params += [term, quote(term), low, bound]
+            return {term: n / size for term, n in conn.execute(parts, params)}
+
+        return await self.search_run(shares)
 
     async def terms_present(self, terms: Sequence[str], titles_only: bool = False) -> set[str]:
         """Which (folded) terms occur in any study (or any title), one seek each."""
@@ -267,30 +286,42 @@ class Database(Connection):
             "SELECT term, doc FROM titles_vocab WHERE term >= ? AND term < ? LIMIT ?",
             (low, high, limit))]
 
+    async def suggest_titles(self, prefix_key: str | None, id_prefix: str | None,
+                             title_match: str | None, limit: int) -> list[tuple[str, str]]:
+        """Autocomplete's reads in one trip, each only while fewer than `limit` studies are
+        found: titles starting with `prefix_key`, ids starting with `id_prefix`, then titles
+        matching `title_match` (an FTS5 expression) in the order they were added."""
+
+        def read(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            found: dict[str, str] = {}
+
+            def add(sql: str, params: tuple[Any, ...]) -> None:
+                for study_id, title in conn.execute(sql, params):
+                    if len(found) < limit:
+                        found.setdefault(study_id, title)
+
+            if prefix_key:
+                add(_TITLE_PREFIX, (prefix_key, prefix_key + "\uffff", limit))
+            if id_prefix and len(found) < limit:
+                add(_ID_PREFIX, (id_prefix, id_prefix + "\uffff", limit - len(found)))
+            if title_match and len(found) < limit:
+                add(_TITLE_WORDS, (title_match, limit))
+            return list(found.items())
+
+        return await self.search_run(read)
+
     async def suggest_by_title_prefix(self, prefix_key: str, limit: int) -> list[tuple[str, str]]:
         return [tuple(r) for r in await self.fetchall(
-            "SELECT id, title FROM studies WHERE title_key >= ? AND title_key < ? "
-            "ORDER BY title_key LIMIT ?", (prefix_key, prefix_key + "\uffff", limit))]
-
-    async def suggest_by_match(self, match: str, limit: int) -> list[tuple[str, str]]:
-        """Studies matching an FTS5 expression anywhere (title, TLDR, summary...)."""
-        return [tuple(r) for r in await self.fetchall(
-            "SELECT s.id, s.title FROM studies_fts f JOIN studies s ON s.pk = f.rowid "
-            "WHERE studies_fts MATCH ? LIMIT ?", (match, limit))]
+            _TITLE_PREFIX, (prefix_key, prefix_key + "\uffff", limit))]
 
     async def suggest_by_title_words(self, match: str, limit: int) -> list[tuple[str, str]]:
         """Studies whose title matches an FTS5 expression (prefixes use the title index's
         prefix indexes), in the order they were added."""
-        rows = await self.fetchall(
-            "SELECT s.pk, s.id, s.title FROM (SELECT rowid AS pk FROM titles_fts "
-            "WHERE titles_fts MATCH ? ORDER BY rowid LIMIT ?) t "
-            "JOIN studies s ON s.pk = t.pk", (match, limit))
-        return [(study_id, title) for _, study_id, title in sorted(rows)]
+        return [tuple(r) for r in await self.fetchall(_TITLE_WORDS, (match, limit))]
 
     async def suggest_by_id_prefix(self, prefix: str, limit: int) -> list[tuple[str, str]]:
         return [tuple(r) for r in await self.fetchall(
-            "SELECT id, title FROM studies WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
-            (prefix, prefix + "\uffff", limit))]
+            _ID_PREFIX, (prefix, prefix + "\uffff", limit))]
 
     async def top_studies(self, limit: int) -> list[tuple[str, str]]:
         return [tuple(r) for r in await self.fetchall(

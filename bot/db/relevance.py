@@ -1,0 +1,62 @@
+"""A search by relevance, as one job on a search reader (Connection.search_run): the title
+index first, the full text only to count and to fill.
+
+Title matches come first, ranked by bm25 over the title index: a title's doclists are a small
+fraction of the full text's, and a study whose title has every word is what members look for.
+Over RANK_WINDOW title matches, the newest RANK_WINDOW of them are ranked. A page the title
+matches do not fill takes the other matches: by bm25 over the full text when there are at
+most RANK_WINDOW matches in all, newest first otherwise. The total is counted walking the
+doclists in rowid order, which FTS5 reads faster than backwards, and is not counted in the
+full text at all when the titles alone pass COUNT_CAP. (bm25 over the full text reads every
+query word's whole doclist for its idf: 10-30 ms for common words at 1M studies, where this
+plan stays near a millisecond.)"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+# bm25 weights: title, tldr, summary, authors, journal, topics, keywords.
+BM25_WEIGHTS = "10.0, 4.0, 1.0, 2.0, 1.0, 3.0, 2.0"
+COUNT_CAP = 1000
+# Relevance over a very large match set is ranked among its newest RANK_WINDOW matches only.
+RANK_WINDOW = 300
+
+
+def _count(conn: sqlite3.Connection, table: str, match: str) -> int:
+    return conn.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ? LIMIT ?)",
+        (match, COUNT_CAP + 1)).fetchone()[0]
+
+
+def _column(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> list[int]:
+    return [row[0] for row in conn.execute(sql, params)]
+
+
+def relevance_keys(conn: sqlite3.Connection, match: str, limit: int, offset: int
+                   ) -> tuple[list[int], int]:
+    """The pks of one page of the studies matching `match` (an FTS5 expression), best first,
+    and their total capped at COUNT_CAP + 1."""
+    wanted = offset + limit
+    titled = _count(conn, "titles_fts", match)
+    total = COUNT_CAP + 1 if titled > COUNT_CAP else _count(conn, "studies_fts", match)
+    ranked: list[int] = []
+    if titled > RANK_WINDOW:
+        ranked = _column(conn, (
+            "SELECT rowid FROM (SELECT rowid, rank FROM titles_fts WHERE titles_fts MATCH ? "
+            "ORDER BY rowid DESC LIMIT ?) ORDER BY rank, rowid DESC"), (match, RANK_WINDOW))
+    elif titled:
+        ranked = _column(conn, "SELECT rowid FROM titles_fts WHERE titles_fts MATCH ? "
+                               "ORDER BY rank, rowid DESC", (match,))
+    if wanted > len(ranked) and total > len(ranked):
+        # The rest of the matches, after the ranked titles (the same order on every page).
+        if total <= RANK_WINDOW:
+            rest = _column(conn, (
+                "SELECT rowid FROM studies_fts WHERE studies_fts MATCH ? "
+                f"ORDER BY bm25(studies_fts, {BM25_WEIGHTS}), rowid DESC"), (match,))
+        else:
+            rest = _column(conn, "SELECT rowid FROM studies_fts WHERE studies_fts MATCH ? "
+                                 "ORDER BY rowid DESC LIMIT ?", (match, wanted + len(ranked)))
+        seen = set(ranked)
+        ranked += [pk for pk in rest if pk not in seen]
+    return ranked[offset:wanted], total
