@@ -34,7 +34,7 @@ StudyArg = app_commands.Transform[Study, StudyTransformer]
 TYPE_CHOICES = [app_commands.Choice(name=STUDY_TYPE_LABELS[t], value=t) for t in STUDY_TYPES]
 RELATED_LIMIT = 50
 CARD_CACHE_SIZE = 256  # rendered study cards kept (a few KB each)
-SEARCH_PAGE_CACHE_SIZE = 256  # rendered search pages kept (the library caches 512 searches)
+SEARCH_PAGE_CACHE_SIZE = 128  # rendered search pages kept (the library caches 128 searches)
 PRUNE_EVERY_SECONDS = 24 * 3600
 
 log = logging.getLogger("studybot.studies")
