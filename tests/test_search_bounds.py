@@ -107,3 +107,37 @@ async def test_cached_searches_see_another_process_write(seeded, tmp_path):
     finally:
         await other_db.close()
     assert [s.id for s in (await seeded.search(SearchRequest("capybara"))).studies] == ["capy"]
+
+
+async def test_relevance_pages_give_title_matches_first_then_the_rest_once(seeded, tmp_path):
+    # Ranked by the title index first, the rest of the matches filling: paged three at a
+    # time, every match comes exactly once, studies with the word in their title first.
+    path = tmp_path / "okapi.yaml"
+    titled = [f"okapi-title-{i}" for i in range(4)]
+    elsewhere = [f"okapi-text-{i}" for i in range(5)]
+    path.write_text("studies:\n" + "".join(
+        f"  - {{id: {i}, title: Okapi stripes {n}, summary: Stripes.}}\n"
+        for n, i in enumerate(titled)) + "".join(
+        f"  - {{id: {i}, title: Forest mammals {n}, summary: An okapi was seen.}}\n"
+        for n, i in enumerate(elsewhere)))
+    await seeded.import_paths([path])
+    seen: list[str] = []
+    for offset in range(0, 12, 3):
+        page = await seeded.search(SearchRequest("okapi", limit=3, offset=offset))
+        assert page.total == 9
+        seen += [s.id for s in page.studies]
+    assert len(seen) == 9 and set(seen) == set(titled) | set(elsewhere)
+    assert set(seen[:4]) == set(titled)
+
+
+async def test_autocomplete_without_a_title_match_ranks_the_full_text(seeded, tmp_path):
+    # No title has the word: the suggestions are the best full-text matches (a TLDR weighs
+    # more than a summary), not whichever the index meets first.
+    path = tmp_path / "tapir.yaml"
+    path.write_text(
+        "studies:\n"
+        "  - {id: browsing-2020, title: Rainforest browsing, summary: 'A tapir ate leaves.'}\n"
+        "  - {id: grazing-2020, title: Rainforest grazing, tldr: 'Tapir diets.', "
+        "summary: Leaves.}\n")
+    await seeded.import_paths([path])
+    assert [s.id for s in await seeded.suggest("tapir")] == ["grazing-2020", "browsing-2020"]
