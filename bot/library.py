@@ -51,8 +51,8 @@ COMMON_DOCS = 20_000
 # the title index instead of bm25 over the full text (bm25 reads every entry: 5-30 ms per
 # 100k).
 BM25_POSTINGS = 10_000
-# Each entry holds a page of whole studies (~25 KB): 512 of them were ~13 MB of the soak's
-# RSS growth, for inputs that never repeat; 128 still covers pages flipped and popular
+# Each entry holds a page of whole studies: 512 of them held 14.4 MB (measured at 1M), RSS
+# growth in the soak, whose searches never repeat; 128 still cover pages flipped and popular
 # searches.
 SEARCH_CACHE_SIZE = 128
 # Every write through studybot bumps meta 'studies_version', so a cached search is exact until
