@@ -2,6 +2,7 @@
 gives the same database as the row-by-row path."""
 
 import codecs
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -9,7 +10,7 @@ import sqlite3
 import pytest
 
 from bot import importing
-from bot.db import Database, ImportWriter, ModerationStore, connect_sync
+from bot.db import Database, ImportWriter, ModerationStore, ModerationWriter, connect_sync
 from bot.importers import ImportFormatError
 from bot.importing import ImportAborted, Prepared, prepared_items, run_import
 from bot.library import StudyLibrary
@@ -270,3 +271,37 @@ async def test_an_imported_profile_is_the_one_a_moderator_edit_makes(tmp_path, t
     conn.close()
     assert "finasteride" in profiles["imported"]
     assert profiles[study.id] == profiles["imported"]
+
+
+def test_bulk_import_into_a_filled_database_matches_duplicates_and_keeps_moderators_edits(
+        tmp_path, topics):
+    """Two real corpus files sharing studies (by DOI or PMID), the second imported over the
+    first and a moderator's edit: the bulk path (from its first record) matches and keeps
+    exactly what the row-by-row path does."""
+    sample = shared_path("corpus", "sample_1000.jsonl")
+    subset = shared_path("corpus", "derm_hair_subset.jsonl")
+    shared_dois = ({json.loads(line).get("doi") for line in sample.open()}
+                   & {json.loads(line).get("doi") for line in subset.open()}) - {None}
+    edited_doi = min(shared_dois)
+    results = {}
+    for option in (None, 1):
+        conn = connect_sync(tmp_path / f"{option}.db")
+        import_file(conn, sample, topics, bulk_after=option)
+        writer = ModerationWriter(conn)
+        writer.begin()
+        pk = writer.find_pk("doi", edited_doi)
+        assert pk is not None
+        row, _ = writer.load_row(pk)
+        writer.update(pk, dataclasses.replace(row, title="Title a moderator fixed"),
+                      "2026-01-01T00:00:00Z", moderated=True)
+        writer.commit()
+        report = import_file(conn, subset, topics, bulk_after=option)
+        title = conn.execute("SELECT title FROM studies WHERE doi = ?", (edited_doi,)).fetchone()
+        results[option] = ((report.new, report.updated, report.unchanged, report.kept_moderated,
+                            len(report.invalid)), title, snapshot(conn), _profiles(conn))
+        conn.close()
+    assert results[1] == results[None]
+    (new, updated, unchanged, kept, _invalid), title, (studies, *_), _ = results[1]
+    assert title == ("Title a moderator fixed",) and kept == 1
+    assert updated + unchanged + kept >= len(shared_dois)  # each shared study matched, not new
+    assert len(studies) == 1000 - 2 + new  # two records of the sample hold no study
