@@ -2,9 +2,10 @@
 
 For each paper included in a review (relevance.jsonl), the fraction of its top-10 related
 studies that are included papers of the same review; averaged over papers. The Cohen_2006
-reviews are the tuning set; the others are reported as a held-out check. A labelled record
-that the import merged into another study with the same PMID counts as that study (with
---own-ids-only it is left out, as in the figures before 2026-11-26 06:30).
+reviews are the tuning set; the others, and the hair records of derm_hair_subset.jsonl (a
+neighbour counts when it is a hair record too), are reported as a check outside it. A
+labelled record that the import merged into another study with the same PMID counts as that
+study (with --own-ids-only it is left out, as in the figures before 2026-11-26 06:30).
 
     python bench/related_quality.py            # builds bench/out/related-eval.db once
     python bench/related_quality.py --only Cohen_2006
@@ -44,6 +45,18 @@ def included_by_review() -> dict[str, list[str]]:
                 if label.get("review") and label.get("included") == 1:
                     reviews[label["review"]].append(label["id"])
     return dict(reviews)
+
+
+def hair_records() -> list[str]:
+    """Record ids of derm_hair_subset.jsonl matched by a hair term."""
+    ids = []
+    with open(SHARED / "derm_hair_subset.jsonl", encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                if "hair" in record.get("match", []):
+                    ids.append(record["id"])
+    return ids
 
 
 def corpus_pmids() -> dict[str, str]:
@@ -96,6 +109,20 @@ async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
                 hits = sum(1 for e in entries[:K] if e.study and e.study.id in members)
                 precisions.append(hits / K)
             results[review] = (sum(precisions) / max(1, len(precisions)), len(precisions))
+        # Outside the reviews: the hair records of derm_hair_subset.jsonl, a neighbour counting
+        # when it is a hair record too.
+        hair = set()
+        for record_id in hair_records():
+            study = await library.lookup(sanitise_id(record_id) or record_id)
+            if study is not None:
+                hair.add(study.id)
+        hair_precisions = []
+        for study_id in sorted(hair):
+            study = await library.lookup(study_id)
+            assert study is not None
+            entries = await library.related(study, limit=K)
+            hits = sum(1 for e in entries[:K] if e.study and e.study.id in hair)
+            hair_precisions.append(hits / K)
         elapsed = time.perf_counter() - started
     finally:
         await db.close()
@@ -110,7 +137,9 @@ async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
         macro = sum(p for p, _ in picked) / max(1, len(picked))
         print(f"| **{name}: mean over papers** | {papers} | **{micro:.3f}** "
               f"(mean over reviews {macro:.3f}) |")
-    queries = sum(n for _, n in results.values())
+    print(f"| **hair records (derm_hair_subset): mean over papers** | {len(hair_precisions)} "
+          f"| **{sum(hair_precisions) / max(1, len(hair_precisions)):.3f}** |")
+    queries = sum(n for _, n in results.values()) + len(hair_precisions)
     print(f"\n{queries} related() calls in {elapsed:.1f} s", file=sys.stderr)
 
 

@@ -91,7 +91,7 @@ async def candidates(db_path: Path, queries: list[str]) -> dict[str, list[str]]:
         for sid in queries:
             study = await library.lookup(sid)
             assert study is not None
-            out[sid] = [s.id for s, _ in await library.neighbours(study, POOL)]
+            out[sid] = [s.id for s, _, _ in await library.neighbours(study, POOL)]
     finally:
         await db.close()
     return out

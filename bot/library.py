@@ -16,10 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from bot import importers, related
+from bot import profiles as study_profiles
 from bot.db import IMPORT, Database, DatabaseStats, ImportWriter
+from bot.db.neighbours import pubmed_similar
+from bot.db.profiles import stored_profiles
+from bot.db.references import cited_studies, citing_studies, coupled_studies, references_of
 from bot.importing import ImportReport, Item, Progress, prepared_items, run_import
 from bot.lru import LRU
-from bot.model import STUDY_TYPES, RelatedEntry, SearchPage, SimilarRef, Study, Suggestion
+from bot.model import (
+    STUDY_TYPES,
+    RelatedEntry,
+    RelatedReasons,
+    SearchPage,
+    SimilarRef,
+    Study,
+    Suggestion,
+)
 from bot.search import (
     STOPWORDS,
     allowed_edits,
@@ -41,6 +53,7 @@ from bot.text import (
 from bot.topics import TopicVocabulary
 
 SORTS = ("relevance", "citations", "newest")
+LISTED = RelatedReasons(listed=True)
 MAX_SUGGESTIONS = 25
 # A search word in more than this share of the studies (and in more than COMMON_DOCS of them)
 # is left out of the query when rarer words remain: "of" in "quality of life" narrows nothing
@@ -433,14 +446,16 @@ class StudyLibrary:
                 continue
             seen.add(key)
             entries.append(RelatedEntry(ref=ref, study=target, score=float("inf"),
-                                        from_similar_list=True))
+                                        from_similar_list=True, reasons=LISTED))
         if len(entries) < limit:
-            for neighbour, score in await self.neighbours(study, limit - len(entries) + 5):
+            for neighbour, score, reasons in await self.neighbours(
+                    study, limit - len(entries) + 5):
                 if neighbour.id in seen:
                     continue
                 seen.add(neighbour.id)
                 entries.append(RelatedEntry(ref=SimilarRef(id=neighbour.id), study=neighbour,
-                                            score=score, from_similar_list=False))
+                                            score=score, from_similar_list=False,
+                                            reasons=reasons))
         entries = entries[:limit]
         if sort == "citations":
             entries.sort(key=lambda e: -(e.citations if e.citations is not None else -1))
@@ -448,7 +463,10 @@ class StudyLibrary:
             entries.sort(key=published_order, reverse=True)  # stable: ties keep their rank
         return entries
 
-    async def neighbours(self, study: Study, limit: int) -> list[tuple[Study, float]]:
+    async def neighbours(self, study: Study, limit: int
+                         ) -> list[tuple[Study, float, RelatedReasons]]:
+        """The study's nearest studies by content and links, best first, each with its score
+        and why it is there."""
         mine = related.profile(study.title, study.tldr, study.summary, study.keywords,
                                study.topics, study.study_type, study.journal)
         if self._newest_pk is None:
@@ -478,14 +496,15 @@ class StudyLibrary:
                 keywords.append(keyword)
             elif word_counts:
                 keyword_counts[keyword] = min(word_counts)
-        if not terms and not keywords:
+        pk = await self.db.pk_of(study.id)
+        links = await self._links(study, pk)
+        if not terms and not keywords and not links.candidates():
             return []
         found.update(await self._newest_matches(
             [term_matches[t] for t, _ in terms] + [keyword_matches[k] for k in keywords],
             skip=found))
         keyword_counts.update({k: self._counts.get(keyword_matches[k], 0) for k in keywords})
         keyword_weights = related.keyword_idfs(keyword_counts, total)
-        pk = await self.db.pk_of(study.id)
         text = related.shared_scores({t: found[term_matches[t]] for t, _ in terms}, dict(terms))
         shared = related.shared_scores({k: found[keyword_matches[k]] for k in keywords},
                                        keyword_weights)
@@ -493,8 +512,10 @@ class StudyLibrary:
             text.pop(pk, None)
             shared.pop(pk, None)
         # The lists of frequent terms and keywords are cut: score the best candidates again
-        # with their keywords, topics, type and journal.
+        # with their keywords, topics, type and journal, then with their stored profiles,
+        # authors, and the links of another kind.
         best = related.top_candidates((text, shared), related.RERANK)
+        best = [c for c in dict.fromkeys([*best, *links.candidates()]) if c != pk]
         facts = await self.db.related_facts(best)
         profiles = {c: related.facts_profile(f.title, f.keywords, f.topics, f.study_type,
                                              f.journal) for c, f in facts.items()}
@@ -504,11 +525,60 @@ class StudyLibrary:
                 for c, p in profiles.items()}
         overlap = {c: related.keyword_overlap(mine, p, keyword_weights)
                    for c, p in profiles.items()}
-        final = related.fuse(((text, related.W_TEXT), (overlap, related.W_KEYWORDS)))
-        scored = sorted(((final.get(c, 0.0) + related.bonus(mine, p), c)
-                         for c, p in profiles.items()), key=lambda i: (-i[0], -i[1]))[:limit]
+        lexical = related.fuse(((text, related.W_TEXT), (overlap, related.W_KEYWORDS)))
+        base = {c: lexical.get(c, 0.0) + related.bonus(mine, p) for c, p in profiles.items()}
+        stored = await stored_profiles(self.db, list(profiles))
+        profile_scores = {c: study_profiles.similarity(term_weights, t)
+                          for c, t in stored.items()}
+        final = related.fuse(((base, 1.0), (profile_scores, related.W_PROFILE),
+                              (dict(links.pubmed), related.W_PUBMED),
+                              (dict(links.coupling), related.W_COUPLING)))
+        my_authors = related.author_set(study.authors)
+        shared_authors = {c: len(my_authors & related.author_set(f.authors))
+                          for c, f in facts.items()} if my_authors else {}
+        for c in facts:
+            final[c] = (final.get(c, 0.0) + related.W_AUTHORS * min(
+                related.MAX_SHARED_AUTHORS, shared_authors.get(c, 0))
+                + related.W_CITATION * (c in links.cites or c in links.cited_by))
+        scored = sorted(((score, c) for c, score in final.items() if c in facts),
+                        key=lambda i: (-i[0], -i[1]))[:limit]
         rows = await self.db.studies_by_pks([c for _, c in scored])
-        return [(rows[c], score) for score, c in scored if c in rows]
+        names = related.keyword_names(study.keywords)
+        out = []
+        for score, c in scored:
+            if c not in rows:
+                continue
+            theirs, fact = profiles[c], facts[c]
+            shared_keywords = sorted(
+                (k for k in mine.keywords & theirs.keywords if keyword_weights.get(k, 0) > 0),
+                key=lambda k: (-keyword_weights[k], k))
+            in_profile = {t for t, _ in stored.get(c, ())} | theirs.terms.keys()
+            near_year = (study.year is not None and fact.year is not None
+                         and abs(study.year - fact.year) <= related.JOURNAL_YEARS)
+            same_journal = bool(mine.journal) and mine.journal == theirs.journal
+            reasons = RelatedReasons(
+                pubmed_similar=c in links.pubmed, cites=c in links.cites,
+                cited_by=c in links.cited_by, shared_references=links.coupling.get(c, 0),
+                keywords=tuple(names.get(k, k) for k in shared_keywords),
+                keywords_are_mesh=bool(study.pmid and fact.pmid),
+                shared_authors=shared_authors.get(c, 0),
+                journal_year=fact.year if same_journal and near_year else None,
+                same_journal=same_journal,
+                terms=tuple(t for t, _ in terms if t in in_profile))
+            out.append((rows[c], score, reasons))
+        return out
+
+    async def _links(self, study: Study, pk: int | None) -> related.Links:
+        """PubMed's similar articles of the study, and the studies it shares references with,
+        cites, or is cited by (all empty until fetched or imported)."""
+        if pk is None:
+            return related.NO_LINKS
+        refs = await references_of(self.db, pk)
+        return related.Links(
+            pubmed=await pubmed_similar(self.db, [study.pmid]) if study.pmid else {},
+            coupling=await coupled_studies(self.db, pk, refs) if refs else {},
+            cites=frozenset(await cited_studies(self.db, refs) - {pk}) if refs else frozenset(),
+            cited_by=frozenset(await citing_studies(self.db, study.doi, study.pmid) - {pk}))
 
     async def _newest_matches(self, matches: list[str], *, known_counts: bool = True,
                               skip: dict[str, list[int]] | None = None

@@ -190,6 +190,54 @@ class Study:
 
 
 @dataclass(frozen=True, slots=True)
+class RelatedReasons:
+    """Why a study is in another's related research, as the ranking found it."""
+
+    listed: bool = False                  # in the study's own similar list (from its source)
+    pubmed_similar: bool = False          # among PubMed's similar articles of the study
+    cites: bool = False                   # the study cites it
+    cited_by: bool = False                # it cites the study
+    shared_references: int = 0            # works both cite (bibliographic coupling)
+    keywords: tuple[str, ...] = ()        # shared keywords, most distinctive first
+    keywords_are_mesh: bool = False
+    shared_authors: int = 0
+    journal_year: int | None = None       # same journal, published within two years (its year)
+    same_journal: bool = False
+    terms: tuple[str, ...] = ()           # shared distinctive words, when nothing else says
+
+    def describe(self, keyword_limit: int = 3, width: int = 140) -> str:
+        """A few words: 'shares MeSH: Alopecia, Minoxidil; same authors'."""
+        parts: list[str] = []
+        if self.listed:
+            parts.append("listed by the study")
+        if self.cites:
+            parts.append("cited by this study")
+        if self.cited_by:
+            parts.append("cites this study")
+        if self.shared_references:
+            parts.append(f"cites {self.shared_references} of the same works"
+                         if self.shared_references > 1 else "cites one of the same works")
+        if self.pubmed_similar:
+            parts.append("PubMed similar")
+        if self.keywords:
+            names = [name if len(name) <= 40 else name[:39] + "…"
+                     for name in self.keywords[:keyword_limit]]
+            more = len(self.keywords) - len(names)
+            parts.append(f"shares {'MeSH' if self.keywords_are_mesh else 'keywords'}: "
+                         + ", ".join(names) + (f" +{more}" if more > 0 else ""))
+        if self.shared_authors:
+            parts.append("same authors" if self.shared_authors > 1 else "shares an author")
+        if self.journal_year is not None:
+            parts.append(f"same journal, {self.journal_year}")
+        elif self.same_journal:
+            parts.append("same journal")
+        if self.terms and not self.keywords:
+            parts.append("shares words: " + ", ".join(self.terms[:keyword_limit]))
+        text = "; ".join(parts)
+        return text if len(text) <= width else text[:width - 1].rstrip("; ,") + "…"
+
+
+@dataclass(frozen=True, slots=True)
 class RelatedEntry:
     """One line of related research: a database study or an unresolved reference."""
 
@@ -197,6 +245,7 @@ class RelatedEntry:
     study: Study | None
     score: float
     from_similar_list: bool
+    reasons: RelatedReasons = RelatedReasons()
 
     @property
     def title(self) -> str:

@@ -417,9 +417,11 @@ def related_embed(study: Study, entries: Sequence[RelatedEntry], offset: int, to
         if target is not None:
             link = (threads or {}).get(target.id)
             marker = f" · [discussion]({link.url})" if link else ""
+            why = entry.reasons.describe()
             lines.append(_result_line(offset + i + 1, target.title, target.source_url,
                                       study_facts(target), target.tldr, marker,
-                                      badge=type_badge(target.study_type)))
+                                      badge=type_badge(target.study_type))
+                         + (f"\n-# why: {truncate(safe(why), 150)}" if why else ""))
         else:
             ref = entry.ref
             facts = []

@@ -110,3 +110,23 @@ def test_document_counts_exact_below_the_list_size_and_estimated_above():
     # The newest 100 matches reach back over the newest tenth of the studies.
     assert related.estimate_count(100, 901, 1000, cap=100) == 1000
     assert related.estimate_count(100, 1, 1000, cap=100) == 100
+
+
+async def test_each_related_entry_says_why_it_is_there(corpus_library):
+    from bot import render
+
+    lib = corpus_library
+    seed = await lib.resolve("hair-mesotherapy-2012")
+    entries = await lib.related(seed, limit=10)
+    listed = [e for e in entries if e.from_similar_list]
+    assert listed and all(e.reasons.describe() == "listed by the study" for e in listed)
+    ranked = [e for e in entries if not e.from_similar_list]
+    assert ranked and all(e.reasons.describe() and not e.reasons.listed for e in ranked)
+    for entry in ranked:
+        if entry.reasons.keywords:
+            assert entry.reasons.describe().startswith(("shares MeSH: ", "shares keywords: "))
+            assert entry.reasons.keywords[0] in seed.keywords or any(
+                k.startswith(entry.reasons.keywords[0]) for k in seed.keywords)
+    embed = render.related_embed(seed, entries[:5], 0, len(entries), "relevance")
+    assert "-# why: listed by the study" in (embed.description or "")
+    assert len(embed.description or "") <= 4096

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from bot.db.connection import Connection
 from bot.profiles import Terms, decode, profile_text
 
 
@@ -40,4 +41,16 @@ def read_profiles(conn: sqlite3.Connection, pks: Sequence[int]) -> dict[int, Ter
         f"SELECT study_pk, terms FROM study_profiles WHERE study_pk IN ({marks}) "
         f"AND study_pk NOT IN (SELECT study_pk FROM study_profiles_stale "
         f"WHERE study_pk IN ({marks}))", [*pks, *pks]).fetchall()
+    return {pk: decode(text) for pk, text in rows}
+
+
+async def stored_profiles(db: Connection, pks: Sequence[int]) -> dict[int, Terms]:
+    """read_profiles on the bot's connection: related research reads them per request."""
+    if not pks:
+        return {}
+    marks = ", ".join("?" * len(pks))
+    rows = await db.fetchall(
+        f"SELECT study_pk, terms FROM study_profiles WHERE study_pk IN ({marks}) "
+        f"AND study_pk NOT IN (SELECT study_pk FROM study_profiles_stale "
+        f"WHERE study_pk IN ({marks}))", [*pks, *pks])
     return {pk: decode(text) for pk, text in rows}

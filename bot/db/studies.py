@@ -70,6 +70,9 @@ class RelatedFacts:
     topics: tuple[str, ...]
     study_type: str | None
     journal: str | None
+    authors: tuple[str, ...] = ()
+    year: int | None = None
+    pmid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,11 +359,12 @@ class Database(Connection):
             return {}
         marks = ", ".join("?" * len(pks))
         rows = await self.fetchall(
-            "SELECT pk, title, keywords, topics, study_type, journal FROM studies "
-            f"WHERE pk IN ({marks})", list(pks))
+            "SELECT pk, title, keywords, topics, study_type, journal, authors, year, pmid "
+            f"FROM studies WHERE pk IN ({marks})", list(pks))
         return {r[0]: RelatedFacts(title=r[1], keywords=_split_lines(r[2]),
                                    topics=tuple(r[3].split()) if r[3] else (),
-                                   study_type=r[4], journal=r[5]) for r in rows}
+                                   study_type=r[4], journal=r[5], authors=_split_lines(r[6]),
+                                   year=r[7], pmid=r[8]) for r in rows}
 
     # Topics and statistics ------------------------------------------------------------------------
 

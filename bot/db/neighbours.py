@@ -1,0 +1,61 @@
+"""PubMed's similar articles (E-utilities elink pubmed_pubmed, neighbor_score; migration 0011):
+which PMIDs are fetched, storing what PubMed gave, reading them for related research."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from bot.db.connection import Connection, SyncStore, now_iso
+
+# Neighbours kept per PMID (PubMed gives a few hundred, best first).
+KEPT = 100
+
+
+class NeighbourStore(SyncStore):
+    """Writes of the background fetch, on a connection of its own."""
+
+    async def unfetched_pmids(self, limit: int) -> list[str]:
+        """PMIDs of studies whose similar articles were never fetched, newest studies first."""
+        def work(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT s.pmid FROM studies s WHERE s.pmid IS NOT NULL AND NOT EXISTS "
+                "(SELECT 1 FROM pubmed_neighbours_fetched f WHERE f.pmid = s.pmid) "
+                "ORDER BY s.pk DESC LIMIT ?", (limit,)).fetchall()
+            return [r[0] for r in rows]
+        return await self._run(work, write=False)
+
+    async def store(self, links: dict[str, list[tuple[str, int]]]) -> None:
+        """Each PMID's neighbours (PMID, score) replace what was kept, marked fetched; one
+        transaction for the batch."""
+        fetched_at = now_iso()
+
+        def work(conn: sqlite3.Connection) -> None:
+            for pmid, neighbours in links.items():
+                best = sorted(neighbours, key=lambda n: -n[1])[:KEPT]
+                conn.execute("DELETE FROM pubmed_neighbours WHERE pmid = ?", (pmid,))
+                conn.executemany(
+                    "INSERT OR REPLACE INTO pubmed_neighbours (pmid, neighbour, score) "
+                    "VALUES (?, ?, ?)", [(pmid, n, s) for n, s in best if n != pmid])
+                conn.execute(
+                    "INSERT OR REPLACE INTO pubmed_neighbours_fetched (pmid, fetched_at, links) "
+                    "VALUES (?, ?, ?)", (pmid, fetched_at, len(neighbours)))
+        await self._run(work)
+
+
+async def pubmed_similar(db: Connection, pmids: Sequence[str]) -> dict[int, int]:
+    """Studies in the database among PubMed's similar articles of these PMIDs, by pk, with
+    PubMed's best score for each."""
+    if not pmids:
+        return {}
+    marks = ", ".join("?" * len(pmids))
+    rows = await db.fetchall(
+        f"SELECT i.study_pk, max(n.score) FROM pubmed_neighbours n JOIN study_identifiers i "
+        f"ON i.kind = 'pmid' AND i.value = n.neighbour WHERE n.pmid IN ({marks}) "
+        f"GROUP BY i.study_pk", list(pmids))
+    return {r[0]: r[1] for r in rows}
+
+
+async def fetched_count(db: Connection) -> int:
+    row = await db.fetchrow("SELECT count(*) FROM pubmed_neighbours_fetched")
+    return int(row[0])

@@ -1,0 +1,84 @@
+"""Works a study cites (study_references, migration 0011), as 'doi:...' and 'pmid:...' keys:
+kept at import, united when duplicates merge, read by related research for bibliographic
+coupling (studies citing the same works) and direct citation."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+from bot.db.connection import Connection
+
+# A study's references looked at for coupling (reviews cite hundreds; the first are enough).
+COUPLING_REFS = 300
+# Studies read per coupling look-up, most shared works first.
+COUPLED_STUDIES = 60
+
+
+def reference_key(kind: str, value: str) -> str | None:
+    """'doi:10.1/x' or 'pmid:123' (DOIs lower-case, without a URL prefix); None if empty."""
+    value = value.strip()
+    if kind == "doi":
+        value = value.lower().removeprefix("https://doi.org/").removeprefix("http://dx.doi.org/")
+        value = value.removeprefix("doi:")
+    elif kind == "pmid":
+        value = value if value.isdigit() else ""
+    else:
+        return None
+    return f"{kind}:{value}" if value else None
+
+
+def write_references(conn: sqlite3.Connection, pk: int, refs: Iterable[str]) -> None:
+    """Add references to a study (inside the caller's transaction); never drops one."""
+    conn.executemany("INSERT OR IGNORE INTO study_references (study_pk, ref) VALUES (?, ?)",
+                     [(pk, ref) for ref in dict.fromkeys(refs)])
+
+
+def move_references(conn: sqlite3.Connection, from_pk: int, to_pk: int) -> None:
+    """A merge: the kept study gets the union of both studies' references."""
+    conn.execute("INSERT OR IGNORE INTO study_references (study_pk, ref) "
+                 "SELECT ?, ref FROM study_references WHERE study_pk = ?", (to_pk, from_pk))
+
+
+async def references_of(db: Connection, pk: int) -> list[str]:
+    rows = await db.fetchall("SELECT ref FROM study_references WHERE study_pk = ? LIMIT ?",
+                             (pk, COUPLING_REFS))
+    return [r[0] for r in rows]
+
+
+async def coupled_studies(db: Connection, pk: int, refs: Sequence[str]) -> dict[int, int]:
+    """Studies citing some of the same works, with how many (most first, bounded)."""
+    if not refs:
+        return {}
+    marks = ", ".join("?" * len(refs))
+    rows = await db.fetchall(
+        f"SELECT study_pk, count(*) FROM study_references WHERE ref IN ({marks}) "
+        f"AND study_pk != ? GROUP BY study_pk ORDER BY count(*) DESC, study_pk DESC LIMIT ?",
+        [*refs, pk, COUPLED_STUDIES])
+    return {r[0]: r[1] for r in rows}
+
+
+async def cited_studies(db: Connection, refs: Sequence[str]) -> set[int]:
+    """The studies in the database that these references point at."""
+    pairs = [ref.split(":", 1) for ref in refs]
+    pairs = [(kind, value) for kind, value in pairs if kind in ("doi", "pmid")]
+    if not pairs:
+        return set()
+    marks = ", ".join("(?, ?)" for _ in pairs)
+    rows = await db.fetchall(
+        f"SELECT DISTINCT study_pk FROM study_identifiers WHERE (kind, value) IN ({marks})",
+        [v for pair in pairs for v in pair])
+    return {r[0] for r in rows}
+
+
+async def citing_studies(db: Connection, doi: str | None, pmid: str | None) -> set[int]:
+    """The studies whose references point at this DOI or PMID."""
+    keys = [k for k in (reference_key("doi", doi or ""), reference_key("pmid", pmid or ""))
+            if k]
+    if not keys:
+        return set()
+    marks = ", ".join("?" * len(keys))
+    rows = await db.fetchall(
+        f"SELECT DISTINCT study_pk FROM study_references WHERE ref IN ({marks}) LIMIT ?",
+        [*keys, COUPLED_STUDIES])
+    return {r[0] for r in rows}
