@@ -143,6 +143,7 @@ class Prepared(NamedTuple):
     unknown_topics: tuple[str, ...] = ()  # named by the record, not in the vocabulary
     # bot.profiles.profile_text of values; None: made at commit (bot.db.refresh_profiles).
     profile: str | None = None
+    references: tuple[str, ...] = ()  # the record's, as reference keys (added, never dropped)
 
 
 _TITLE, _TITLE_KEY, _YEAR, _DOI, _PMID, _TOPICS, _JOURNAL = (
@@ -219,7 +220,7 @@ def prepare(record: StudyRecord, topics: TopicVocabulary, *, profile: bool = Fal
     return Prepared(record.id, values, row_hash(values), bool(known), record.source,
                     record.warnings, tuple(unknown),
                     profile_text(record.title, record.tldr, record.summary, keywords)
-                    if profile else None)
+                    if profile else None, record.references)
 
 
 Item = StudyRecord | InvalidRecord | Prepared
@@ -368,9 +369,12 @@ class StudyImporter:
         if pk is None:
             # A record that matched nothing has an id, DOI and PMID no study holds.
             study_id = item.id or self._new_id(values[_TITLE], values[_YEAR])
-            writer.insert_values(study_id, values, item.content_hash, timestamp,
-                                 source_kind=self.source_kind,
-                                 source_name=source_name(item.source), profile=item.profile)
+            pk = writer.insert_values(study_id, values, item.content_hash, timestamp,
+                                      source_kind=self.source_kind,
+                                      source_name=source_name(item.source),
+                                      profile=item.profile)
+            if item.references:
+                writer.add_new_references(pk, item.references)
             report.new += 1
             if len(report.new_ids) < SAMPLE_SIZE:
                 report.new_ids.append(study_id)
@@ -390,6 +394,10 @@ class StudyImporter:
             self.apply(item._replace(values=without_doi, content_hash=row_hash(without_doi),
                                      unknown_topics=()), report, timestamp)
             return
+        if item.references:
+            # Works it cites are facts of the record, not fields a moderator edits: a
+            # re-import adds the new ones (whatever becomes of the fields below).
+            writer.add_references(pk, item.references)
         moderated = kind == MODERATOR
         if not moderated and self.source_kind == SOURCE_FILE and item.content_hash == file_hash:
             # The source file's record did not change since it was last imported: whatever

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import calendar
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.text import link_or_none
+from bot.text import link_or_none, normalise_doi, normalise_pmid
 
 # Canonical study types, in the order they are offered to users.
 STUDY_TYPES: tuple[str, ...] = (
@@ -64,6 +65,32 @@ def normalise_study_type(value: str | None) -> str | None:
     return _TYPE_ALIASES.get(key)
 
 
+# A study's references kept at most (a review cites a few hundred; a hostile file, millions).
+MAX_REFERENCES = 1000
+# A reference key longer than this is not an identifier (DOIs are rarely over 100 characters).
+MAX_REFERENCE_KEY = 300
+_OPENALEX_WORK = re.compile(r"(?:https?://(?:api\.)?openalex\.org/(?:works/)?)?(W[0-9]{1,12})",
+                            re.IGNORECASE)
+
+
+def reference_key(kind: str, value: object) -> str | None:
+    """A cited work as a key: 'doi:10.1/x' (as studies' DOIs are kept: lower-case, without a
+    URL prefix), 'pmid:123', or 'openalex:W123' (an OpenAlex work id or URL); None if empty
+    or malformed."""
+    found: str | None
+    if kind == "doi":
+        found = normalise_doi(value)
+    elif kind == "pmid":
+        found = normalise_pmid(value)
+    elif kind == "openalex":
+        match = _OPENALEX_WORK.fullmatch(str(value or "").strip())
+        found = "W" + match.group(1)[1:] if match else None
+    else:
+        return None
+    key = f"{kind}:{found}" if found else None
+    return key if key and len(key) <= MAX_REFERENCE_KEY else None
+
+
 def format_month_year(year: int | None, month: int | None) -> str:
     if year is None:
         return "undated"
@@ -116,6 +143,8 @@ class StudyRecord:
     study_type: str | None = None
     keywords: tuple[str, ...] = ()
     similar: tuple[SimilarRef, ...] = ()
+    # Works it cites, as reference_key keys (at most MAX_REFERENCES).
+    references: tuple[str, ...] = ()
     source: str = ""
     warnings: tuple[str, ...] = ()  # values dropped while reading (a malformed DOI, ...)
 

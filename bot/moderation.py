@@ -476,8 +476,11 @@ class Moderation:
             pk = self._pk(writer, study_id)
             row, _hash = writer.load_row(pk)
             timestamp = now_iso()
-            entry = self._audit(writer, actor, "remove", study_id,
-                                {"reason": reason, "study": _study_dict(row)}, timestamp)
+            details: dict[str, Any] = {"reason": reason, "study": _study_dict(row)}
+            references = writer.references_of(pk)
+            if references:  # kept for a restore (the rows go with the study)
+                details["references"] = references
+            entry = self._audit(writer, actor, "remove", study_id, details, timestamp)
             # The tombstone keeps sources and imports from bringing it back.
             writer.add_tombstone(pk, row, reason, entry.id, timestamp)
             writer.delete_study(pk)
@@ -501,6 +504,7 @@ class Moderation:
             timestamp = now_iso()
             # The duplicate's id, DOI and PMID (and those it carried before) name keep now.
             writer.move_identifiers(dup_pk, keep_pk)
+            writer.move_references(dup_pk, keep_pk)  # keep cites what either cited
             writer.delete_study(dup_pk)  # first: its DOI and PMID may move to keep
             writer.update(keep_pk, merged, timestamp, moderated=True)
             needles = [n for n in (duplicate_id, dup.doi, dup.pmid) if n]
@@ -556,6 +560,9 @@ class Moderation:
         # The identifiers it carried (a merged duplicate's too), unless another study took
         # one since.
         writer.add_identifiers(pk, writer.removed_identifiers(study_id))
+        kept = details_of(removal).get("references") if removal is not None else None
+        if isinstance(kept, list):
+            writer.add_references(pk, [ref for ref in kept if isinstance(ref, str)])
         writer.drop_tombstone(study_id)
         writer.mark_studies_changed(timestamp)
         details: dict[str, Any] = {"change": removal_id, "study": _study_dict(row)}

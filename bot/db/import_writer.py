@@ -11,6 +11,12 @@ from typing import Any
 
 from bot.db.audit import AUDIT_COLUMNS, AuditEntry
 from bot.db.profiles import refresh_profiles, store_profiles
+from bot.db.references import (
+    all_references,
+    move_references,
+    write_new_references,
+    write_references,
+)
 from bot.text import title_key as make_title_key
 
 
@@ -78,6 +84,8 @@ BULK_FTS_HASH_BYTES = 32 << 20
 _BULK_DROPPED_INDEXES = ("studies_citations", "studies_year")
 # Profiles made with their rows are stored this many at a time.
 PROFILES_BATCH = 1000
+# New studies' references are written this many rows at a time.
+REFERENCES_BATCH = 20000
 
 
 # --- the sync writer used by imports ---------------------------------------------------------
@@ -99,6 +107,8 @@ class ImportWriter:
         self._tombstones: bool | None = None
         # Profiles made with their rows (in parse workers), stored in batches: by study pk.
         self._profiles: dict[int, str] = {}
+        # New studies' references, (pk, key) rows, written in batches.
+        self._new_references: list[tuple[int, str]] = []
 
     def begin(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
@@ -332,10 +342,40 @@ class ImportWriter:
             store_profiles(self.conn, list(self._profiles.items()))
             self._profiles = {}
 
+    # References ------------------------------------------------------------------------------
+
+    def add_new_references(self, pk: int, refs: Sequence[str]) -> None:
+        """The references of a study this transaction inserted (unique, bounded by the
+        importer), written in batches."""
+        self._new_references.extend((pk, ref) for ref in refs)
+        if len(self._new_references) >= REFERENCES_BATCH:
+            self._store_new_references()
+
+    def add_references(self, pk: int, refs: Iterable[str]) -> int:
+        """Add references to a study (a re-import, a restore); it keeps those it has, up to
+        MAX_REFERENCES in all. How many were new."""
+        self._store_new_references()
+        return write_references(self.conn, pk, refs)
+
+    def move_references(self, from_pk: int, to_pk: int) -> None:
+        """A merge: the kept study cites what either cited."""
+        self._store_new_references()
+        move_references(self.conn, from_pk, to_pk)
+
+    def references_of(self, pk: int) -> list[str]:
+        self._store_new_references()
+        return all_references(self.conn, pk)
+
+    def _store_new_references(self) -> None:
+        if self._new_references:
+            write_new_references(self.conn, self._new_references)
+            self._new_references = []
+
     def commit(self) -> None:
         # Every write of a study (import, add, edit, revert, restore, merge) commits here: its
         # profile is stored (made by the import's parse workers) or remade, in the same
         # transaction.
+        self._store_new_references()
         self._store_profiles()
         refresh_profiles(self.conn)
         self.conn.execute("COMMIT")
@@ -344,6 +384,7 @@ class ImportWriter:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self._profiles = {}
+        self._new_references = []
         self._ids_from = None
         self._tombstones = None
         if self._fts_from is not None:

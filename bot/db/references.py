@@ -1,6 +1,7 @@
-"""Works a study cites (study_references, migration 0011), as 'doi:...' and 'pmid:...' keys:
-kept at import, united when duplicates merge, read by related research for bibliographic
-coupling (studies citing the same works) and direct citation."""
+"""Works a study cites (study_references, migration 0011), as 'doi:...', 'pmid:...' and
+'openalex:W...' keys (bot.model.reference_key): kept at import, united when duplicates merge,
+read by related research for bibliographic coupling (studies citing the same works) and direct
+citation."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 
 from bot.db.connection import Connection
+from bot.model import MAX_REFERENCES, reference_key
+
+__all__ = ["reference_key"]  # re-exported: the key format is the model's
 
 # A study's references looked at for coupling (reviews cite hundreds; the first are enough).
 COUPLING_REFS = 300
@@ -15,29 +19,46 @@ COUPLING_REFS = 300
 COUPLED_STUDIES = 60
 
 
-def reference_key(kind: str, value: str) -> str | None:
-    """'doi:10.1/x' or 'pmid:123' (DOIs lower-case, without a URL prefix); None if empty."""
-    value = value.strip()
-    if kind == "doi":
-        value = value.lower().removeprefix("https://doi.org/").removeprefix("http://dx.doi.org/")
-        value = value.removeprefix("doi:")
-    elif kind == "pmid":
-        value = value if value.isdigit() else ""
-    else:
-        return None
-    return f"{kind}:{value}" if value else None
+def write_references(conn: sqlite3.Connection, pk: int, refs: Iterable[str]) -> int:
+    """Add references to a study (inside the caller's transaction); never drops one it has.
+    At most MAX_REFERENCES in all: the rest are left out. Returns how many were new."""
+    have = conn.execute("SELECT count(*) FROM study_references WHERE study_pk = ?",
+                        (pk,)).fetchone()[0]
+    room = MAX_REFERENCES - have
+    if room <= 0:
+        return 0
+    wanted = list(dict.fromkeys(refs))
+    if have:
+        wanted = [ref for ref in wanted if conn.execute(
+            "SELECT 1 FROM study_references WHERE study_pk = ? AND ref = ?",
+            (pk, ref)).fetchone() is None]
+    return conn.executemany(
+        "INSERT OR IGNORE INTO study_references (study_pk, ref) VALUES (?, ?)",
+        [(pk, ref) for ref in wanted[:room]]).rowcount
 
 
-def write_references(conn: sqlite3.Connection, pk: int, refs: Iterable[str]) -> None:
-    """Add references to a study (inside the caller's transaction); never drops one."""
+def write_new_references(conn: sqlite3.Connection, rows: Sequence[tuple[int, str]]) -> None:
+    """References of studies this transaction created, (pk, key) rows, each study's already
+    unique and bounded (StudyRecord.references): one batch."""
     conn.executemany("INSERT OR IGNORE INTO study_references (study_pk, ref) VALUES (?, ?)",
-                     [(pk, ref) for ref in dict.fromkeys(refs)])
+                     rows)
 
 
 def move_references(conn: sqlite3.Connection, from_pk: int, to_pk: int) -> None:
-    """A merge: the kept study gets the union of both studies' references."""
+    """A merge: the kept study gets the union of both studies' references (up to
+    MAX_REFERENCES)."""
+    have = conn.execute("SELECT count(*) FROM study_references WHERE study_pk = ?",
+                        (to_pk,)).fetchone()[0]
     conn.execute("INSERT OR IGNORE INTO study_references (study_pk, ref) "
-                 "SELECT ?, ref FROM study_references WHERE study_pk = ?", (to_pk, from_pk))
+                 "SELECT ?1, ref FROM study_references WHERE study_pk = ?2 AND ref NOT IN "
+                 "(SELECT ref FROM study_references WHERE study_pk = ?1) ORDER BY ref LIMIT ?3",
+                 (to_pk, from_pk, max(0, MAX_REFERENCES - have)))
+
+
+def all_references(conn: sqlite3.Connection, pk: int) -> list[str]:
+    """Every reference of a study (kept in its removal's audit entry, to restore)."""
+    return [r[0] for r in conn.execute(
+        "SELECT ref FROM study_references WHERE study_pk = ? ORDER BY ref", (pk,))]
 
 
 async def references_of(db: Connection, pk: int) -> list[str]:
@@ -59,7 +80,8 @@ async def coupled_studies(db: Connection, pk: int, refs: Sequence[str]) -> dict[
 
 
 async def cited_studies(db: Connection, refs: Sequence[str]) -> set[int]:
-    """The studies in the database that these references point at."""
+    """The studies in the database that these references point at (by DOI or PMID: studies'
+    OpenAlex ids are not kept, so 'openalex:' keys serve coupling only)."""
     pairs = [ref.split(":", 1) for ref in refs]
     pairs = [(kind, value) for kind, value in pairs if kind in ("doi", "pmid")]
     if not pairs:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterable
 from urllib.parse import unquote
 
+from bot.model import reference_key
 from bot.text import clean_text, normalise_doi
 
 _SUFFIXES = frozenset({"jr", "jr.", "sr", "sr.", "ii", "iii", "iv", "2nd", "3rd"})
@@ -117,3 +118,24 @@ def citations_in(values: Iterable[object]) -> int | None:
             count = int(match.group(1))
             best = count if best is None else max(best, count)
     return best
+
+
+_REFERENCE_PREFIX = re.compile(r"^(doi|pmid|openalex)\s*:\s*", re.IGNORECASE)
+_OPENALEX_ID = re.compile(r"^(?:https?://(?:api\.)?openalex\.org/(?:works/)?)?W[0-9]{1,12}$",
+                          re.IGNORECASE)
+
+
+def reference_from_text(value: object) -> str | None:
+    """A cited work written as one string, as a reference key: 'doi:10.1/x', a bare DOI or
+    its link, 'pmid:123' or plain digits, 'openalex:W123', 'W123' or an OpenAlex link."""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    prefix = _REFERENCE_PREFIX.match(text)
+    if prefix:
+        return reference_key(prefix.group(1).lower(), text[prefix.end():])
+    if text.isascii() and text.isdigit():
+        return reference_key("pmid", text)
+    if _OPENALEX_ID.match(text):
+        return reference_key("openalex", text)
+    return reference_key("doi", text)

@@ -8,7 +8,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from bot.importers import ImportFormatError
-from bot.model import InvalidRecord, SimilarRef, StudyRecord, normalise_study_type
+from bot.model import (
+    MAX_REFERENCES,
+    InvalidRecord,
+    SimilarRef,
+    StudyRecord,
+    normalise_study_type,
+)
 from bot.text import (
     clean_paragraphs,
     clean_text,
@@ -193,7 +199,7 @@ def build_record(
     if len(title_text) > 1000:
         return InvalidRecord(source, "title", f"title is {len(title_text)} characters (max 1000)")
     values: dict[str, Any] = {"title": title_text, "source": source}
-    warnings: list[str] = []
+    warnings: list[str] = list(fields.get("warnings") or ())  # the importer's own
 
     raw_id = fields.get("id")
     if raw_id not in (None, ""):
@@ -271,6 +277,14 @@ def build_record(
     similar = fields.get("similar")
     if similar:
         values["similar"] = tuple(similar)
+    references = fields.get("references")
+    if references:
+        unique = tuple(dict.fromkeys(references))
+        if len(unique) > MAX_REFERENCES:
+            warnings.append(f"{source}: references: kept the first {MAX_REFERENCES:,} of "
+                            f"{len(unique):,}")
+            unique = unique[:MAX_REFERENCES]
+        values["references"] = unique
     if warnings:
         values["warnings"] = tuple(warnings)
     return StudyRecord(**values)

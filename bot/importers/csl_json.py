@@ -9,6 +9,8 @@ item or a list of items, and Crossref responses (the work, or message.items of a
 - Date: issued (date-parts, raw or literal), else published-print / published-online / published.
 - Abstract: JATS markup reduced to text, sections as "Title: text" lines.
 - DOI, URL, PMID; keywords from "keyword"; Crossref's is-referenced-by-count -> citations.
+- References: the DOI of each reference[] entry (Crossref's, and CSL-JSON items that carry
+  one), as reference keys; an entry without a DOI is left out.
 Records are numbered in document order: "file.json[2]"."""
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from bot.importers import _fields
 from bot.importers.common import build_record, load_json, parse_date
-from bot.model import InvalidRecord, StudyRecord
+from bot.model import InvalidRecord, StudyRecord, reference_key
 
 FORMAT = "csl_json"
 EXTENSIONS = (".json", ".csljson", ".csl.json", ".citeproc")
@@ -108,7 +110,21 @@ def _record(item: dict[str, Any], where: str) -> StudyRecord | InvalidRecord:
         citations=_int(item.get("is-referenced-by-count")),
         keywords=[k.strip() for k in keywords if isinstance(k, str) and k.strip()]
         if isinstance(keywords, list) else None,
+        references=_references(item.get("reference")),
     )
+
+
+def _references(value: object) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    keys = []
+    for entry in value:
+        if isinstance(entry, dict):
+            key = reference_key("doi", entry.get("DOI")) if isinstance(
+                entry.get("DOI"), str) else None
+            if key:
+                keys.append(key)
+    return keys
 
 
 def _first_text(value: object) -> str | None:

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 from yaml.composer import ComposerError
 
+from bot.importers import _fields
 from bot.importers.common import (
     build_record,
     parse_date,
@@ -19,7 +20,7 @@ from bot.importers.common import (
     similar_from_mapping,
     study_type_from,
 )
-from bot.model import InvalidRecord, SimilarRef, StudyRecord
+from bot.model import InvalidRecord, SimilarRef, StudyRecord, reference_key
 
 FORMAT = "native"
 EXTENSIONS = (".yaml", ".yml", ".json", ".jsonl", ".ndjson")
@@ -27,11 +28,12 @@ EXTENSIONS = (".yaml", ".yml", ".json", ".jsonl", ".ndjson")
 FIELDS = frozenset({
     "id", "title", "authors", "journal", "published", "year", "month", "day", "citations",
     "tldr", "summary", "url", "doi", "pmid", "topics", "study_type", "keywords", "similar",
+    "references",
 })
 # Fields of the corpus schema and other exports we read or knowingly ignore.
 COMPAT_FIELDS = frozenset({
     "abstract", "mesh", "publication_types", "journal_abbrev", "openalex_id", "match",
-    "review", "included", "type", "link", "links", "source_url",
+    "review", "included", "type", "link", "links", "source_url", "referenced_works",
 })
 _KNOWN = FIELDS | COMPAT_FIELDS
 _JSON_START = re.compile(r"^\s*[\[{]")
@@ -167,7 +169,8 @@ def record_from_mapping(item: object, where: str) -> StudyRecord | InvalidRecord
         unknown = [k for k in item if k not in _KNOWN and not str(k).startswith(("x_", "_"))]
         if unknown:
             return InvalidRecord(where, str(unknown[0]), "unknown field (see data/README.md)")
-    for name in ("authors", "topics", "keywords", "similar", "mesh"):
+    for name in ("authors", "topics", "keywords", "similar", "mesh", "references",
+                 "referenced_works"):
         value = item.get(name)
         if value is not None and not isinstance(value, list):
             return InvalidRecord(where, name, "expected a list")
@@ -193,6 +196,8 @@ def record_from_mapping(item: object, where: str) -> StudyRecord | InvalidRecord
             return ref
         similar.append(ref)
 
+    references, dropped = _references(
+        [*(item.get("references") or ()), *(item.get("referenced_works") or ())])
     keywords = list(item.get("keywords") or []) + list(item.get("mesh") or [])
     study_type = item.get("study_type") or item.get("type")
     if not study_type and item.get("publication_types"):
@@ -217,4 +222,29 @@ def record_from_mapping(item: object, where: str) -> StudyRecord | InvalidRecord
         study_type=study_type,
         keywords=keywords,
         similar=similar,
+        references=references,
+        warnings=[f"{where}: references: left out {dropped:,} that name no DOI, PMID or "
+                  f"OpenAlex work"] if dropped else None,
     )
+
+
+def _references(entries: list[Any]) -> tuple[list[str], int]:
+    """Reference keys from strings ('10.1/x', 'doi:...', '123', 'pmid:...', 'W123', an
+    OpenAlex link) or mappings ({doi:, pmid:, openalex:}); and how many named nothing."""
+    keys: list[str] = []
+    dropped = 0
+    for entry in entries:
+        key = None
+        if isinstance(entry, dict):
+            for kind in ("pmid", "doi", "openalex"):
+                if entry.get(kind) is not None:
+                    key = reference_key(kind, entry[kind])
+                    if key:
+                        break
+        else:
+            key = _fields.reference_from_text(entry)
+        if key:
+            keys.append(key)
+        else:
+            dropped += 1
+    return keys, dropped

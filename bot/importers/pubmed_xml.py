@@ -8,6 +8,8 @@
 - Abstract: the AbstractText parts, "LABEL: text" for structured abstracts, one per line; an
   English OtherAbstract when there is no Abstract.
 - DOI from PubmedData's ArticleIdList (never the reference list), else ELocationID.
+- References: the DOI or PMID of each ReferenceList/Reference (its ArticleIdList), as
+  reference keys (bot.model.reference_key); a reference with neither is left out.
 - Keywords: MeSH descriptor names and KeywordList keywords; publication types give the study
   type. A retracted article (publication type "Retracted Publication" or a "RetractionIn"
   correction link) is imported with the keyword "Retracted Publication" so readers can see it.
@@ -24,7 +26,7 @@ from collections.abc import Iterator
 
 from bot.importers import _fields, _xml
 from bot.importers.common import build_record, parse_date, parse_month, study_type_from
-from bot.model import InvalidRecord, StudyRecord
+from bot.model import InvalidRecord, StudyRecord, reference_key
 
 FORMAT = "pubmed_xml"
 EXTENSIONS = (".xml",)
@@ -118,6 +120,7 @@ def _article(element: ET.Element, where: str) -> StudyRecord | InvalidRecord:
         pmid=pmid,
         study_type=study_type_from(publication_types),
         keywords=[k for k in keywords if k],
+        references=_references(data) if data is not None else None,
     )
 
 
@@ -142,7 +145,9 @@ def _book_article(element: ET.Element, where: str) -> StudyRecord | InvalidRecor
 
     pmid = _fields.pmid(_xml.text_of(document.find("PMID")))
     doi = _elocation_doi(document) or _elocation_doi(book)
-    for article_id in element.iter("ArticleId"):
+    # The book's own ids (never its reference list's).
+    for article_id in [*document.findall("ArticleIdList/ArticleId"),
+                       *element.findall("PubmedBookData/ArticleIdList/ArticleId")]:
         if (article_id.get("IdType") or "").lower() == "doi" and doi is None:
             doi = _fields.doi(_xml.text_of(article_id))
     return build_record(
@@ -158,7 +163,25 @@ def _book_article(element: ET.Element, where: str) -> StudyRecord | InvalidRecor
         pmid=pmid,
         study_type=study_type_from(publication_types),
         keywords=[k for k in keywords if k],
+        references=_references(element),
     )
+
+
+def _references(parent: ET.Element) -> list[str]:
+    """Each cited work's PMID, else its DOI, as a key (ReferenceLists may nest)."""
+    keys: list[str] = []
+    for reference in parent.iter("Reference"):
+        found: dict[str, str] = {}
+        for article_id in reference.findall("ArticleIdList/ArticleId"):
+            kind = {"pubmed": "pmid", "doi": "doi"}.get((article_id.get("IdType") or "").lower())
+            if kind and kind not in found:
+                key = reference_key(kind, _xml.text_of(article_id))
+                if key:
+                    found[kind] = key
+        key = found.get("pmid") or found.get("doi")
+        if key:
+            keys.append(key)
+    return keys
 
 
 def _authors(author_list: ET.Element | None) -> list[str]:
