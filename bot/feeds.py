@@ -26,7 +26,7 @@ import aiohttp
 
 from bot import importers
 from bot.config import Config, FeedConfig, ncbi_api_key
-from bot.db import FeedStore, ImportWriter, mark_feed_batch, now_iso
+from bot.db import FeedState, FeedStore, ImportWriter, mark_feed_batch, now_iso
 from bot.importing import ImportAborted, ImportReport
 from bot.library import StudyLibrary
 from bot.model import InvalidRecord, StudyRecord
@@ -64,7 +64,7 @@ def pubmed_day(day: date) -> str:
 
 
 class EutilsClient:
-    """esearch and efetch over aiohttp, at NCBI's rate, retrying 429 and 5xx."""
+    """esearch, efetch and elink over aiohttp, at NCBI's rate, retrying 429 and 5xx."""
 
     def __init__(self, base_url: str, email: str | None, api_key: str | None,
                  session: aiohttp.ClientSession | None = None) -> None:
@@ -95,8 +95,8 @@ class EutilsClient:
         params.update({k: str(v) for k, v in extra.items()})
         return params
 
-    async def _request(self, endpoint: str, params: dict[str, str], *, post: bool = False
-                       ) -> bytes:
+    async def _request(self, endpoint: str, params: dict[str, str] | list[tuple[str, str]],
+                       *, post: bool = False, max_bytes: int = EFETCH_MAX_BYTES) -> bytes:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120))
         url = f"{self.base_url}/{endpoint}"
@@ -122,7 +122,7 @@ class EutilsClient:
                     elif response.status != 200:
                         raise FeedError(f"{endpoint}: HTTP {response.status}")
                     else:
-                        return await _read_bounded(response, endpoint)
+                        return await _read_bounded(response, endpoint, max_bytes)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = self._scrub(f"{endpoint}: {type(exc).__name__} {exc}".strip())
             if attempt < MAX_ATTEMPTS:
@@ -147,6 +147,15 @@ class EutilsClient:
     async def efetch(self, ids: Sequence[str]) -> bytes:
         return await self._request("efetch.fcgi", self._params(
             id=",".join(ids), retmode="xml"), post=len(ids) > 20)
+
+    async def elink_similar(self, pmids: Sequence[str], max_bytes: int) -> bytes:
+        """PubMed's similar articles of each PMID with their scores (elink pubmed_pubmed,
+        neighbor_score, JSON): one `id` per PMID, so each gets a linkset of its own."""
+        params = [*self._params(dbfrom="pubmed", linkname="pubmed_pubmed",
+                                cmd="neighbor_score", retmode="json").items(),
+                  *(("id", pmid) for pmid in pmids)]
+        return await self._request("elink.fcgi", params, post=len(pmids) > 20,
+                                   max_bytes=max_bytes)
 
 
 def _with_topics(record: StudyRecord, extra: Sequence[str], library: StudyLibrary
@@ -187,6 +196,10 @@ class FeedService:
 
     def feed(self, name: str) -> FeedConfig | None:
         return next((f for f in self.config.feeds if f.name == name), None)
+
+    async def state(self, name: str) -> FeedState:
+        """A feed's last poll, window and failures, as stored."""
+        return await self.store.state(name)
 
     # --- one poll --------------------------------------------------------------------------
 
@@ -340,12 +353,13 @@ class FeedService:
                 await asyncio.wait_for(self._wake.wait(), wait)
 
 
-async def _read_bounded(response: aiohttp.ClientResponse, endpoint: str) -> bytes:
+async def _read_bounded(response: aiohttp.ClientResponse, endpoint: str,
+                        max_bytes: int = EFETCH_MAX_BYTES) -> bytes:
     body = bytearray()
     async for chunk in response.content.iter_chunked(1 << 16):
         body += chunk
-        if len(body) > EFETCH_MAX_BYTES:
-            raise FeedError(f"{endpoint}: an answer over {EFETCH_MAX_BYTES >> 20} MB")
+        if len(body) > max_bytes:
+            raise FeedError(f"{endpoint}: an answer over {max_bytes >> 20} MB")
     return bytes(body)
 
 

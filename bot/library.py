@@ -670,6 +670,9 @@ class StudyLibrary:
         """The studies among `ids` still in the library, by id (missing ones left out)."""
         return await self.db.studies_by_ids(list(ids))
 
+    async def count_studies(self) -> int:
+        return await self.db.count_studies()
+
     async def topic_counts(self) -> list[tuple[str, str, int]]:
         """(slug, display name, study count), most studies first."""
         counts = await self.db.topic_counts()

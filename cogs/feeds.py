@@ -136,7 +136,7 @@ class FeedsCog(commands.Cog, name=components.FEEDS_COG):
         embed = discord.Embed(title=f"PubMed feeds: {len(feeds)}", colour=COLOUR)
         view = discord.ui.View(timeout=None)
         for feed in feeds[:25]:
-            state = await self.feeds.store.state(feed.name)
+            state = await self.feeds.state(feed.name)
             embed.add_field(name=feed.name, value=feed_field(state, feed.query), inline=False)
             if len(view.children) < 25:
                 view.add_item(components.FeedRunButton(feed.name,

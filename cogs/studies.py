@@ -357,7 +357,7 @@ class StudiesCog(commands.Cog, name=components.STUDIES_COG):
     async def topics(self, interaction: discord.Interaction[Any]) -> None:
         async def build() -> Reply:
             rows = await self.library.topic_counts()
-            total = await self.library.db.count_studies()
+            total = await self.library.count_studies()
             return Reply(embed=render.topics_embed(rows, total), view=render.topics_view(rows))
 
         await answer(interaction, build)

@@ -33,6 +33,18 @@ def test_no_sql_under_cogs():
                 assert not SQL.search(node.value), f"SQL in {path.name}: {node.value[:60]!r}"
 
 
+def test_cogs_never_reach_through_a_service_into_its_store():
+    # A cog calls services (library, moderation, feeds...), never their database or stores:
+    # `self.library.db.x()` or `self.feeds.store.x()` would bypass the service's own rules.
+    for path in python_files("cogs"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Attribute) and node.attr in ("db", "store", "_store")
+                    and isinstance(node.value, ast.Attribute)
+                    and isinstance(node.value.value, ast.Name) and node.value.value.id == "self"):
+                raise AssertionError(f"{path.name}:{node.lineno} reaches into "
+                                     f"self.{node.value.attr}.{node.attr}")
+
+
 def test_the_core_never_imports_cogs():
     for path in python_files("bot"):
         for node in ast.walk(ast.parse(path.read_text())):
