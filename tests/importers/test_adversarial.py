@@ -56,9 +56,9 @@ def workers_cpu_seconds(parser: UploadParser) -> float:
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = reaped.ru_utime + reaped.ru_stime
     ticks = os.sysconf("SC_CLK_TCK")
-    for worker in list(parser._all):  # the test reads its own parser's workers
+    for pid in parser.worker_pids:
         try:
-            stat = Path(f"/proc/{worker.process.pid}/stat").read_text()
+            stat = Path(f"/proc/{pid}/stat").read_text()
             fields = stat.rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited between the listing and the read: counted once reaped
