@@ -27,6 +27,7 @@ from bot.errors import StudyTree
 from bot.importing import ImportAborted
 from bot.ratelimits import RetryAfterGate
 from bot.services import Services
+from bot.similar_fetch import SimilarArticles
 
 log = logging.getLogger("studybot")
 
@@ -65,6 +66,8 @@ class StudyBot(commands.Bot):
         self.import_sources = import_sources
         self.freeze_gc_when_ready = False
         self._freezer: asyncio.Task[None] | None = None
+        # PubMed's similar articles, fetched in the background while PubMed feeds are set.
+        self.similar_articles = SimilarArticles.for_config(services.db, config)
 
     async def setup_hook(self) -> None:
         if self.config.discord.api_base_url != DEFAULT_API_BASE_URL:
@@ -81,6 +84,8 @@ class StudyBot(commands.Bot):
         if self.config.discord.sync_commands:
             await self.sync_commands()
         self.services.discussions.start()  # the outbox: automatic threads, thread updates
+        if self.similar_articles is not None:
+            self.similar_articles.start()
         if self.freeze_gc_when_ready:
             self._freezer = asyncio.create_task(self._freeze_gc_when_ready())
 
@@ -151,4 +156,6 @@ class StudyBot(commands.Bot):
     async def close(self) -> None:
         """Stop what uses Discord; the services stay open for whoever built them to close."""
         await self.services.discussions.stop()  # before the HTTP session closes
+        if self.similar_articles is not None:
+            await self.similar_articles.stop()
         await super().close()

@@ -1,12 +1,17 @@
-"""A local stand-in for NCBI's E-utilities (test support, not shipped): esearch and efetch
-over aiohttp on 127.0.0.1 (a port from the OS), serving real PubMed records.
+"""A local stand-in for NCBI's E-utilities (test support, not shipped): esearch, efetch and
+elink over aiohttp on 127.0.0.1 (a port from the OS), serving real PubMed records.
 
 The records are the PubmedArticle elements of the real files in
 tests/fixtures/formats/pubmed_xml, each served as NCBI serves it (efetch answers are a
 PubmedArticleSet of the asked ids, in their order). Each record gets an entry date (`edat`);
 esearch answers its date window in NCBI's JSON shape (count, retstart, retmax, idlist),
-paged by retstart/retmax. Faults: `fail_next(endpoint, status, count)` (429 with Retry-After,
-or 5xx), `malformed_next_efetch()` (a cut XML answer). Every request is recorded."""
+paged by retstart/retmax. elink (`dbfrom=pubmed`, `linkname=pubmed_pubmed`,
+`cmd=neighbor_score`, `retmode=json`, one `id` per PMID) answers from `similar` in NCBI's JSON
+shape: a linkset per id (`ids`, `linksetdbs: [{dbto, linkname, links: [{id, score}]}]`), the
+PMID itself first with the top score, as PubMed does; a PMID without neighbours gets a linkset
+without linksetdbs. Faults: `fail_next(endpoint, status, count)` (429 with Retry-After, or 5xx),
+`malformed_next_efetch()` (a cut XML answer), `hostile_next_elink(links)` (that many links for
+every asked PMID and linksets for PMIDs nobody asked). Every request is recorded."""
 
 from __future__ import annotations
 
@@ -54,6 +59,9 @@ class EutilsStandIn:
     requests: list[Request] = field(default_factory=list)
     faults: list[tuple[str, int]] = field(default_factory=list)
     malformed_efetch: int = 0
+    # pmid -> its similar articles (pmid, score), best first
+    similar: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    hostile_elink: list[int] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     port: int = 0
 
@@ -65,6 +73,7 @@ class EutilsStandIn:
         app = web.Application()
         app.router.add_route("*", "/entrez/eutils/esearch.fcgi", self._esearch)
         app.router.add_route("*", "/entrez/eutils/efetch.fcgi", self._efetch)
+        app.router.add_route("*", "/entrez/eutils/elink.fcgi", self._elink)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -80,6 +89,9 @@ class EutilsStandIn:
 
     def malformed_next_efetch(self, count: int = 1) -> None:
         self.malformed_efetch += count
+
+    def hostile_next_elink(self, links: int) -> None:
+        self.hostile_elink.append(links)
 
     async def _params(self, request: web.Request, endpoint: str) -> dict[str, str]:
         params = dict(request.query)
@@ -129,6 +141,50 @@ class EutilsStandIn:
             self.malformed_efetch -= 1
             body = body[:len(body) // 2]  # cut mid-record, as a dropped connection leaves it
         return web.Response(body=body, content_type="text/xml")
+
+
+    async def _elink(self, request: web.Request) -> web.Response:
+        ids = list(request.query.getall("id", []))
+        if request.method == "POST":
+            form = await request.post()
+            ids += [str(v) for v in form.getall("id", [])]
+            params = {k: str(v) for k, v in form.items()}
+        else:
+            params = {}
+        params.update({k: v for k, v in request.query.items()})
+        params["id"] = ",".join(ids)
+        self.requests.append(Request("elink", request.method, params))
+        fault = self._fault("elink")
+        if fault is not None:
+            return fault
+        expected = {"dbfrom": "pubmed", "db": "pubmed", "linkname": "pubmed_pubmed",
+                    "cmd": "neighbor_score", "retmode": "json"}
+        wrong = [k for k, v in expected.items() if params.get(k) != v]
+        if wrong or not ids:
+            return web.json_response({"ERROR": f"bad parameters: {wrong or ['id']}"},
+                                     status=400)
+        linksets: list[dict[str, Any]] = []
+        hostile = self.hostile_elink.pop(0) if self.hostile_elink else 0
+        for pmid in ids:
+            linkset: dict[str, Any] = {"dbfrom": "pubmed", "ids": [pmid]}
+            if hostile:
+                links = [{"id": str(10**8 + n), "score": str(10**6 - n)}
+                         for n in range(hostile)]
+            else:
+                neighbours = self.similar.get(pmid, [])
+                links = [{"id": n, "score": str(s)} for n, s in neighbours]
+                if neighbours:  # PubMed lists the article itself first, with the top score
+                    links.insert(0, {"id": pmid, "score": str(neighbours[0][1] + 1)})
+            if links:
+                linkset["linksetdbs"] = [{"dbto": "pubmed", "linkname": "pubmed_pubmed",
+                                          "links": links}]
+            linksets.append(linkset)
+        if hostile:
+            linksets += [{"dbfrom": "pubmed", "ids": [str(9 * 10**8 + n)], "linksetdbs": [
+                {"dbto": "pubmed", "linkname": "pubmed_pubmed",
+                 "links": [{"id": ids[0], "score": "1"}]}]} for n in range(100)]
+        body = {"header": {"type": "elink", "version": "0.3"}, "linksets": linksets}
+        return web.Response(text=json.dumps(body), content_type="application/json")
 
 
 def _day(text: str) -> date:

@@ -1,0 +1,70 @@
+"""PubMed's similar articles through the real bot: with a PubMed feed configured (over the local
+E-utilities stand-in), the bot fetches them in the background, /related says "PubMed
+similar", and a restart fetches nothing again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from bot.config import FeedConfig, PubmedConfig
+from bot.model import StudyRecord
+from tests.conftest import TIMEOUT
+from tests.e2e.conftest import embed_of
+from tests.eutils_standin import EutilsStandIn, articles
+from tests.paths import FIXTURES, fixture_records
+
+HAIR = "pubmed_xml/pubmed_baseline_hair_slice.xml"
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[EutilsStandIn]:
+    # Its esearch finds nothing (no entry dates in the feed's window): the feed runs, quietly.
+    server = EutilsStandIn(articles([FIXTURES / HAIR]), {})
+    await server.start()
+    yield server
+    await server.close()
+
+
+async def test_a_feed_configured_bot_fetches_pubmed_similar_articles(world, standin):
+    await world.stop_bot()
+    feed = FeedConfig(name="hair-loss", query="alopecia[mh]", every_minutes=720)
+    world.config = replace(world.config, feeds=(feed,),
+                           pubmed=PubmedConfig(api_base_url=standin.base_url))
+    await world.start_bot()
+    library = world.bot.services.library
+    await library.import_paths([FIXTURES / HAIR])
+    first = next(r for r in fixture_records(HAIR) if isinstance(r, StudyRecord) and r.pmid)
+    study = await library.resolve(first.pmid)
+    nearest = (await library.related(study))[0].study
+    assert nearest is not None and nearest.pmid
+    standin.similar = {first.pmid: [(nearest.pmid, 40_000_000)]}
+
+    similar = world.bot.similar_articles
+    assert similar is not None
+    assert not [r for r in standin.requests if r.endpoint == "elink"]  # its start delay
+    similar.wake()
+    await asyncio.wait_for(similar.caught_up.wait(), TIMEOUT)
+    elinks = [r for r in standin.requests if r.endpoint == "elink"]
+    assert elinks and first.pmid in elinks[0].params["id"].split(",")
+
+    handle = await world.command("related", {"study": first.pmid})
+    description = embed_of(await handle.final_message(TIMEOUT))["description"]
+    entry = description.split("\n\n")[0]
+    assert nearest.title[:40] in entry and "PubMed similar" in entry
+
+    # After a restart, what was fetched is not fetched again.
+    await world.restart_bot()
+    sent = len(standin.requests)
+    similar = world.bot.similar_articles
+    assert similar is not None
+    similar.wake()
+    await asyncio.wait_for(similar.caught_up.wait(), TIMEOUT)
+    assert len(standin.requests) == sent
+
+
+async def test_a_bot_without_feeds_fetches_nothing(world):
+    assert world.bot.similar_articles is None
