@@ -4,8 +4,9 @@ import sqlite3
 from pathlib import Path
 
 from bot import profiles
-from bot.db import Database
+from bot.db import Database, ModerationStore
 from bot.library import StudyLibrary
+from bot.moderation import Actor, Moderation, form_values
 from bot.topics import TopicVocabulary
 
 TOPICS = Path(__file__).resolve().parent.parent / "data" / "topics.yaml"
@@ -44,3 +45,37 @@ async def test_profile_made_at_import_remade_on_update_and_gone_with_the_study(t
     conn.commit()
     conn.close()
     assert stored(db_path) == {}
+
+
+async def test_profile_follows_a_moderators_edit_revert_and_merge(tmp_path):
+    actor = Actor(guild_id=1, user_id=42, name="mod")
+    source = tmp_path / "studies.yaml"
+    source.write_text(
+        "- id: keep\n  title: Topical minoxidil for androgenetic alopecia\n  year: 2020\n"
+        "- id: dup\n  title: Topical minoxidil for androgenetic alopecia (preprint)\n"
+        "  year: 2019\n  tldr: Dutasteride mesotherapy outperformed placebo.\n",
+        encoding="utf-8")
+    db_path = tmp_path / "s.db"
+    db = await Database.open(db_path)
+    library = StudyLibrary(db, TopicVocabulary.load(TOPICS))
+    await library.import_paths([source])
+    moderation = Moderation(library, ModerationStore(db), tmp_path / "pending", 1 << 20)
+    assert "dutasteride" not in stored(db_path)["keep"]
+
+    form = form_values(title="Oral finasteride for androgenetic alopecia", authors="",
+                       published="2020", tldr="", summary="")
+    edit = await moderation.edit_study(actor, "keep", form)
+    assert edit is not None
+    terms = stored(db_path)["keep"]
+    assert "finasteride" in terms and "topical" not in terms
+
+    await moderation.revert(actor, edit.id)
+    terms = stored(db_path)["keep"]
+    assert "topical" in terms and "finasteride" not in terms
+
+    # The kept study takes the duplicate's TLDR: its profile is remade with it; the
+    # duplicate's profile goes with it.
+    await moderation.merge(actor, "keep", "dup")
+    profiles_now = stored(db_path)
+    assert set(profiles_now) == {"keep"} and "dutasteride" in profiles_now["keep"]
+    await db.close()
