@@ -47,8 +47,10 @@ async def build(corpus: Path, db_path: Path) -> dict:
     db = await Database.open(db_path)
     library = StudyLibrary(db, TopicVocabulary.load(TOPICS))
     started = time.perf_counter()
+    cpu_started = _cpu_seconds()
     report = await library.import_paths([corpus], skip_invalid=True)
     elapsed = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu_started
     await db.close()
     # Checkpoint the WAL so the size is the database's own.
     import sqlite3
@@ -61,7 +63,17 @@ async def build(corpus: Path, db_path: Path) -> dict:
         "rate": report.total / elapsed,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "workers_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        # CPU per record (importing process and its parse workers): moves less with the
+        # machine's load than the rate does.
+        "cpu_us_per_record": cpu / max(1, report.total) * 1e6,
     }
+
+
+def _cpu_seconds() -> float:
+    """User and system CPU of this process and its reaped children (the parse workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,13 +1,16 @@
 """Stored study profiles (migration 0011, bot/profiles.py) follow their study."""
 
+import math
 import sqlite3
 from pathlib import Path
 
-from bot import profiles
+from bot import profiles, related
 from bot.db import Database, ModerationStore
 from bot.library import StudyLibrary
+from bot.model import StudyRecord
 from bot.moderation import Actor, Moderation, form_values
 from bot.topics import TopicVocabulary
+from tests.paths import fixture_records
 
 TOPICS = Path(__file__).resolve().parent.parent / "data" / "topics.yaml"
 
@@ -79,3 +82,38 @@ async def test_profile_follows_a_moderators_edit_revert_and_merge(tmp_path):
     profiles_now = stored(db_path)
     assert set(profiles_now) == {"keep"} and "dutasteride" in profiles_now["keep"]
     await db.close()
+
+
+def reference_profile(title, tldr, summary, keywords):
+    """The profile as related.profile words a study (its query side), sorted and cut the
+    plain way: what bot.profiles must give without its per-word Python."""
+    words = related.profile(title, tldr, summary, (keywords or "").split("\n"), (), None,
+                            None).terms
+    best = sorted(words.items(), key=lambda item: (-item[1], -len(item[0]), item[0]))
+    return "\n".join(f"{term} {round(1 + math.log(weight), 2):g}"
+                     for term, weight in best[:profiles.TERMS])
+
+
+def test_profile_words_the_text_as_related_research_does():
+    long_summary = " ".join(f"Word{n % 97} minoxidil_{n} ÉTUDE{n % 5} 12345 ab"
+                            for n in range(900))  # past the 1,000-character chunks and 20,000
+    texts = [
+        ("Topical minoxidil for androgenetic alopecia", "Minoxidil works.",
+         "BACKGROUND: hair loss in 40 men; minoxidil 5% vs placebo.", "Minoxidil\nAlopecia"),
+        ("Özge Karakuş: la mésothérapie capillaire", "Étude ² des cheveux",
+         "Ça marche ① parfois; naïve café-au-lait x2 abc_def", "Mésothérapie"),
+        ("Short", None, None, None),
+        ("", "", "", ""),
+        ("Long abstract", None, long_summary, None),
+        ("Long ascii", "x" * 999 + " boundary" + "y" * 2000, "the and of 2020 100mg", None),
+    ]
+    for name in ("pubmed_xml/pubmed_baseline_hair_slice.xml", "ris/asreview_baseline.ris",
+                 "bibtex/citationjs_authors_with_non-ASCII_characters.bib"):
+        texts += [(r.title, r.tldr, r.summary, "\n".join(r.keywords))
+                  for r in fixture_records(name) if isinstance(r, StudyRecord)]
+    assert len(texts) > 100 and any(not (t[2] or "").isascii() for t in texts)
+    for title, tldr, summary, keywords in texts:
+        made = profiles.profile_text(title, tldr, summary, keywords)
+        assert made == reference_profile(title, tldr, summary, keywords), title
+        assert made == profiles.encode(profiles.top_terms(
+            title, tldr, summary, (keywords or "").split("\n")))
