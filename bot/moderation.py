@@ -16,7 +16,7 @@ import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -36,6 +36,7 @@ from bot.db import (
     database_error,
     now_iso,
 )
+from bot.db.references import references_by_study
 from bot.errors import UserFacingError
 from bot.importers.common import build_record, parse_date
 from bot.importers.csv_table import neutralise_cell
@@ -211,9 +212,12 @@ _TEXT_FIELDS = ("title", "journal", "tldr", "url")
 _LIST_FIELDS = ("authors", "keywords")
 
 
-def export_dict(study: Study) -> dict[str, Any]:
-    """The native-format mapping of a study, as export writes it."""
+def export_dict(study: Study, references: Sequence[str] = ()) -> dict[str, Any]:
+    """The native-format mapping of a study, as export writes it (with the works it cites,
+    as reference keys, which the native importer reads back)."""
     data = study.to_dict()
+    if references:
+        data["references"] = list(references)
     for name in _TEXT_FIELDS:
         if data.get(name):
             data[name] = _literal(data[name])
@@ -253,9 +257,14 @@ def csv_row(study: Study) -> list[str]:
     return [neutralise_cell("" if values[c] is None else str(values[c])) for c in CSV_COLUMNS]
 
 
-def export_text(studies: list[Study], fmt: str) -> str:
+def export_text(studies: list[Study], fmt: str,
+                references: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The studies in an export format; `references` (by study id) go in the native formats
+    (CSV has no column for them)."""
+    refs = references or {}
     if fmt == "jsonl":
-        return "".join(json.dumps(export_dict(s), ensure_ascii=False) + "\n" for s in studies)
+        return "".join(json.dumps(export_dict(s, refs.get(s.id, ())), ensure_ascii=False)
+                       + "\n" for s in studies)
     if fmt == "csv":
         out = io.StringIO(newline="")
         writer = csv.writer(out, lineterminator="\r\n")
@@ -263,7 +272,8 @@ def export_text(studies: list[Study], fmt: str) -> str:
         writer.writerows(csv_row(s) for s in studies)
         return out.getvalue()
     if fmt == "yaml":
-        return yaml.safe_dump({"version": 1, "studies": [export_dict(s) for s in studies]},
+        return yaml.safe_dump({"version": 1, "studies": [export_dict(s, refs.get(s.id, ()))
+                                                         for s in studies]},
                               allow_unicode=True, sort_keys=False, width=100)
     raise ValueError(f"unknown export format {fmt!r}")
 
@@ -678,7 +688,8 @@ class Moderation:
         if fmt not in EXPORT_FORMATS:
             raise UserFacingError(f"Unknown format {fmt!r} (use {', '.join(EXPORT_FORMATS)}).")
         studies = [s async for s in self.library.db.iter_all_studies()]
-        text = await asyncio.to_thread(export_text, studies, fmt)
+        references = await references_by_study(self.library.db) if fmt != "csv" else None
+        text = await asyncio.to_thread(export_text, studies, fmt, references)
         return text.encode("utf-8"), len(studies)
 
 

@@ -219,3 +219,25 @@ async def test_real_files_store_their_references_at_import(library: StudyLibrary
     stored = references(tmp_path / "studies.db")
     (refs,) = stored.values()
     assert refs == set(only_record(name).references)
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "yaml"])
+async def test_an_export_carries_the_references_into_another_database(
+        library: StudyLibrary, db: Database, topics, tmp_path: Path, fmt: str):
+    native = write_yaml(tmp_path / "openalex.yaml", [
+        {"id": "oa", "title": "An OpenAlex export's record", "referenced_works": ["W1", "W2"]}])
+    await library.import_paths([FIXTURES / "pubmed_xml/biopython_pubmed7.xml",
+                                FIXTURES / "crossref_json/habanero_work_10_1038_srep16696.json",
+                                native])
+    before = references(tmp_path / "studies.db")
+    assert len(before) == 3
+    moderation = Moderation(library, ModerationStore(db), tmp_path / "pending", 1 << 20)
+    data, count = await moderation.export(fmt)
+    assert count == 3
+    fresh_db = await Database.open(tmp_path / "fresh.db")
+    try:
+        report = await StudyLibrary(fresh_db, topics).import_bytes(data, f"studies.{fmt}")
+        assert report.new == 3 and not report.invalid and not report.warnings
+    finally:
+        await fresh_db.close()
+    assert references(tmp_path / "fresh.db") == before

@@ -61,6 +61,16 @@ def all_references(conn: sqlite3.Connection, pk: int) -> list[str]:
         "SELECT ref FROM study_references WHERE study_pk = ? ORDER BY ref", (pk,))]
 
 
+async def references_by_study(db: Connection) -> dict[str, list[str]]:
+    """Every study's references, by study id (an export)."""
+    rows = await db.fetchall("SELECT s.id, r.ref FROM study_references r "
+                             "JOIN studies s ON s.pk = r.study_pk ORDER BY r.study_pk, r.ref")
+    found: dict[str, list[str]] = {}
+    for study_id, ref in rows:
+        found.setdefault(study_id, []).append(ref)
+    return found
+
+
 async def references_of(db: Connection, pk: int) -> list[str]:
     rows = await db.fetchall("SELECT ref FROM study_references WHERE study_pk = ? LIMIT ?",
                              (pk, COUPLING_REFS))
