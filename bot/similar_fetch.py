@@ -116,6 +116,7 @@ class SimilarArticles:
         self.caught_up = asyncio.Event()
         self._attempted = asyncio.Condition()
         self._wake = asyncio.Event()
+        self._below_pk: int | None = None  # where the walk from the newest study is
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -130,12 +131,20 @@ class SimilarArticles:
     async def fetch_batch(self) -> int:
         """Fetch and store one batch now: how many PMIDs were fetched (0: none was left).
         Raises FeedError when PubMed's answer is missing or unreadable (nothing stored)."""
-        pmids = await self.store.unfetched_pmids(self.batch_size)
-        if not pmids:
+        found = await self.store.unfetched_pmids(self.batch_size, self._below_pk)
+        if not found and self._below_pk is not None:
+            # The walk reached the oldest study: start again from the newest (new studies,
+            # and any PMID a failed batch left).
+            self._below_pk = None
+            found = await self.store.unfetched_pmids(self.batch_size)
+        if not found:
             return 0
+        # Two studies may share a PMID (they are not merged when other facts differ).
+        pmids = list(dict.fromkeys(pmid for _, pmid in found))
         body = await self.client.elink_similar(pmids, MAX_ANSWER_BYTES)
         similar = await asyncio.to_thread(parse_similar, body, pmids)
         await self.store.store(similar)
+        self._below_pk = found[-1][0]
         log.debug("stored PubMed's similar articles of %d PMIDs (%d links)", len(similar),
                   sum(len(links) for links in similar.values()))
         return len(pmids)

@@ -94,7 +94,8 @@ async def test_neighbours_are_fetched_stored_and_ranked_as_pubmed_similar(
     assert sum(e.reasons.pubmed_similar for e in entries) == 1  # the other is not a study
 
 
-async def test_a_restart_does_not_fetch_again(hair: StudyLibrary, standin: EutilsStandIn):
+async def test_a_restart_does_not_fetch_again_and_new_studies_are_fetched(
+        hair: StudyLibrary, standin: EutilsStandIn, tmp_path):
     similar = fetcher(hair.db, standin)
     try:
         while await similar.fetch_batch():
@@ -106,9 +107,17 @@ async def test_a_restart_does_not_fetch_again(hair: StudyLibrary, standin: Eutil
     again = fetcher(hair.db, standin)  # a new process's fetch on the same database
     try:
         assert await again.fetch_batch() == 0
+        assert len(standin.requests) == sent
+        # A study imported since is found (the walk starts again from the newest), alone.
+        later = tmp_path / "later.yaml"
+        later.write_text("- {title: A study added later, pmid: '12345678'}\n",
+                         encoding="utf-8")
+        await hair.import_paths([later])
+        assert await again.fetch_batch() == 1
+        assert standin.requests[-1].params["id"] == "12345678"
+        assert await again.fetch_batch() == 0
     finally:
         await again.client.close()
-    assert len(standin.requests) == sent
 
 
 async def test_a_429_is_waited_out_and_the_batch_stored(hair: StudyLibrary,

@@ -15,14 +15,18 @@ KEPT = 100
 class NeighbourStore(SyncStore):
     """Writes of the background fetch, on a connection of its own."""
 
-    async def unfetched_pmids(self, limit: int) -> list[str]:
-        """PMIDs of studies whose similar articles were never fetched, newest studies first."""
-        def work(conn: sqlite3.Connection) -> list[str]:
+    async def unfetched_pmids(self, limit: int, below_pk: int | None = None
+                              ) -> list[tuple[int, str]]:
+        """(pk, PMID) of studies whose similar articles were never fetched, newest studies
+        first; `below_pk`: only older studies than that (a walk resumed where the last batch
+        ended, instead of passing every fetched study again)."""
+        def work(conn: sqlite3.Connection) -> list[tuple[int, str]]:
             rows = conn.execute(
-                "SELECT s.pmid FROM studies s WHERE s.pmid IS NOT NULL AND NOT EXISTS "
-                "(SELECT 1 FROM pubmed_neighbours_fetched f WHERE f.pmid = s.pmid) "
-                "ORDER BY s.pk DESC LIMIT ?", (limit,)).fetchall()
-            return [r[0] for r in rows]
+                "SELECT s.pk, s.pmid FROM studies s WHERE s.pk < ? AND s.pmid IS NOT NULL "
+                "AND NOT EXISTS (SELECT 1 FROM pubmed_neighbours_fetched f "
+                "WHERE f.pmid = s.pmid) ORDER BY s.pk DESC LIMIT ?",
+                (below_pk if below_pk is not None else 1 << 62, limit)).fetchall()
+            return [(r[0], r[1]) for r in rows]
         return await self._run(work, write=False)
 
     async def store(self, links: dict[str, list[tuple[str, int]]]) -> None:
