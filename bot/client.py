@@ -25,6 +25,7 @@ from bot.config import DEFAULT_API_BASE_URL, Config
 from bot.db import SOURCE_FILE
 from bot.errors import StudyTree
 from bot.importing import ImportAborted
+from bot.profile_backlog import ProfileBacklog
 from bot.ratelimits import RetryAfterGate
 from bot.services import Services
 from bot.similar_fetch import SimilarArticles
@@ -68,6 +69,8 @@ class StudyBot(commands.Bot):
         self._freezer: asyncio.Task[None] | None = None
         # PubMed's similar articles, fetched in the background while PubMed feeds are set.
         self.similar_articles = SimilarArticles.for_config(services.db, config)
+        # Profiles of studies from before migration 0011, made in the background.
+        self.profile_backlog = ProfileBacklog(services.db)
 
     async def setup_hook(self) -> None:
         if self.config.discord.api_base_url != DEFAULT_API_BASE_URL:
@@ -86,6 +89,7 @@ class StudyBot(commands.Bot):
         self.services.discussions.start()  # the outbox: automatic threads, thread updates
         if self.similar_articles is not None:
             self.similar_articles.start()
+        self.profile_backlog.start()  # after the sources' import: it writes first
         if self.freeze_gc_when_ready:
             self._freezer = asyncio.create_task(self._freeze_gc_when_ready())
 
@@ -158,4 +162,5 @@ class StudyBot(commands.Bot):
         await self.services.discussions.stop()  # before the HTTP session closes
         if self.similar_articles is not None:
             await self.similar_articles.stop()
+        await self.profile_backlog.stop()
         await super().close()

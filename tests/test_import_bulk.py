@@ -14,8 +14,9 @@ from bot.db import Database, ImportWriter, ModerationStore, ModerationWriter, co
 from bot.importers import ImportFormatError
 from bot.importing import ImportAborted, Prepared, prepared_items, run_import
 from bot.library import StudyLibrary
-from bot.model import InvalidRecord
+from bot.model import InvalidRecord, StudyRecord
 from bot.moderation import Actor, Moderation, form_values
+from bot.profiles import profile_text
 from tests.paths import DATA, shared_path
 
 ACTOR = Actor(guild_id=1, user_id=42, name="mod")
@@ -305,3 +306,40 @@ def test_bulk_import_into_a_filled_database_matches_duplicates_and_keeps_moderat
     assert title == ("Title a moderator fixed",) and kept == 1
     assert updated + unchanged + kept >= len(shared_dois)  # each shared study matched, not new
     assert len(studies) == 1000 - 2 + new  # two records of the sample hold no study
+
+
+def test_new_rows_with_and_without_their_profile_in_one_transaction_all_get_one(tmp_path,
+                                                                                 topics):
+    """While an import stores the profiles its workers made, the insert trigger is off: a row
+    that came without one (or was changed after) is marked by the writer and made at commit;
+    nothing is left stale and the switch is not committed."""
+    conn = connect_sync(tmp_path / "s.db")
+    writer = ImportWriter(conn)
+    given = importing.prepare(StudyRecord(title="Minoxidil for hair loss", summary="Regrowth."),
+                              topics, profile=True)
+    without = importing.prepare(StudyRecord(title="Cortisol in hair", tldr="Stress."), topics)
+    changed = importing.prepare(StudyRecord(title="Zebrafish fins", summary="Regrowth."),
+                                topics, profile=True)
+    assert given.profile and without.profile is None and changed.profile
+    writer.begin()
+    pks = [writer.insert_values(sid, item.values, item.content_hash, "2026-01-01T00:00:00Z",
+                                profile=item.profile)
+           for sid, item in (("a", given), ("b", without), ("c", changed))]
+    row, _hash = writer.load_row(pks[2])
+    writer.update(pks[2], dataclasses.replace(row, title="Zebrafish tail renamed"),
+                  "2026-01-01T00:00:00Z")
+    stale = [pk for (pk,) in conn.execute("SELECT study_pk FROM study_profiles_stale")]
+    assert stale == pks[1:]  # the given profile's row was never marked
+    writer.commit()
+    made = _profiles(conn)
+    columns = conn.execute("SELECT pk, title, tldr, summary, keywords FROM studies").fetchall()
+    assert made == {pk: profile_text(*text) for pk, *text in columns} and len(made) == 3
+    assert "renamed" in made[pks[2]]
+    assert conn.execute("SELECT count(*) FROM meta WHERE key = 'profiles_given'").fetchone() \
+        == (0,)
+    # The trigger is on again for the next transaction's rows.
+    writer.begin()
+    pk = writer.insert_values("d", without.values, without.content_hash, "2026-01-01T00:00:00Z")
+    assert conn.execute("SELECT study_pk FROM study_profiles_stale").fetchall() == [(pk,)]
+    writer.rollback()
+    conn.close()

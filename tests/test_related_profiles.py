@@ -9,10 +9,12 @@ from bot.db import Database, ModerationStore
 from bot.library import StudyLibrary
 from bot.model import StudyRecord
 from bot.moderation import Actor, Moderation, form_values
+from bot.profile_backlog import ProfileBacklog
 from bot.topics import TopicVocabulary
 from tests.paths import fixture_records
 
 TOPICS = Path(__file__).resolve().parent.parent / "data" / "topics.yaml"
+ACTOR = Actor(guild_id=1, user_id=42, name="mod")
 
 
 def stored(db_path: Path) -> dict[str, list[str]]:
@@ -117,3 +119,80 @@ def test_profile_words_the_text_as_related_research_does():
         assert made == reference_profile(title, tldr, summary, keywords), title
         assert made == profiles.encode(profiles.top_terms(
             title, tldr, summary, (keywords or "").split("\n")))
+
+
+MIGRATION_0011_INSERT_TRIGGER = (
+    "CREATE TRIGGER studies_profile_ai AFTER INSERT ON studies BEGIN "
+    "INSERT OR IGNORE INTO study_profiles_stale (study_pk) VALUES (new.pk); END")
+
+
+def as_migration_0011_left_it(db_path: Path) -> None:
+    """The database as migration 0011 left one that had studies: every study stale, no
+    profile, no backlog (before 0012, the first write then made them all)."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("BEGIN")
+    conn.execute("DROP TABLE study_profiles_backlog")
+    conn.execute("DROP TRIGGER studies_profile_ai")
+    conn.execute(MIGRATION_0011_INSERT_TRIGGER)
+    conn.execute("DELETE FROM study_profiles")
+    conn.execute("INSERT INTO study_profiles_stale (study_pk) SELECT pk FROM studies")
+    conn.execute("PRAGMA user_version = 11")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def profiles_and_backlog(db_path: Path) -> tuple[dict[str, str], dict[str, str], int]:
+    """(stored profiles by study id, profile_text of each study's columns now, backlog size)."""
+    conn = sqlite3.connect(db_path)
+    made = dict(conn.execute("SELECT s.id, p.terms FROM study_profiles p "
+                             "JOIN studies s ON s.pk = p.study_pk"))
+    now = {sid: profiles.profile_text(title, tldr, summary, keywords)
+           for sid, title, tldr, summary, keywords in conn.execute(
+               "SELECT id, title, tldr, summary, keywords FROM studies")}
+    assert conn.execute("SELECT count(*) FROM study_profiles_stale").fetchone() == (0,)
+    backlog = conn.execute("SELECT count(*) FROM study_profiles_backlog").fetchone()[0]
+    conn.close()
+    return made, now, backlog
+
+
+async def test_profiles_missing_before_0011_are_made_in_batches_and_keep_moderators_edits(
+        tmp_path):
+    source = tmp_path / "studies.yaml"
+    source.write_text("".join(
+        f"- id: s{n}\n  title: Study {n} of topical minoxidil dose {n * 7}\n"
+        f"  summary: Hair counts after {n} months in trial {n}.\n" for n in range(1, 8)),
+        encoding="utf-8")
+    db_path = tmp_path / "s.db"
+    db = await Database.open(db_path)
+    await StudyLibrary(db, TopicVocabulary.load(TOPICS)).import_paths([source])
+    await db.close()
+    as_migration_0011_left_it(db_path)
+
+    db = await Database.open(db_path)  # migration 0012: the stale studies become its backlog
+    library = StudyLibrary(db, TopicVocabulary.load(TOPICS))
+    moderation = Moderation(library, ModerationStore(db), tmp_path / "pending", 1 << 20)
+    backlog = ProfileBacklog(db, batch=3, pause_seconds=0)
+    form = dict(authors="Doe, Jane", published="J Hair | 2020", tldr="Edited.")
+    try:
+        made, _now, waiting = profiles_and_backlog(db_path)
+        assert made == {} and waiting == 7 == await backlog.remaining()
+        # A write commits without making the others' profiles (before 0012: all seven).
+        await moderation.edit_study(ACTOR, "s7", form_values(
+            title="Oral finasteride edited first", summary="Finasteride text.", **form))
+        made, now, waiting = profiles_and_backlog(db_path)
+        assert made == {"s7": now["s7"]} and "finasteride" in made["s7"] and waiting == 7
+
+        assert await backlog.fill_batch() == 3  # s1-s3, from the rows as they are
+        # Edits between batches: one study the backfill made already, one it has not reached.
+        await moderation.edit_study(ACTOR, "s2", form_values(
+            title="Dutasteride mesotherapy edited", summary="Dutasteride text.", **form))
+        await moderation.edit_study(ACTOR, "s5", form_values(
+            title="Caffeine shampoo edited", summary="Caffeine text.", **form))
+        assert await backlog.fill() == 4  # s4-s7, one batch of 3 and one of 1
+        assert await backlog.fill() == 0 and await backlog.remaining() == 0
+    finally:
+        await db.close()
+    made, now, waiting = profiles_and_backlog(db_path)
+    assert made == now and len(made) == 7 and waiting == 0
+    assert "dutasteride" in made["s2"] and "caffeine" in made["s5"]
+    assert "finasteride" in made["s7"]

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.db.audit import AUDIT_COLUMNS, AuditEntry
-from bot.db.profiles import refresh_profiles, store_profiles
+from bot.db.profiles import give_profiles, mark_stale, refresh_profiles, store_profiles
 from bot.db.references import (
     all_references,
     move_references,
@@ -107,6 +107,9 @@ class ImportWriter:
         self._tombstones: bool | None = None
         # Profiles made with their rows (in parse workers), stored in batches: by study pk.
         self._profiles: dict[int, str] = {}
+        # Set from the first new row that comes with its profile to the commit: the trigger
+        # that marks new rows stale is off (rows without one are marked by insert_values).
+        self._profiles_given = False
         # New studies' references, (pk, key) rows, written in batches.
         self._new_references: list[tuple[int, str]] = []
 
@@ -339,7 +342,9 @@ class ImportWriter:
 
     def _store_profiles(self) -> None:
         if self._profiles:
-            store_profiles(self.conn, list(self._profiles.items()))
+            # Rows inserted while profiles are given: never marked stale (an update in
+            # between took its row out of the batch: it is remade at commit).
+            store_profiles(self.conn, list(self._profiles.items()), marked_stale=False)
             self._profiles = {}
 
     # References ------------------------------------------------------------------------------
@@ -377,6 +382,9 @@ class ImportWriter:
         # transaction.
         self._store_new_references()
         self._store_profiles()
+        if self._profiles_given:
+            give_profiles(self.conn, False)
+            self._profiles_given = False
         refresh_profiles(self.conn)
         self.conn.execute("COMMIT")
 
@@ -384,6 +392,7 @@ class ImportWriter:
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
         self._profiles = {}
+        self._profiles_given = False  # the rollback took meta 'profiles_given' away
         self._new_references = []
         self._ids_from = None
         self._tombstones = None
@@ -438,6 +447,9 @@ class ImportWriter:
         moderator's is no source: its record hash is not kept). `profile`: its profile,
         bot.profiles.profile_text of these values (else made at commit)."""
         moderated = source_kind == MODERATOR
+        if profile is not None and not self._profiles_given:
+            give_profiles(self.conn, True)
+            self._profiles_given = True
         pk = self.conn.execute(_INSERT_STUDY, (
             study_id, *values, content_hash, timestamp, timestamp, source_kind, source_name,
             content_hash if source_kind == SOURCE_FILE else None,
@@ -447,6 +459,8 @@ class ImportWriter:
             self._profiles[pk] = profile
             if len(self._profiles) >= PROFILES_BATCH:
                 self._store_profiles()
+        elif self._profiles_given:
+            mark_stale(self.conn, pk)  # the trigger is off: made at commit
         self._write_topics(pk, values[_TOPICS_AT], replace=False)
         if self._ids_from is None:
             self.set_identifiers(pk, (("id", study_id), ("doi", values[_DOI_AT]),
