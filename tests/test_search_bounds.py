@@ -1,6 +1,9 @@
 """The bounds that keep search cheap at 1M studies (see bench/RESULTS.md)."""
 
+import sqlite3
+
 from bot.db import RANK_WINDOW, Database, ModerationStore
+from bot.db.relevance import COUNT_CAP, count_matches, ranked_titles, relevance_keys
 from bot.library import SearchRequest, StudyLibrary
 from bot.moderation import Actor, Moderation, form_values
 from bot.search import match_all, one_edit_away
@@ -141,3 +144,38 @@ async def test_autocomplete_without_a_title_match_ranks_the_full_text(seeded, tm
         "summary: Leaves.}\n")
     await seeded.import_paths([path])
     assert [s.id for s in await seeded.suggest("tapir")] == ["grazing-2020", "browsing-2020"]
+
+
+async def test_relevance_read_on_two_readers_pages_as_the_sql_ranking_does(seeded, tmp_path):
+    # The title ranking is sorted in Python from one walk while the full text is counted on
+    # the other reader: every page equals the plan on one connection, and the title order is
+    # SQLite's own "ORDER BY rank, rowid DESC" over the newest RANK_WINDOW title matches.
+    count = RANK_WINDOW + 40
+    lines = []
+    for i in range(count):
+        title = f"Scalp {'care ' * (i % 4)}trial {'scalp ' * (i % 3 == 0)}number {i}"
+        lines.append(f'{{"id": "ranked-{i}", "title": "{title}", "summary": "Outcomes."}}')
+    for i in range(30):  # the word only in the text: they fill pages after the titles
+        lines.append(f'{{"id": "text-{i}", "title": "Follicle trial {i}", '
+                     f'"summary": "Scalp care for {i} weeks."}}')
+    path = tmp_path / "ranked.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    await seeded.import_paths([path])
+    conn = sqlite3.connect(seeded.db.path)
+    try:
+        pks = {study_id: pk for pk, study_id in conn.execute("SELECT pk, id FROM studies")}
+        for words in (["scalp"], ["scalp", "care"], ["care"], ["follicle"], ["weeks"]):
+            match = match_all(words)
+            sql_order = [row[0] for row in conn.execute(
+                "SELECT rowid FROM (SELECT rowid, rank FROM titles_fts WHERE titles_fts "
+                "MATCH ? ORDER BY rowid DESC LIMIT ?) ORDER BY rank, rowid DESC",
+                (match, RANK_WINDOW))]
+            ranked, titled = ranked_titles(conn, match)
+            assert ranked == sql_order and titled == count_matches(conn, "titles_fts", match)
+            for offset in (0, 5, RANK_WINDOW - 2, RANK_WINDOW, count, count + 25):
+                keys, total = relevance_keys(conn, match, 5, offset)
+                studies, read_total = await seeded.db.search(match, limit=5, offset=offset)
+                assert [pks[s.id] for s in studies] == keys and read_total == total
+                assert len(keys) == min(5, max(0, min(total, COUNT_CAP) - offset))
+    finally:
+        conn.close()

@@ -1,5 +1,5 @@
-"""A search by relevance, as one job on a search reader (Connection.search_run): the title
-index first, the full text only to count and to fill.
+"""A search by relevance on the search readers (Connection.search_run): the title index
+first, the full text only to count and to fill.
 
 Title matches come first, ranked by bm25 over the title index: a title's doclists are a small
 fraction of the full text's, and a study whose title has every word is what members look for.
@@ -23,7 +23,8 @@ COUNT_CAP = 1000
 RANK_WINDOW = 300
 
 
-def _count(conn: sqlite3.Connection, table: str, match: str) -> int:
+def count_matches(conn: sqlite3.Connection, table: str, match: str) -> int:
+    """How many rows of `table` match, capped at COUNT_CAP + 1."""
     return conn.execute(
         f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ? LIMIT ?)",
         (match, COUNT_CAP + 1)).fetchone()[0]
@@ -33,30 +34,39 @@ def _column(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> lis
     return [row[0] for row in conn.execute(sql, params)]
 
 
+def ranked_titles(conn: sqlite3.Connection, match: str) -> tuple[list[int], int]:
+    """The pks of the studies whose title matches, best first (bm25, then newest; over
+    RANK_WINDOW matches, the newest RANK_WINDOW ranked), and how many titles match, capped at
+    COUNT_CAP + 1. One walk gives both the ranks and, up to RANK_WINDOW, the count: the titles
+    are counted apart only when there are more."""
+    rows: list[tuple[int, float]] = conn.execute(
+        "SELECT rowid, rank FROM titles_fts WHERE titles_fts MATCH ? ORDER BY rowid DESC "
+        "LIMIT ?", (match, RANK_WINDOW + 1)).fetchall()
+    titled = len(rows)
+    if titled > RANK_WINDOW:
+        del rows[RANK_WINDOW:]
+        titled = count_matches(conn, "titles_fts", match)
+    rows.sort(key=lambda row: (row[1], -row[0]))  # ORDER BY rank, rowid DESC
+    return [pk for pk, _rank in rows], titled
+
+
 def relevance_keys(conn: sqlite3.Connection, match: str, limit: int, offset: int
                    ) -> tuple[list[int], int]:
     """The pks of one page of the studies matching `match` (an FTS5 expression), best first,
     and their total capped at COUNT_CAP + 1."""
     wanted = offset + limit
-    titled = _count(conn, "titles_fts", match)
-    total = COUNT_CAP + 1 if titled > COUNT_CAP else _count(conn, "studies_fts", match)
-    ranked: list[int] = []
-    if titled > RANK_WINDOW:
-        ranked = _column(conn, (
-            "SELECT rowid FROM (SELECT rowid, rank FROM titles_fts WHERE titles_fts MATCH ? "
-            "ORDER BY rowid DESC LIMIT ?) ORDER BY rank, rowid DESC"), (match, RANK_WINDOW))
-    elif titled:
-        ranked = _column(conn, "SELECT rowid FROM titles_fts WHERE titles_fts MATCH ? "
-                               "ORDER BY rank, rowid DESC", (match,))
-    if wanted > len(ranked) and total > len(ranked):
-        # The rest of the matches, after the ranked titles (the same order on every page).
-        if total <= RANK_WINDOW:
-            rest = _column(conn, (
-                "SELECT rowid FROM studies_fts WHERE studies_fts MATCH ? "
-                f"ORDER BY bm25(studies_fts, {BM25_WEIGHTS}), rowid DESC"), (match,))
-        else:
-            rest = _column(conn, "SELECT rowid FROM studies_fts WHERE studies_fts MATCH ? "
-                                 "ORDER BY rowid DESC LIMIT ?", (match, wanted + len(ranked)))
-        seen = set(ranked)
-        ranked += [pk for pk in rest if pk not in seen]
+    ranked, titled = ranked_titles(conn, match)
+    total = COUNT_CAP + 1 if titled > COUNT_CAP else count_matches(conn, "studies_fts", match)
+    if wanted <= len(ranked) or total <= len(ranked):
+        return ranked[offset:wanted], total
+    # The rest of the matches, after the ranked titles (the same order on every page).
+    if total <= RANK_WINDOW:
+        rest = _column(conn, (
+            "SELECT rowid FROM studies_fts WHERE studies_fts MATCH ? "
+            f"ORDER BY bm25(studies_fts, {BM25_WEIGHTS}), rowid DESC"), (match,))
+    else:
+        rest = _column(conn, "SELECT rowid FROM studies_fts WHERE studies_fts MATCH ? "
+                             "ORDER BY rowid DESC LIMIT ?", (match, wanted + len(ranked)))
+    seen = set(ranked)
+    ranked += [pk for pk in rest if pk not in seen]
     return ranked[offset:wanted], total
