@@ -28,6 +28,7 @@ from bot.text import (
     clean_text,
     link_or_none,
     normalise_url,
+    parsed_link,
     slugify,
     strip_markup_words,
     title_key,
@@ -255,6 +256,30 @@ def test_card_links_are_always_links() -> None:
         == "https://doi.org/10.1002/(sici)1097(199602)30:2%3C1::aid%3E3.0.co;2-s"
     assert link_or_none("javascript:alert(1)") is None
     assert link_or_none(None) is None
+
+
+_LINK_PARTS = st.text(alphabet=list("az09.-_:/?#@%[] <>\"\\^`{|}\n\tAZé\u00a0"), max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["http", "https", "HTTPS", "ftp", "javascript", "www"]),
+       st.sampled_from(["://", ":/", "."]), _LINK_PARTS, _LINK_PARTS)
+def test_links_taken_as_they_are_are_those_the_parser_keeps(scheme, colon, host, rest):
+    # link_or_none skips the parsing for a link already in the shape it keeps: the answer
+    # must be the same as the long way's for any text.
+    for url in (scheme + colon + host + rest, scheme + colon + host + "/" + rest,
+                f"{scheme}{colon}doi.org/{rest}", f" {scheme}{colon}{host}.org/{rest}"):
+        assert link_or_none(url) == parsed_link(url)
+
+
+def test_plain_links_at_the_length_limit_agree_with_the_parser():
+    for length in (511, 512, 513):
+        url = "https://doi.org/" + "1" * (length - len("https://doi.org/"))
+        assert link_or_none(url) == parsed_link(url)
+    assert link_or_none("https://doi.org/" + "1" * 496) is not None
+    assert link_or_none("https://doi.org/" + "1" * 497) is None
+    host = ".".join(["a" * 63] * 4)  # 255 characters: more than a host may have
+    assert link_or_none(f"https://{host}/x") == parsed_link(f"https://{host}/x") is None
 
 
 async def test_a_study_stored_with_a_bad_link_renders_without_it(library: StudyLibrary,
