@@ -227,16 +227,18 @@ Item = StudyRecord | InvalidRecord | Prepared
 
 
 def prepared_items(paths: Iterable[str | Path], topics: TopicVocabulary,
-                   workers: int = PARSE_WORKERS) -> Iterator[Prepared | InvalidRecord]:
-    """Parse and prepare files in order; big JSON Lines files in worker processes."""
+                   workers: int = PARSE_WORKERS, *, profiles: bool = True
+                   ) -> Iterator[Prepared | InvalidRecord]:
+    """Parse and prepare files in order; big JSON Lines files in worker processes.
+    `profiles`: make each record's profile too (see run_import's profiles_later)."""
     for path in paths:
         module = importers.streamed_format(path)
         if module is None or workers < 2 or Path(path).stat().st_size < PARALLEL_MIN_BYTES:
             for item in importers.iter_path(path):
                 yield item if isinstance(item, InvalidRecord) else prepare(item, topics,
-                                                                          profile=True)
+                                                                          profile=profiles)
             continue
-        yield from _parallel_prepare(path, module.__name__, topics, workers)
+        yield from _parallel_prepare(path, module.__name__, topics, workers, profiles)
 
 
 _worker_topics: TopicVocabulary | None = None
@@ -247,7 +249,7 @@ def _init_worker(topics: TopicVocabulary) -> None:
     _worker_topics = topics
 
 
-def _prepare_block(module_name: str, source: str, start: int, block: bytes
+def _prepare_block(module_name: str, source: str, start: int, block: bytes, profiles: bool
                    ) -> tuple[list[Prepared | InvalidRecord], ImportFormatError | None]:
     """In a worker: decode, parse and prepare a block of lines (see importers.iter_blocks);
     with the error that ends the file early, if any."""
@@ -255,12 +257,13 @@ def _prepare_block(module_name: str, source: str, start: int, block: bytes
     module = importlib.import_module(module_name)
     lines, error = importers.block_lines(block, source, start)
     return [item if isinstance(item, InvalidRecord)
-            else prepare(item, _worker_topics, profile=True)
+            else prepare(item, _worker_topics, profile=profiles)
             for item in module.parse_lines(lines, source, start)], error
 
 
 def _parallel_prepare(path: str | Path, module_name: str, topics: TopicVocabulary,
-                      workers: int) -> Iterator[Prepared | InvalidRecord]:
+                      workers: int, profiles: bool = True
+                      ) -> Iterator[Prepared | InvalidRecord]:
     """The importing process only reads raw blocks of lines: the workers decode, parse,
     clean and tag them, and send back tuples ready to write."""
     source = Path(path).name
@@ -275,7 +278,8 @@ def _parallel_prepare(path: str | Path, module_name: str, topics: TopicVocabular
                 raise error
 
         for start, block in importers.iter_blocks(path, BLOCK_BYTES):
-            pending.append(pool.apply_async(_prepare_block, (module_name, source, start, block)))
+            pending.append(pool.apply_async(_prepare_block,
+                                            (module_name, source, start, block, profiles)))
             if len(pending) > 4 * workers:
                 yield from results()
         while pending:
@@ -472,6 +476,7 @@ def run_import(
     bulk_after: int | None = BULK_AFTER,
     source_kind: str = IMPORT,
     overwrite_moderated: bool = False,
+    profiles_later: bool = False,
 ) -> ImportReport:
     """Import every item in one transaction.
 
@@ -488,6 +493,12 @@ def run_import(
     start-up; IMPORT: a moderator's upload or `studybot import`). A record that would change
     a study a moderator changed since is kept out (and the conflict remembered) unless
     `overwrite_moderated`; a record of a removed study is skipped.
+
+    `profiles_later`, into an empty database: the new studies that come without their
+    profile (prepared_items(profiles=False)) join the backlog that the bot's background
+    backfill works through (bot/profile_backlog.py) instead of being made before the commit.
+    A bulk load then costs what it did before profiles. Into a database with studies, it
+    changes nothing.
     Raises ImportAborted (with the report) when nothing was written because of bad input."""
     report = ImportReport(dry_run=dry_run, all_new_ids=[] if collect_new_ids else None)
     writer = ImportWriter(conn)
@@ -501,6 +512,8 @@ def run_import(
     try:
         if bulk_after is not None and writer.is_empty():
             writer.defer_fts(empty_table=True)
+        if profiles_later and writer.is_empty():
+            writer.profiles_later()
         for count, item in enumerate(items, start=1):
             if count == bulk_after:
                 writer.defer_fts()

@@ -627,6 +627,7 @@ class StudyLibrary:
         after_write: Callable[[ImportWriter, ImportReport], None] | None = None,
         source_kind: str = IMPORT,
         overwrite_moderated: bool = False,
+        profiles_later: bool = False,
     ) -> ImportReport:
         """Run an import in a worker thread on its own connection, serialised with other
         writers of this process (see run_import for the options)."""
@@ -637,7 +638,8 @@ class StudyLibrary:
                                   dry_run=dry_run, progress=progress,
                                   collect_new_ids=collect_new_ids, after_write=after_write,
                                   source_kind=source_kind,
-                                  overwrite_moderated=overwrite_moderated)
+                                  overwrite_moderated=overwrite_moderated,
+                                  profiles_later=profiles_later)
             finally:
                 conn.close()
 
@@ -647,15 +649,21 @@ class StudyLibrary:
             finally:
                 self.invalidate_caches()
 
-    async def import_paths(self, paths: Iterable[str | Path], **options: object) -> ImportReport:
+    async def import_paths(self, paths: Iterable[str | Path], *, profiles_later: bool = False,
+                           **options: object) -> ImportReport:
+        """`profiles_later`: a bulk load into an empty database leaves the new studies'
+        profiles to the background backfill (run_import); the parse workers skip them."""
         paths = list(paths)
+        if profiles_later and await self.db.count_studies():
+            profiles_later = False  # only into an empty database (checked again by the writer)
 
         def items() -> Iterator[Item]:
             # Big JSON Lines files are parsed by worker processes (the import's other core).
-            return prepared_items(paths, self.topics)
+            return prepared_items(paths, self.topics, profiles=not profiles_later)
 
         # options are import_items' own keywords, passed through unchanged.
-        return await self.import_items(items, **options)  # type: ignore[arg-type]  # see above
+        return await self.import_items(items, profiles_later=profiles_later,
+                                       **options)  # type: ignore[arg-type]  # see above
 
     async def import_bytes(self, data: bytes, filename: str, **options: object) -> ImportReport:
         return await self.import_items(partial(importers.iter_bytes, data, filename),

@@ -1,10 +1,11 @@
 """Stored study profiles (migration 0011, bot/profiles.py) follow their study."""
 
+import json
 import math
 import sqlite3
 from pathlib import Path
 
-from bot import profiles, related
+from bot import importing, profiles, related
 from bot.db import Database, ModerationStore
 from bot.library import StudyLibrary
 from bot.model import StudyRecord
@@ -196,3 +197,34 @@ async def test_profiles_missing_before_0011_are_made_in_batches_and_keep_moderat
     assert made == now and len(made) == 7 and waiting == 0
     assert "dutasteride" in made["s2"] and "caffeine" in made["s5"]
     assert "finasteride" in made["s7"]
+
+
+async def test_a_bulk_load_into_an_empty_database_leaves_its_profiles_to_the_backlog(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(importing, "PARALLEL_MIN_BYTES", 0)  # parsed by the workers
+    records = [{"id": f"s{n}", "title": f"Topical minoxidil trial {n}", "year": 2020,
+                "summary": f"Hair counts rose in {n} of the men."} for n in range(1, 6)]
+    records.append({"id": "s1", "title": "Oral finasteride renamed", "year": 2020})
+    first = tmp_path / "first.jsonl"
+    first.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    later = tmp_path / "later.jsonl"
+    later.write_text(json.dumps({"id": "t1", "title": "Caffeine shampoo", "year": 2021}) + "\n",
+                     encoding="utf-8")
+    db_path = tmp_path / "s.db"
+    db = await Database.open(db_path)
+    library = StudyLibrary(db, TopicVocabulary.load(TOPICS))
+    try:
+        report = await library.import_paths([first], profiles_later=True)
+        assert report.new == 5 and report.updated == 1
+        made, now, waiting = profiles_and_backlog(db_path)
+        # Changed after its insert, s1's profile was made at commit; the others wait.
+        assert made == {"s1": now["s1"]} and "finasteride" in made["s1"] and waiting == 4
+        # Into a database with studies the option changes nothing: made before the commit.
+        await library.import_paths([later], profiles_later=True)
+        made, now, waiting = profiles_and_backlog(db_path)
+        assert set(made) == {"s1", "t1"} and made["t1"] == now["t1"] and waiting == 4
+        assert await ProfileBacklog(db, batch=3, pause_seconds=0).fill() == 4
+    finally:
+        await db.close()
+    made, now, waiting = profiles_and_backlog(db_path)
+    assert made == now and len(made) == 6 and waiting == 0

@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.db.audit import AUDIT_COLUMNS, AuditEntry
-from bot.db.profiles import give_profiles, mark_stale, refresh_profiles, store_profiles
+from bot.db.profiles import (
+    backlog_new_studies,
+    give_profiles,
+    mark_stale,
+    refresh_profiles,
+    store_profiles,
+)
 from bot.db.references import (
     all_references,
     move_references,
@@ -110,6 +116,8 @@ class ImportWriter:
         # Set from the first new row that comes with its profile to the commit: the trigger
         # that marks new rows stale is off (rows without one are marked by insert_values).
         self._profiles_given = False
+        # Set by profiles_later: new rows above this pk without a profile join the backlog.
+        self._backlog_after: int | None = None
         # New studies' references, (pk, key) rows, written in batches.
         self._new_references: list[tuple[int, str]] = []
 
@@ -146,6 +154,17 @@ class ImportWriter:
                 f"AND name IN ({marks}) ORDER BY name", _BULK_DROPPED_INDEXES).fetchall()
             for name, _sql in self._dropped_indexes:
                 self.conn.execute(f'DROP INDEX "{name}"')
+
+    def profiles_later(self) -> None:
+        """New rows without a profile join the backlog at commit (bot/profile_backlog.py
+        makes them in the background) instead of being made before it; rows changed after
+        their insert are still remade at commit."""
+        if self._backlog_after is None:
+            self._backlog_after = self.conn.execute(
+                "SELECT coalesce(max(pk), 0) FROM studies").fetchone()[0]
+            if not self._profiles_given:
+                give_profiles(self.conn, True)
+                self._profiles_given = True
 
     def index_deferred(self) -> None:
         """Index the rows added since defer_fts (or the last call) now; rows updated after
@@ -382,6 +401,9 @@ class ImportWriter:
         # transaction.
         self._store_new_references()
         self._store_profiles()
+        if self._backlog_after is not None:
+            backlog_new_studies(self.conn, self._backlog_after)
+            self._backlog_after = None
         if self._profiles_given:
             give_profiles(self.conn, False)
             self._profiles_given = False
@@ -393,6 +415,7 @@ class ImportWriter:
             self.conn.execute("ROLLBACK")
         self._profiles = {}
         self._profiles_given = False  # the rollback took meta 'profiles_given' away
+        self._backlog_after = None
         self._new_references = []
         self._ids_from = None
         self._tombstones = None
@@ -459,7 +482,7 @@ class ImportWriter:
             self._profiles[pk] = profile
             if len(self._profiles) >= PROFILES_BATCH:
                 self._store_profiles()
-        elif self._profiles_given:
+        elif self._profiles_given and self._backlog_after is None:
             mark_stale(self.conn, pk)  # the trigger is off: made at commit
         self._write_topics(pk, values[_TOPICS_AT], replace=False)
         if self._ids_from is None:

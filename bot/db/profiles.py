@@ -65,6 +65,15 @@ def fill_profile_backlog(conn: sqlite3.Connection, limit: int) -> int:
     return len(rows)
 
 
+def backlog_new_studies(conn: sqlite3.Connection, after_pk: int) -> None:
+    """Studies written after `after_pk` that have no profile and are not stale join the
+    backlog (a bulk load that leaves its profiles to the background backfill)."""
+    conn.execute(
+        "INSERT OR IGNORE INTO study_profiles_backlog (study_pk) SELECT pk FROM studies "
+        "WHERE pk > ? AND pk NOT IN (SELECT study_pk FROM study_profiles) "
+        "AND pk NOT IN (SELECT study_pk FROM study_profiles_stale)", (after_pk,))
+
+
 def profile_backlog_size(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT count(*) FROM study_profiles_backlog").fetchone()[0]
 
