@@ -151,7 +151,10 @@ async def cmd_import(config: Config, args: argparse.Namespace) -> int:
         report = await library.import_paths(args.paths, skip_invalid=args.skip_invalid,
                                             dry_run=args.dry_run, progress=progress,
                                             overwrite_moderated=args.overwrite_moderated,
-                                            after_write=audited)
+                                            after_write=audited,
+                                            # Into an empty database: the bot makes the
+                                            # profiles in the background once it runs.
+                                            profiles_later=True)
     except ImportAborted as exc:
         progress.done()
         print_report(exc.report, sys.stderr)
