@@ -9,6 +9,14 @@ study (with --own-ids-only it is left out, as in the figures before 2026-11-26 0
 
     python bench/related_quality.py            # builds bench/out/related-eval.db once
     python bench/related_quality.py --only Cohen_2006
+    python bench/related_quality.py --references   # bench/out/related-eval-refs.db
+
+--references imports the corpus with the OpenAlex records' `referenced_works` from
+relevance.jsonl as their references (as an OpenAlex export carries them; the Cohen and PubMed
+records have none), then reports beside the precision: how many evaluation papers gained a
+neighbour citing the same works, and, for a seeded sample of the records with references,
+how many have one in their top 10 and related()'s latency with the references against the
+same studies in the database without them (--db's, built when missing).
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ import argparse
 import asyncio
 import gzip
 import json
+import random
+import statistics
 import sys
 import time
 from collections import defaultdict
@@ -71,8 +81,40 @@ def corpus_pmids() -> dict[str, str]:
     return pmids
 
 
-async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
-                   only: str | None = None) -> None:
+def referenced_works() -> dict[str, list[str]]:
+    """The OpenAlex records' referenced works (short ids), by record id."""
+    found: dict[str, list[str]] = {}
+    with open(SHARED / "relevance.jsonl", encoding="utf-8") as handle:
+        for line in handle.read().split("\n"):
+            if line.strip():
+                label = json.loads(line)
+                if label.get("referenced_works"):
+                    found[label["id"]] = label["referenced_works"]
+    return found
+
+
+def corpus_with_references(path: Path) -> int:
+    """The corpus as a JSON Lines file whose OpenAlex records carry `referenced_works`; how
+    many records got some."""
+    works = referenced_works()
+    given = 0
+    with gzip.open(SHARED / "corpus.jsonl.gz", "rt", encoding="utf-8") as source, \
+            gzip.open(path, "wt", encoding="utf-8", compresslevel=1) as out:
+        for line in source.read().split("\n"):
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if record["id"] in works:
+                record["referenced_works"] = works[record["id"]]
+                given += 1
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return given
+
+
+async def open_library(db_path: Path, rebuild: bool, references: bool = False
+                       ) -> tuple[Database, StudyLibrary]:
+    """The evaluation database, built from the corpus when missing (with references: the
+    OpenAlex records' referenced works)."""
     topics = TopicVocabulary.load(REPO / "data" / "topics.yaml")
     if rebuild:
         for suffix in ("", "-wal", "-shm"):
@@ -81,8 +123,64 @@ async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
     db = await Database.open(db_path)
     library = StudyLibrary(db, topics)
     if fresh:
-        report = await library.import_paths([SHARED / "corpus.jsonl.gz"], skip_invalid=True)
-        print(f"built {db_path.name}: {report.summary_line()}", file=sys.stderr)
+        source = SHARED / "corpus.jsonl.gz"
+        if references:
+            source = OUT / "corpus-with-references.jsonl.gz"
+            given = corpus_with_references(source)
+            print(f"{given:,} OpenAlex records carry their referenced works", file=sys.stderr)
+        started = time.perf_counter()
+        report = await library.import_paths([source], skip_invalid=True)
+        print(f"built {db_path.name} in {time.perf_counter() - started:.1f} s: "
+              f"{report.summary_line()}", file=sys.stderr)
+    return db, library
+
+
+async def references_sample(library: StudyLibrary, base: StudyLibrary, sample: int,
+                            seed: int) -> None:
+    """For a seeded sample of the studies with references: how many have a neighbour citing
+    the same works in their top 10, and related()'s latency with references against the same
+    studies without them (each library warmed by a first pass)."""
+    rows = await library.db.fetchall(
+        "SELECT s.id FROM studies s WHERE EXISTS "
+        "(SELECT 1 FROM study_references r WHERE r.study_pk = s.pk) ORDER BY s.pk")
+    with_refs = [r[0] for r in rows]
+    chosen = random.Random(seed).sample(with_refs, min(sample, len(with_refs)))
+    timings: dict[str, list[float]] = {}
+    coupled = 0
+    for name, lib in (("without references", base), ("with references", library)):
+        for timed in (False, True):
+            times = []
+            for study_id in chosen:
+                study = await lib.lookup(study_id)
+                if study is None:
+                    continue
+                started = time.perf_counter()
+                entries = await lib.related(study, limit=K)
+                times.append((time.perf_counter() - started) * 1000)
+                if timed and lib is library:
+                    coupled += any(e.reasons.shared_references for e in entries[:K])
+            if timed:
+                timings[name] = times
+    print(f"\n{len(with_refs):,} studies have references; sample of {len(chosen):,} "
+          f"(seed {seed}): {coupled:,} ({coupled / max(1, len(chosen)):.0%}) have a neighbour "
+          f"citing the same works in their top {K}")
+    print("\n| related() on the sample | p50 ms | p99 ms |\n|---|---|---|")
+    for name, times in timings.items():
+        times.sort()
+        p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+        print(f"| {name} | {statistics.median(times):.1f} | {p99:.1f} |")
+
+
+async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
+                   only: str | None = None, references: Path | None = None,
+                   sample: int = 1000, seed: int = 17) -> None:
+    """Precision on the reviews and hair records, on `db_path`'s database; with
+    `references`, on that database (the corpus with references) instead, and the sample
+    compared with `db_path`'s."""
+    base_db, base = await open_library(db_path, rebuild and references is None)
+    db, library = (base_db, base) if references is None else await open_library(
+        references, rebuild, references=True)
+    coupled_papers = 0
     try:
         reviews = included_by_review()
         if only:
@@ -108,6 +206,7 @@ async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
                 entries = await library.related(study, limit=K)
                 hits = sum(1 for e in entries[:K] if e.study and e.study.id in members)
                 precisions.append(hits / K)
+                coupled_papers += any(e.reasons.shared_references for e in entries[:K])
             results[review] = (sum(precisions) / max(1, len(precisions)), len(precisions))
         # Outside the reviews: the hair records of derm_hair_subset.jsonl, a neighbour counting
         # when it is a hair record too.
@@ -123,9 +222,14 @@ async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
             entries = await library.related(study, limit=K)
             hits = sum(1 for e in entries[:K] if e.study and e.study.id in hair)
             hair_precisions.append(hits / K)
+            coupled_papers += any(e.reasons.shared_references for e in entries[:K])
         elapsed = time.perf_counter() - started
+        if references is not None:
+            await references_sample(library, base, sample, seed)
     finally:
         await db.close()
+        if base_db is not db:
+            await base_db.close()
 
     print("| review | included papers | precision@10 |\n|---|---|---|")
     for review, (precision, n) in results.items():
@@ -141,6 +245,8 @@ async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
           f"| **{sum(hair_precisions) / max(1, len(hair_precisions)):.3f}** |")
     queries = sum(n for _, n in results.values()) + len(hair_precisions)
     print(f"\n{queries} related() calls in {elapsed:.1f} s", file=sys.stderr)
+    print(f"evaluation papers with a neighbour citing the same works in their top {K}: "
+          f"{coupled_papers:,} of {queries:,}")
 
 
 def main() -> None:
@@ -151,9 +257,17 @@ def main() -> None:
                         help="count only records that kept their own id (the evaluation before "
                              "merged records were found by PMID)")
     parser.add_argument("--only", metavar="PREFIX", help="only reviews named PREFIX...")
+    parser.add_argument("--references", nargs="?", type=Path, metavar="DB",
+                        const=OUT / "related-eval-refs.db",
+                        help="evaluate on the corpus with the OpenAlex records' references "
+                             "(built in DB when missing)")
+    parser.add_argument("--sample", type=int, default=1000,
+                        help="studies with references timed and counted (--references)")
+    parser.add_argument("--seed", type=int, default=17)
     args = parser.parse_args()
     args.db.parent.mkdir(parents=True, exist_ok=True)
-    asyncio.run(evaluate(args.db, args.rebuild, not args.own_ids_only, args.only))
+    asyncio.run(evaluate(args.db, args.rebuild, not args.own_ids_only, args.only,
+                         args.references, args.sample, args.seed))
 
 
 if __name__ == "__main__":
