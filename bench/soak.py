@@ -11,7 +11,9 @@ Before a non-resumable drop, new interactions wait until none is waiting for its
 reaches the bot, whatever the bot does).
 Reports answered (and how many of those were "busy", bot.overload), answered within 3 s,
 failed, p50/p99 latency, the bot's RSS at start and end, and the database's integrity
-afterwards. Target: every interaction answered within 3 s, RSS growth under 20 MB.
+afterwards, and the bot's RSS each minute (growth that levels off is a fill-up to a bound;
+growth that keeps its slope is a leak). Target: every interaction answered within 3 s, RSS
+growth under 20 MB.
 
     python bench/soak.py --count 50000 --seconds 600          # the soak
     python bench/soak.py --count 3000 --seconds 60            # a quick one
@@ -114,7 +116,10 @@ async def main() -> None:
         control = ControlServer(one)
         await control.start()
 
+        rss_series: list[float] = []  # the bot's RSS each minute: a fill-up levels off, a leak not
+
         async def faults() -> None:
+            next_rss = time.perf_counter() + 60
             next_drop = time.perf_counter() + args.drop_every
             next_429 = time.perf_counter() + args.every_429
             resumable = True
@@ -122,6 +127,9 @@ async def main() -> None:
             while True:
                 await asyncio.sleep(1)
                 now = time.perf_counter()
+                if now >= next_rss:
+                    rss_series.append(rss_mb(bench.process.pid))
+                    next_rss = now + 60
                 if now >= next_forget:
                     # Keep the emulator's memory flat (answers are awaited for at most 60 s).
                     emu.forget_finished(older_than=90)
@@ -191,6 +199,7 @@ async def main() -> None:
           f"({rss_end - rss_start:+.1f} MB); database integrity: {integrity}; "
           f"emulator violations: {len(violations)}; stopped cleanly on SIGTERM: "
           f"{harness.stopped_cleanly}; bot log: {harness.log_path}")
+    print("bot RSS each minute (MB): " + ", ".join(f"{x:.1f}" for x in rss_series))
     for line in errors[:10] + violations[:10]:
         print("  ", line[:300])
 

@@ -325,6 +325,7 @@ def run_bot(config: Config, db_override: str | None = None) -> int:
     import discord  # the Discord layer is only needed here
 
     from bot.client import StudyBot, configure_api
+    from bot.memory import trim_periodically
     from bot.services import Services
 
     token = discord_token()
@@ -343,10 +344,13 @@ def run_bot(config: Config, db_override: str | None = None) -> int:
                 loop.add_signal_handler(sig, stop.set)
             runner = asyncio.create_task(bot.start(token))
             stopper = asyncio.create_task(stop.wait())
+            # Bursts leave freed memory in malloc's free lists: hand it back (bot/memory.py).
+            trimmer = asyncio.create_task(trim_periodically())
             done, _ = await asyncio.wait({runner, stopper},
                                          return_when=asyncio.FIRST_COMPLETED)
             if stopper in done:
                 log.info("stopping")
+            trimmer.cancel()
             await bot.close()
             stopper.cancel()
             if runner in done:

@@ -72,6 +72,9 @@ SEARCH_CACHE_SIZE = 128
 # then; the age limit only bounds how long a change made around studybot (an SQL edit) goes
 # unseen. (It was 5 minutes: popular searches were run again every 5 minutes for nothing.)
 SEARCH_CACHE_SECONDS = 3600.0
+# Related research's estimated counts by FTS5 expression: ~95 bytes each (measured in the
+# soak), so 10,000 hold under 1 MB; the set starts again when full.
+RELATED_COUNTS_KEPT = 10_000
 # Spelling correction beyond one edit looks at most this many vocabulary terms.
 CORRECTION_CANDIDATES = 5_000
 _STUDY_URL = re.compile(r"^https?://[^\s/]+/(?:[^\s?#]*/)?([A-Za-z0-9_-]+)/?(?:[?#]\S*)?$")
@@ -591,7 +594,7 @@ class StudyLibrary:
         if not wanted:
             return {}
         found = await self.db.newest_matches({m: related.MATCH_LIST for m in wanted})
-        if len(self._counts) > 50_000:
+        if len(self._counts) > RELATED_COUNTS_KEPT:
             self._counts.clear()
         for match, pks in found.items():
             self._counts[match] = related.estimate_count(
