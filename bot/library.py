@@ -594,7 +594,7 @@ class StudyLibrary:
         if not wanted:
             return {}
         found = await self.db.newest_matches({m: related.MATCH_LIST for m in wanted})
-        if len(self._counts) > RELATED_COUNTS_KEPT:
+        if len(self._counts) + len(found) > RELATED_COUNTS_KEPT:
             self._counts.clear()
         for match, pks in found.items():
             self._counts[match] = related.estimate_count(

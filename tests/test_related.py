@@ -130,3 +130,20 @@ async def test_each_related_entry_says_why_it_is_there(corpus_library):
     embed = render.related_embed(seed, entries[:5], 0, len(entries), "relevance")
     assert "-# why: listed by the study" in (embed.description or "")
     assert len(embed.description or "") <= 4096
+
+
+async def test_the_remembered_document_counts_stay_within_their_bound(corpus_library,
+                                                                     monkeypatch):
+    import bot.library
+
+    monkeypatch.setattr(bot.library, "RELATED_COUNTS_KEPT", 150)
+    lib = corpus_library
+    page = await lib.search(SearchRequest(text="hair", sort="newest", limit=20))
+    studies = page.studies
+    assert len(studies) == 20
+    seen: set[str] = set()
+    for study in studies:
+        await lib.related(study, limit=10)
+        seen |= set(lib._counts)
+        assert 0 < len(lib._counts) <= 150
+    assert len(seen) > 150, "the bound was never reached: the test proves nothing"
