@@ -67,6 +67,10 @@ class ProfileBacklog(SyncStore):
         if self._task is None:
             self._task = asyncio.create_task(self.fill(), name="studybot-profile-backlog")
 
+    async def wait(self) -> int:
+        """Until the work start() began is done; how many profiles it made (0 if none)."""
+        return await self._task if self._task is not None else 0
+
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None

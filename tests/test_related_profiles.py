@@ -228,3 +228,13 @@ async def test_a_bulk_load_into_an_empty_database_leaves_its_profiles_to_the_bac
         await db.close()
     made, now, waiting = profiles_and_backlog(db_path)
     assert made == now and len(made) == 6 and waiting == 0
+
+
+async def test_the_bot_makes_the_backlogged_profiles_after_start_up(world, tmp_path):
+    await world.stop_bot()
+    db_path = tmp_path / "studies.db"
+    as_migration_0011_left_it(db_path)
+    bot = await world.start_bot()  # migration 0012, the sources' import, then the backfill
+    made_now = await bot.profile_backlog.wait()
+    made, now, waiting = profiles_and_backlog(db_path)
+    assert made == now and made_now == len(made) >= 5 and waiting == 0
