@@ -7,9 +7,11 @@ one transaction per batch. Related research ranks them ("PubMed similar").
 
 Slow and polite: a batch every `pause_seconds` while some remain, then a look every
 `idle_seconds` for new studies, through the feeds' client (NCBI's rate, the API key, 429 and
-5xx retried). What was fetched is never fetched again, across restarts. A failed batch is
-logged once (not per PMID, nor per retry) and tried again later with a growing pause; a PMID
-PubMed answered for without neighbours is fetched too. Answers are bounded: in bytes, in
+5xx retried). A feed's import wakes it (wake()): the studies added since the walk began go
+first, their request still no sooner than `pause_seconds` after the last. What was fetched is
+never fetched again, across restarts. A failed batch is logged once (not per PMID, nor per
+retry) and tried again later with a growing pause; a PMID PubMed answered for without
+neighbours is fetched too. Answers are bounded: in bytes, in
 links read per PMID, and only the PMIDs asked are kept."""
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from bot.config import Config, ncbi_api_key
 from bot.db import Connection, DatabaseError
@@ -96,6 +100,16 @@ def _score(value: object) -> int:
     return min(value, _MAX_SCORE) if isinstance(value, int) and value >= 0 else 0
 
 
+@dataclass(frozen=True, slots=True)
+class SimilarProgress:
+    """What /studyadmin stats shows of the fetch."""
+
+    fetched: int  # studies with a PMID whose similar articles were fetched
+    with_pmid: int  # studies with a PMID
+    next_in: float | None  # seconds until the next batch; None while one runs
+    failures: int  # batches failed in a row
+
+
 class SimilarArticles:
     """The background fetch of PubMed's similar articles (see the module's docstring)."""
 
@@ -117,6 +131,10 @@ class SimilarArticles:
         self._attempted = asyncio.Condition()
         self._wake = asyncio.Event()
         self._below_pk: int | None = None  # where the walk from the newest study is
+        self._top_pk: int | None = None  # the newest study when the walk began
+        self._not_before = 0.0  # monotonic: no request before (pause_seconds after the last)
+        self._next_at: float | None = None  # monotonic: when the next batch is due
+        self._wakes = 0  # wake() calls
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -131,23 +149,46 @@ class SimilarArticles:
     async def fetch_batch(self) -> int:
         """Fetch and store one batch now: how many PMIDs were fetched (0: none was left).
         Raises FeedError when PubMed's answer is missing or unreadable (nothing stored)."""
-        found = await self.store.unfetched_pmids(self.batch_size, self._below_pk)
-        if not found and self._below_pk is not None:
-            # The walk reached the oldest study: start again from the newest (new studies,
-            # and any PMID a failed batch left).
-            self._below_pk = None
-            found = await self.store.unfetched_pmids(self.batch_size)
-        if not found:
-            return 0
+        found, walking = await self._next_batch()
+        return await self._fetch(found, walking) if found else 0
+
+    async def _fetch(self, found: list[tuple[int, str]], walking: bool) -> int:
         # Two studies may share a PMID (they are not merged when other facts differ).
         pmids = list(dict.fromkeys(pmid for _, pmid in found))
+        self._not_before = time.monotonic() + self.pause_seconds
         body = await self.client.elink_similar(pmids, MAX_ANSWER_BYTES)
         similar = await asyncio.to_thread(parse_similar, body, pmids)
         await self.store.store(similar)
-        self._below_pk = found[-1][0]
+        if walking:
+            self._below_pk = found[-1][0]
         log.debug("stored PubMed's similar articles of %d PMIDs (%d links)", len(similar),
                   sum(len(links) for links in similar.values()))
         return len(pmids)
+
+    async def _next_batch(self) -> tuple[list[tuple[int, str]], bool]:
+        """The next (pk, PMID) to fetch, and whether they continue the walk from the newest
+        study to the oldest (else they are studies added since it began)."""
+        newest = await self.store.newest_pk()
+        if self._below_pk is not None and self._top_pk is not None:
+            # Studies added since the walk began (a feed's import) go first.
+            if newest > self._top_pk:
+                newer = await self.store.unfetched_pmids(self.batch_size,
+                                                         above_pk=self._top_pk)
+                if newer:
+                    return newer, False
+                self._top_pk = newest
+            found = await self.store.unfetched_pmids(self.batch_size, self._below_pk)
+            if found:
+                return found, True
+        # A walk begins (again) at the newest study: new studies, and any PMID a failed
+        # batch or an edit left behind.
+        self._below_pk, self._top_pk = None, newest
+        return await self.store.unfetched_pmids(self.batch_size), True
+
+    async def progress(self) -> SimilarProgress:
+        fetched, with_pmid = await self.store.progress()
+        next_in = None if self._next_at is None else max(0.0, self._next_at - time.monotonic())
+        return SimilarProgress(fetched, with_pmid, next_in, self.failures)
 
     def start(self) -> None:
         if self._task is None:
@@ -155,6 +196,7 @@ class SimilarArticles:
 
     def wake(self) -> None:
         """Look for unfetched studies now (new studies arrived; or skip the start delay)."""
+        self._wakes += 1
         self.caught_up.clear()
         self._wake.set()
 
@@ -168,17 +210,35 @@ class SimilarArticles:
         self._task = None
         await self.client.close()
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
-        self._wake.clear()
+    async def _sleep(self, seconds: float, *, wakeful: bool = True) -> None:
+        """Wait `seconds`, or less when woken (unless not `wakeful`)."""
+        self._next_at = time.monotonic() + seconds
+        if wakeful:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), seconds)
+            self._wake.clear()
+        else:
+            await asyncio.sleep(seconds)
+        self._next_at = None
+
+    async def _paced_batch(self) -> int:
+        """The next batch, its request sent no sooner than `pause_seconds` after the last
+        one (NCBI's bound holds however often a feed wakes the fetch)."""
+        found, walking = await self._next_batch()
+        if not found:
+            return 0
+        rest = self._not_before - time.monotonic()
+        if rest > 0:
+            await self._sleep(rest, wakeful=False)
+        return await self._fetch(found, walking)
 
     async def _run(self) -> None:
         wait = self.start_delay_seconds
         while True:
             await self._sleep(wait)
             try:
-                fetched = await self.fetch_batch()
+                woken = self._wakes
+                fetched = await self._paced_batch()
             except (FeedError, DatabaseError) as exc:
                 self.failures += 1
                 wait = min(RETRY_MAX_SECONDS, self.retry_seconds * 2 ** (self.failures - 1))
@@ -198,9 +258,9 @@ class SimilarArticles:
                 log.info("PubMed similar articles: working again after %d failed batch(es)",
                          self.failures)
                 self.failures = 0
-            if fetched == 0:
+            if fetched == 0 and woken == self._wakes:  # not woken while it looked
                 self.caught_up.set()
-            wait = self.pause_seconds if fetched else self.idle_seconds
+            wait = 0.0 if fetched else self.idle_seconds  # the pace is kept per request
             await self._attempt_done()
 
     async def _attempt_done(self) -> None:

@@ -85,6 +85,10 @@ class FeedsCog(commands.Cog, name=components.FEEDS_COG):
 
     def new_studies(self) -> None:
         self.bot.dispatch("new_studies")  # cogs.follows wakes its alerts
+        if self.bot.similar_articles is not None:
+            # Their PubMed similar articles now, not at the fetch's next look (NCBI's pace
+            # still holds: bot/similar_fetch.py).
+            self.bot.similar_articles.wake()
 
     async def thread_links(self, guild_id: int, study_ids: list[str]) -> Any:
         return await self.discussions.thread_links(guild_id, study_ids)

@@ -5,19 +5,22 @@ NCBI's errors, bounded against hostile answers."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator
+from datetime import date
 
 import pytest
 
+from bot.config import Config, FeedConfig, PubmedConfig
 from bot.db import Database
 from bot.db.neighbours import KEPT, fetched_count
-from bot.feeds import EutilsClient, FeedError
+from bot.feeds import EutilsClient, FeedError, FeedService
 from bot.library import StudyLibrary
 from bot.model import StudyRecord
 from bot.similar_fetch import SimilarArticles, parse_similar
 from tests.conftest import TIMEOUT
-from tests.eutils_standin import EutilsStandIn
+from tests.eutils_standin import EutilsStandIn, articles
 from tests.paths import FIXTURES, fixture_records
 
 HAIR = "pubmed_xml/pubmed_baseline_hair_slice.xml"
@@ -199,3 +202,51 @@ def test_parsing_reads_only_what_was_asked():
     for bad in (b"<html>", b"[]", b'{"ERROR": "Invalid db name"}', b'{"linksets": 3}'):
         with pytest.raises(FeedError):
             parse_similar(bad, ["1"])
+
+
+async def test_a_feed_import_wakes_the_fetch_at_once_within_ncbis_pace(
+        library: StudyLibrary, standin: EutilsStandIn):
+    """A PubMed feed's import wakes the fetch (no 15-minute idle wait, no start delay); its
+    new studies go first; never two requests closer than the pause; nothing refetched."""
+    folder = FIXTURES / "pubmed_xml"
+    hair, edge = articles([FIXTURES / HAIR]), articles([folder /
+                                                     "pubmed_baseline_edge_cases_slice.xml"])
+    today = date(2026, 12, 5)
+    standin.records = dict(hair)
+    standin.entry_dates = {pmid: today for pmid in hair}
+    feed = FeedConfig(name="hair", query="alopecia[mh]")
+    config = Config(feeds=(feed,), pubmed=PubmedConfig(api_base_url=standin.base_url))
+    client = EutilsClient(standin.base_url, None, None)
+    client.interval = 0.01
+    similar = fetcher(library.db, standin, pause_seconds=0.5, idle_seconds=3600,
+                      start_delay_seconds=3600)
+    feeds = FeedService(library, config, client=client, on_new=similar.wake)
+    similar.start()
+    try:
+        await feeds.poll(feed, since=today, today=today)
+        await asyncio.wait_for(similar.caught_up.wait(), TIMEOUT)
+        first = [r for r in standin.requests if r.endpoint == "elink"]
+        assert set(",".join(r.params["id"] for r in first).split(",")) == set(hair)
+
+        # The next day's import: woken again at once, but the pause since the last request
+        # holds however often it is woken.
+        standin.records.update(edge)
+        standin.entry_dates.update({pmid: today for pmid in edge})
+        await feeds.poll(feed, since=today, today=today)
+        similar.wake()
+        similar.wake()
+        await asyncio.wait_for(similar.caught_up.wait(), TIMEOUT)
+        elinks = [r for r in standin.requests if r.endpoint == "elink"]
+        new = set(",".join(r.params["id"] for r in elinks[len(first):]).split(","))
+        assert new == set(edge) - set(hair)
+        gaps = [b.at - a.at for a, b in itertools.pairwise(elinks)]
+        assert gaps and min(gaps) >= 0.5 - 0.01, gaps
+        # Woken with nothing new: no request at all.
+        sent = len(standin.requests)
+        similar.wake()
+        await asyncio.wait_for(similar.caught_up.wait(), TIMEOUT)
+        assert len(standin.requests) == sent
+    finally:
+        await similar.stop()
+        await client.close()
+    assert await unfetched(library.db) == 0

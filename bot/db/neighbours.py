@@ -15,18 +15,35 @@ KEPT = 100
 class NeighbourStore(SyncStore):
     """Writes of the background fetch, on a connection of its own."""
 
-    async def unfetched_pmids(self, limit: int, below_pk: int | None = None
-                              ) -> list[tuple[int, str]]:
+    async def unfetched_pmids(self, limit: int, below_pk: int | None = None,
+                              above_pk: int = 0) -> list[tuple[int, str]]:
         """(pk, PMID) of studies whose similar articles were never fetched, newest studies
         first; `below_pk`: only older studies than that (a walk resumed where the last batch
-        ended, instead of passing every fetched study again)."""
+        ended, instead of passing every fetched study again); `above_pk`: only newer ones
+        (studies added since the walk began)."""
         def work(conn: sqlite3.Connection) -> list[tuple[int, str]]:
             rows = conn.execute(
-                "SELECT s.pk, s.pmid FROM studies s WHERE s.pk < ? AND s.pmid IS NOT NULL "
-                "AND NOT EXISTS (SELECT 1 FROM pubmed_neighbours_fetched f "
-                "WHERE f.pmid = s.pmid) ORDER BY s.pk DESC LIMIT ?",
-                (below_pk if below_pk is not None else 1 << 62, limit)).fetchall()
+                "SELECT s.pk, s.pmid FROM studies s WHERE s.pk < ? AND s.pk > ? "
+                "AND s.pmid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+                "pubmed_neighbours_fetched f WHERE f.pmid = s.pmid) ORDER BY s.pk DESC LIMIT ?",
+                (below_pk if below_pk is not None else 1 << 62, above_pk, limit)).fetchall()
             return [(r[0], r[1]) for r in rows]
+        return await self._run(work, write=False)
+
+    async def newest_pk(self) -> int:
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute("SELECT coalesce(max(pk), 0) FROM studies").fetchone()[0]
+        return await self._run(work, write=False)
+
+    async def progress(self) -> tuple[int, int]:
+        """(studies with a PMID whose similar articles were fetched, studies with a PMID)."""
+        def work(conn: sqlite3.Connection) -> tuple[int, int]:
+            with_pmid = conn.execute(
+                "SELECT count(*) FROM studies WHERE pmid IS NOT NULL").fetchone()[0]
+            fetched = conn.execute(
+                "SELECT count(*) FROM pubmed_neighbours_fetched f JOIN studies s "
+                "ON s.pmid = f.pmid").fetchone()[0]
+            return fetched, with_pmid
         return await self._run(work, write=False)
 
     async def store(self, links: dict[str, list[tuple[str, int]]]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
@@ -68,3 +69,29 @@ async def test_a_feed_configured_bot_fetches_pubmed_similar_articles(world, stan
 
 async def test_a_bot_without_feeds_fetches_nothing(world):
     assert world.bot.similar_articles is None
+
+
+async def test_a_feeds_import_wakes_the_fetch_without_its_start_delay(world):
+    """The feed's first poll at start-up imports studies with PMIDs: their similar articles
+    are fetched at once, not after the fetch's 60-second start delay or 15-minute look."""
+    today = datetime.now(UTC).date()
+    records = articles([FIXTURES / HAIR])
+    server = EutilsStandIn(records, dict.fromkeys(records, today))
+    await server.start()
+    try:
+        await world.stop_bot()
+        feed = FeedConfig(name="hair-loss", query="alopecia[mh]", every_minutes=720)
+        world.config = replace(world.config, feeds=(feed,),
+                               pubmed=PubmedConfig(api_base_url=server.base_url))
+        await world.start_bot()
+        similar = world.bot.similar_articles
+        assert similar is not None and similar.start_delay_seconds >= 60
+        await asyncio.wait_for(similar.caught_up.wait(), TIMEOUT)
+        asked = {pmid for r in server.requests if r.endpoint == "elink"
+                 for pmid in r.params["id"].split(",")}
+        assert asked == set(records)
+        progress = await similar.progress()
+        assert progress.fetched == progress.with_pmid == len(records)
+    finally:
+        await world.stop_bot()
+        await server.close()
