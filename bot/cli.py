@@ -138,32 +138,64 @@ async def cmd_import(config: Config, args: argparse.Namespace) -> int:
     for path in args.paths:
         if not Path(path).is_file():
             raise UserError(f"{path}: no such file")
-    db, library = await _open(config, args)
+    files = ", ".join(Path(p).name for p in args.paths)
+    size = sum(Path(p).stat().st_size for p in args.paths)
+
+    def audited(writer: ImportWriter, report: ImportReport) -> None:
+        # In the import's transaction: moderators see it in /studyadmin audit.
+        Moderation.audit_import(writer, CLI_ACTOR, files, size, report)
+
     progress = _Progress()
+    report: ImportReport | None = None
     try:
-        files = ", ".join(Path(p).name for p in args.paths)
-        size = sum(Path(p).stat().st_size for p in args.paths)
-
-        def audited(writer: ImportWriter, report: ImportReport) -> None:
-            # In the import's transaction: moderators see it in /studyadmin audit.
-            Moderation.audit_import(writer, CLI_ACTOR, files, size, report)
-
-        report = await library.import_paths(args.paths, skip_invalid=args.skip_invalid,
-                                            dry_run=args.dry_run, progress=progress,
-                                            overwrite_moderated=args.overwrite_moderated,
-                                            after_write=audited,
-                                            # Into an empty database: the bot makes the
-                                            # profiles in the background once it runs.
-                                            profiles_later=True)
+        if not args.dry_run and not args.no_bulk:
+            # Into an empty library that no other process has open (the bot): a new file
+            # built beside it and swapped in (bot/bulk_import.py); else the path below.
+            report = await _bulk_import(config, args, progress, audited)
+        if report is None:
+            db, library = await _open(config, args)
+            try:
+                report = await library.import_paths(
+                    args.paths, skip_invalid=args.skip_invalid, dry_run=args.dry_run,
+                    progress=progress, overwrite_moderated=args.overwrite_moderated,
+                    after_write=audited,
+                    # Into an empty database: the bot makes the profiles in the background
+                    # once it runs.
+                    profiles_later=True)
+            finally:
+                await db.close()
     except ImportAborted as exc:
         progress.done()
         print_report(exc.report, sys.stderr)
         raise UserError(exc.reason) from None
-    finally:
-        await db.close()
     progress.done()
     print_report(report, sys.stdout)
     return 0
+
+
+async def _bulk_import(config: Config, args: argparse.Namespace, progress: _Progress,
+                       audited: Callable[[ImportWriter, ImportReport], None]
+                       ) -> ImportReport | None:
+    """The bulk import's report; None when it does not apply (a library with studies, or
+    open in another process) and --bulk was not asked for (then it says why)."""
+    from bot.bulk_import import BulkRefused, bulk_import
+
+    path = Path(args.db) if args.db else config.database_path
+    try:
+        topics = TopicVocabulary.load(config.topics_path)
+    except TopicsError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        return await asyncio.to_thread(
+            bulk_import, path, args.paths, topics,
+            busy_timeout_ms=config.database.busy_timeout_ms,
+            max_size_mb=config.database.max_size_mb, skip_invalid=args.skip_invalid,
+            progress=progress, after_write=audited,
+            overwrite_moderated=args.overwrite_moderated)
+    except BulkRefused as exc:
+        if args.bulk:
+            raise UserError(f"{exc}") from None
+        return None
 
 
 async def cmd_search(config: Config, args: argparse.Namespace) -> int:
@@ -413,6 +445,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "the moderator's version)")
     p.add_argument("--dry-run", action="store_true", help="report what would change; write "
                    "nothing")
+    bulk = p.add_mutually_exclusive_group()
+    bulk.add_argument("--bulk", action="store_true",
+                      help="require the bulk path: an empty library is built anew beside its "
+                      "file and swapped in (the default whenever the library is empty and no "
+                      "other process has it open); refused otherwise")
+    bulk.add_argument("--no-bulk", action="store_true",
+                      help="import row by row into the library even when it is empty")
 
     p = sub.add_parser("search", parents=[common], help="search the studies")
     p.add_argument("terms", nargs="*", metavar="TERMS")

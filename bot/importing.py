@@ -477,6 +477,7 @@ def run_import(
     source_kind: str = IMPORT,
     overwrite_moderated: bool = False,
     profiles_later: bool = False,
+    writer_class: type[ImportWriter] = ImportWriter,
 ) -> ImportReport:
     """Import every item in one transaction.
 
@@ -499,9 +500,11 @@ def run_import(
     backfill works through (bot/profile_backlog.py) instead of being made before the commit.
     A bulk load then costs what it did before profiles. Into a database with studies, it
     changes nothing.
+
+    `writer_class`: bot.db.bulk_build.BulkWriter for a bulk import's new library file.
     Raises ImportAborted (with the report) when nothing was written because of bad input."""
     report = ImportReport(dry_run=dry_run, all_new_ids=[] if collect_new_ids else None)
-    writer = ImportWriter(conn)
+    writer = writer_class(conn)
     importer = StudyImporter(writer, topics, source_kind=source_kind,
                              overwrite_moderated=overwrite_moderated)
     timestamp = now_iso()
