@@ -17,6 +17,7 @@ from bot.importing import ImportReport
 from bot.model import Study
 from bot.moderation import describe
 from bot.render import safe
+from bot.similar_fetch import SimilarProgress
 from bot.text import truncate
 
 SHOWN_PER_KIND = 5
@@ -233,6 +234,39 @@ class AdminStats:
     commands_week: int
     most_viewed: Sequence[tuple[str, int]]  # (study id, look-ups), most first
     titles: Mapping[str, Study]
+    # PubMed's similar articles fetched in the background; None: no PubMed feed configured.
+    similar: SimilarProgress | None = None
+    # Related-research profiles the background backlog has still to make.
+    profiles_left: int = 0
+
+
+def wait_text(seconds: float) -> str:
+    """'20 s', '14 min', '3 h'."""
+    if seconds < 90:
+        return f"{max(0, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{round(seconds / 3600)} h"
+
+
+def similar_text(progress: SimilarProgress | None) -> str:
+    """The background fetch of PubMed's similar articles, in a line a moderator reads."""
+    if progress is None:
+        return "off (no PubMed feed configured)"
+    if not progress.with_pmid:
+        text = "no study has a PMID yet"
+    else:
+        text = (f"{min(progress.fetched, progress.with_pmid):,} of {progress.with_pmid:,} "
+                "studies with a PMID fetched")
+    if progress.next_in is None:
+        return text + " · a batch is being fetched now"
+    wait = wait_text(progress.next_in)
+    if progress.failures:
+        batches = "batch" if progress.failures == 1 else f"{progress.failures} batches"
+        return text + f" · the last {batches} failed (the log says why); next try in {wait}"
+    if progress.fetched >= progress.with_pmid:
+        return text + f" · next look for new studies in {wait}"
+    return text + f" · next batch in {wait}"
 
 
 def stats_embed(stats: AdminStats) -> discord.Embed:
@@ -256,6 +290,12 @@ def stats_embed(stats: AdminStats) -> discord.Embed:
     embed.add_field(name="Most looked-up studies",
                     value=truncate("\n".join(lines) or "none yet", render.FIELD_LIMIT),
                     inline=False)
+    embed.add_field(name="PubMed similar articles", value=similar_text(stats.similar),
+                    inline=False)
+    if stats.profiles_left:
+        embed.add_field(name="Related-research profiles",
+                        value=f"{stats.profiles_left:,} left to make (in the background)",
+                        inline=False)
     # A field, not the footer: Discord shows <t:...> timestamps in fields only.
     embed.add_field(name="Last updated", value=render.discord_time(
         library.last_updated) if library.last_updated else "never")

@@ -13,6 +13,7 @@ from bot.discussions import FORUM_TAGS_NOTE, EffectiveSettings, OutboxHealth
 from bot.model import Study
 from bot.render import safe
 from bot.render_admin import AdminStats
+from bot.similar_fetch import SimilarProgress
 
 HERE, ELSEWHERE = 10, 20
 
@@ -92,3 +93,33 @@ def test_stats_show_the_outbox_pause_and_stopped_jobs():
     names = [f.name for f in render_admin.stats_embed(replace(stats, outbox=calm)).fields]
     assert "Thread updates waiting" in names and "Outbox paused" not in names
     assert not any(n.startswith("Outbox jobs") for n in names)
+
+
+def test_stats_show_the_similar_articles_fetch_and_the_profile_backlog():
+    stats = AdminStats(
+        library=DatabaseStats(studies=3400, topics=20, last_updated=None, size_bytes=3 << 20,
+                              schema_version=12),
+        threads=0, queued=0, conflicts=0,
+        outbox=OutboxHealth(waiting=0, paused_until=None, refusal_budget=9000, failed=[],
+                            failed_total=0),
+        commands_today=0, commands_week=0, most_viewed=[], titles={})
+
+    def shown(**changes: object) -> dict[str, str]:
+        embed = render_admin.stats_embed(replace(stats, **changes))
+        return {f.name: f.value for f in embed.fields}
+
+    fields = shown()
+    assert fields["PubMed similar articles"] == "off (no PubMed feed configured)"
+    assert "Related-research profiles" not in fields
+    fields = shown(similar=SimilarProgress(1204, 3310, 19.6, 0), profiles_left=12000)
+    assert fields["PubMed similar articles"] == ("1,204 of 3,310 studies with a PMID fetched "
+                                                 "· next batch in 20 s")
+    assert fields["Related-research profiles"] == "12,000 left to make (in the background)"
+    assert shown(similar=SimilarProgress(3310, 3310, 840.0, 0))["PubMed similar articles"] \
+        == "3,310 of 3,310 studies with a PMID fetched · next look for new studies in 14 min"
+    assert shown(similar=SimilarProgress(5, 3310, None, 0))["PubMed similar articles"] \
+        .endswith("· a batch is being fetched now")
+    assert shown(similar=SimilarProgress(5, 3310, 7200.0, 3))["PubMed similar articles"] \
+        .endswith("· the last 3 batches failed (the log says why); next try in 2 h")
+    assert shown(similar=SimilarProgress(0, 0, 60.0, 0))["PubMed similar articles"] \
+        .startswith("no study has a PMID yet")

@@ -160,6 +160,7 @@ class AuditLog(AdminBase):
             today = datetime.now(UTC).date()
             # Usage is per server; the library (studies, look-ups) is every server's.
             top = await self.community.most_viewed(5)
+            similar = self.bot.similar_articles  # None without a PubMed feed
             return Reply(embed=stats_embed(AdminStats(
                 library=await self.library.stats(),
                 threads=await self.moderation.thread_count(here),
@@ -171,7 +172,9 @@ class AuditLog(AdminBase):
                 commands_week=await self.community.commands_since(
                     (today - timedelta(days=6)).isoformat(), here),
                 most_viewed=top,
-                titles=await self.library.studies_by_ids([sid for sid, _ in top]))))
+                titles=await self.library.studies_by_ids([sid for sid, _ in top]),
+                similar=await similar.progress() if similar is not None else None,
+                profiles_left=await self.bot.profile_backlog.remaining())))
 
         await answer(interaction, build, ephemeral=True)
 

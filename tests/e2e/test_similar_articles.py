@@ -14,7 +14,7 @@ import pytest
 from bot.config import FeedConfig, PubmedConfig
 from bot.model import StudyRecord
 from tests.conftest import TIMEOUT
-from tests.e2e.conftest import embed_of
+from tests.e2e.conftest import admin, embed_of
 from tests.eutils_standin import EutilsStandIn, articles
 from tests.paths import FIXTURES, fixture_records
 
@@ -69,6 +69,10 @@ async def test_a_feed_configured_bot_fetches_pubmed_similar_articles(world, stan
 
 async def test_a_bot_without_feeds_fetches_nothing(world):
     assert world.bot.similar_articles is None
+    stats = await (await admin(world, "stats")).final_message(TIMEOUT)
+    fields = {f["name"]: f["value"] for f in embed_of(stats)["fields"]}
+    assert fields["PubMed similar articles"] == "off (no PubMed feed configured)"
+    assert "Related-research profiles" not in fields  # none left to make
 
 
 async def test_a_feeds_import_wakes_the_fetch_without_its_start_delay(world):
@@ -92,6 +96,12 @@ async def test_a_feeds_import_wakes_the_fetch_without_its_start_delay(world):
         assert asked == set(records)
         progress = await similar.progress()
         assert progress.fetched == progress.with_pmid == len(records)
+        # /studyadmin stats says so, in words.
+        stats = await (await admin(world, "stats")).final_message(TIMEOUT)
+        fields = {f["name"]: f["value"] for f in embed_of(stats)["fields"]}
+        assert fields["PubMed similar articles"] == (
+            f"{len(records)} of {len(records)} studies with a PMID fetched · next look for "
+            "new studies in 15 min")
     finally:
         await world.stop_bot()
         await server.close()
