@@ -30,6 +30,8 @@ class ProfileBacklog(SyncStore):
         self.batch = batch
         self.pause_seconds = pause_seconds
         self._task: asyncio.Task[int] | None = None
+        self.batches = 0  # batches made since start (for until_batches)
+        self._batch_done = asyncio.Condition()
 
     async def fill_batch(self) -> int:
         """Make the profiles of up to one batch of the backlog, in one transaction; how many
@@ -58,10 +60,18 @@ class ProfileBacklog(SyncStore):
             if not done:
                 break
             made += done
+            async with self._batch_done:
+                self.batches += 1
+                self._batch_done.notify_all()
             await asyncio.sleep(self.pause_seconds)
         log.info("made %d related-research profiles in %.1f s", made,
                  time.monotonic() - started)
         return made
+
+    async def until_batches(self, count: int) -> None:
+        """Wait until `count` batches were made since start."""
+        async with self._batch_done:
+            await self._batch_done.wait_for(lambda: self.batches >= count)
 
     def start(self) -> None:
         if self._task is None:
