@@ -460,10 +460,14 @@ class StudyLibrary:
                                             score=score, from_similar_list=False,
                                             reasons=reasons))
         entries = entries[:limit]
+        # Sorted within each part: the study's own similar list always comes first.
         if sort == "citations":
-            entries.sort(key=lambda e: -(e.citations if e.citations is not None else -1))
+            entries.sort(key=lambda e: (not e.from_similar_list,
+                                        -(e.citations if e.citations is not None else -1)))
         elif sort == "newest":
-            entries.sort(key=published_order, reverse=True)  # stable: ties keep their rank
+            # Stable: ties keep their rank.
+            entries.sort(key=lambda e: (not e.from_similar_list,
+                                        tuple(-part for part in published_order(e))))
         return entries
 
     async def neighbours(self, study: Study, limit: int

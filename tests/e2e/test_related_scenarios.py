@@ -12,6 +12,7 @@ Discord, real SQLite files, real records (the format fixtures and the shared cor
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -31,7 +32,8 @@ from bot.profile_backlog import ProfileBacklog
 from bot.services import Services
 from bot.topics import TopicVocabulary
 from tests.conftest import TIMEOUT, World
-from tests.e2e.conftest import admin, embed_of, final
+from tests.discord_emulator import FileUpload
+from tests.e2e.conftest import admin, counts, custom_ids, embed_of, final, settled
 from tests.eutils_standin import EutilsStandIn
 from tests.paths import DATA, FIXTURES, fixture_records, shared_path
 
@@ -230,3 +232,113 @@ async def test_a_restart_mid_backfill_resumes_keeps_the_edit_and_refetches_nothi
     await start_bot(world)
     for pmid, description in before.items():
         assert embed_of(await related_message(world, pmid))["description"] == description
+
+
+# --- messy data, the study's own list first -------------------------------------------------------
+
+async def moderator_import(world: World, name: str, studies: list[dict]) -> dict:
+    """A moderator's upload, previewed then imported; the outcome's message."""
+    data = json.dumps({"studies": studies}).encode()  # JSON is YAML
+    preview = await settled(world, await admin(world, "import",
+                                               {"file": FileUpload(name, data)}))
+    return await settled(world, await world.emu.click(preview, custom_ids(preview)[0],
+                                                      world.admin_id))
+
+
+MESH = [f"Hair Follicle Stem Cell Niche Signalling Variant {n:03d}, Experimental Models"
+        for n in range(150)]
+GARBAGE = ["not an identifier", "", "doi:", "pmid:", "pmid:-4", "@everyone", "<script>x</script>",
+           "10.", "https://example.org/no-doi", "W", "pmid:0", "💥" * 50, "x" * 5000]
+
+
+def messy_studies() -> list[dict]:
+    shared_refs = [f"10.5555/shared.{n}" for n in range(40)]
+    return [
+        {"id": "host-minox", "title": "Topical <i>minoxidil</i> 5% foam for female pattern "
+         "hair loss", "year": 2021, "doi": "10.5555/host",
+         "abstract": "<p>Minoxidil <i>5%</i> foam &amp; 2% solution were compared; hair "
+         "counts rose by 10<sup>2</sup> per cm<sup>2</sup>.</p> <b>Conclusion</b>: "
+         "<a href='https://evil.example'>click</a> @everyone <@123> &lt;b&gt;ok&lt;/b&gt;",
+         "keywords": ["<i>Minoxidil</i>", "Alopecia", "*Administration, Topical*", *MESH],
+         "references": [*shared_refs, *(f"pmid:{70_000_000 + n}" for n in range(960)),
+                        *GARBAGE],
+         "similar": ["listed-x", {"title": "A trial we do not have yet", "year": 2019,
+                                  "citations": 99999}]},
+        {"id": "listed-x", "title": "Scalp biopsy findings in diffuse thinning", "year": 2001,
+         "citations": 1, "doi": "10.5555/listed.x"},
+        {"id": "listed-y", "title": "Scalp biopsy findings in diffuse thinning: the full "
+         "report", "year": 2003, "citations": 3},
+        {"id": "twin-2012", "title": "Hair mesotherapy outcomes", "year": 2012,
+         "doi": "10.5555/twin.2012", "keywords": ["Mesotherapy", "Alopecia"],
+         "abstract": "Dutasteride mesotherapy in men with androgenetic alopecia."},
+        {"id": "twin-2016", "title": "Hair mesotherapy outcomes", "year": 2016,
+         "doi": "10.5555/twin.2016", "keywords": ["Mesotherapy", "Botulinum Toxins"],
+         "abstract": "Botulinum toxin mesotherapy for scalp seborrhoea and oily hair."},
+        {"id": "translated", "title": "[Topical minoxidil in female androgenetic alopecia].",
+         "year": 1998, "keywords": ["Minoxidil", "Alopecia"],
+         "abstract": "Minoxidil foam for female pattern hair loss in 40 women."},
+        *({"id": f"coupled-{n}", "title": f"Minoxidil response cohort {n}", "year": 2010 + n,
+           "citations": 10 * n, "keywords": ["Minoxidil", "Alopecia", *MESH[:n]],
+           "references": shared_refs[:10 + n]} for n in range(8)),
+    ]
+
+
+def why_lines(message: dict) -> list[str]:
+    return WHY.findall(embed_of(message)["description"])
+
+
+async def test_messy_data_and_the_studys_own_list_always_first(world):
+    report = await moderator_import(world, "messy.yaml", messy_studies())
+    assert counts(report)[0] == len(messy_studies())
+    library = world.bot.services.library
+    host = await library.resolve("host-minox")
+    assert len(host.keywords) == 153
+    conn = sqlite3.connect(world.config.database_path)
+    refs = conn.execute("SELECT count(*) FROM study_references r JOIN studies s ON "
+                        "s.pk = r.study_pk WHERE s.id = 'host-minox'").fetchone()[0]
+    conn.close()
+    assert refs == 1000  # the garbage left out, the rest kept up to the limit
+
+    # Its own similar list first, in every sort, then the computed neighbours with reasons.
+    for sort in (None, "newest", "citations"):
+        message = await related_message(world, "host-minox", sort=sort)
+        names = titles_of(message)
+        # (sorted among themselves: the newest listed entry first with sort newest)
+        assert set(names[:2]) == {"Scalp biopsy findings in diffuse thinning",
+                                  "A trial we do not have yet"}, (sort, names)
+        whys = why_lines(message)
+        assert whys[0] == "listed by the study"  # the other is not in the library
+        assert any("cites" in why and "same works" in why for why in whys[1:]), whys
+        for why in whys:
+            assert "*" not in why.replace("\\*", "") and "\\*" not in why, why
+    entries = await library.related(host)
+    assert [e.from_similar_list for e in entries[:3]] == [True, True, False]
+
+    # Same title, different papers: not merged, each with its own related list.
+    twins = [await library.resolve(i) for i in ("twin-2012", "twin-2016")]
+    assert twins[0].id != twins[1].id
+    lists = [[e.study.id for e in await library.related(t) if e.study] for t in twins]
+    assert lists[0] != lists[1] and "twin-2012" not in lists[0]
+    assert embed_of(await related_message(world, "twin-2016"))["title"] == \
+        "Related to: Hair mesotherapy outcomes"
+    # A translated title in [brackets]: found by its words, shown as it is.
+    message = await related_message(world, "[Topical minoxidil in female androgenetic "
+                                           "alopecia].")
+    assert embed_of(message)["title"] == ("Related to: Topical minoxidil in female "
+                                          "androgenetic alopecia (translated)")
+
+    # A merge: the listed study merged into another, the host's list follows it, first.
+    merged = await final(await admin(world, "merge", {"keep": "listed-y",
+                                                      "duplicate": "listed-x"}))
+    assert "merged" in merged["content"].lower()
+    message = await related_message(world, "host-minox")
+    assert titles_of(message)[0].startswith("Scalp biopsy findings in diffuse thinning: the "
+                                            "full report")
+    assert why_lines(message)[0] == "listed by the study"
+    # A moderator's import gives the host another list: that one comes first now.
+    update = messy_studies()[0] | {"similar": ["translated", "twin-2016"]}
+    await moderator_import(world, "relist.yaml", [update])
+    message = await related_message(world, "host-minox", sort="citations")
+    assert titles_of(message)[:2] == ["Topical minoxidil in female androgenetic alopecia "
+                                      "(translated)", "Hair mesotherapy outcomes"]
+    assert why_lines(message)[:2] == ["listed by the study", "listed by the study"]
