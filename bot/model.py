@@ -249,9 +249,11 @@ class RelatedReasons:
         if self.pubmed_similar:
             parts.append("PubMed similar")
         if self.keywords:
-            names = [name if len(name) <= 40 else name[:39] + "…"
-                     for name in self.keywords[:keyword_limit]]
-            more = len(self.keywords) - len(names)
+            # Long names cut at 40 characters may read the same: each shown once.
+            short = [name if len(name) <= 40 else name[:39].rstrip() + "…"
+                     for name in self.keywords]
+            names = list(dict.fromkeys(short))[:keyword_limit]
+            more = sum(name not in names for name in short)
             parts.append(f"shares {'MeSH' if self.keywords_are_mesh else 'keywords'}: "
                          + ", ".join(names) + (f" +{more}" if more > 0 else ""))
         if self.shared_authors:

@@ -304,5 +304,6 @@ def keyword_names(keywords: Iterable[str]) -> dict[str, str]:
     for keyword in keywords:
         key = keyword_key(keyword)
         if key is not None and key not in names:
-            names[key] = _KEYWORD_SPLIT.split(keyword, maxsplit=1)[0].strip().lstrip("*")
+            # MEDLINE's '*' (a major topic), or emphasis a source wrote around a keyword.
+            names[key] = _KEYWORD_SPLIT.split(keyword, maxsplit=1)[0].strip().strip("*").strip()
     return names

@@ -147,3 +147,17 @@ async def test_the_remembered_document_counts_stay_within_their_bound(corpus_lib
         seen |= set(lib._counts)
         assert 0 < len(lib._counts) <= 150
     assert len(seen) > 150, "the bound was never reached: the test proves nothing"
+
+
+def test_reasons_name_each_keyword_once_and_without_markers():
+    from bot.model import RelatedReasons
+
+    long = [f"Hair Follicle Stem Cell Niche Signalling Variant {n:03d}" for n in range(5)]
+    text = RelatedReasons(keywords=(*long, "Minoxidil"), keywords_are_mesh=True).describe()
+    assert text == ("shares MeSH: Hair Follicle Stem Cell Niche Signallin…, Minoxidil")
+    text = RelatedReasons(keywords=(*long[:2], "Minoxidil", "Alopecia", "Finasteride")
+                          ).describe()
+    assert text == ("shares keywords: Hair Follicle Stem Cell Niche Signallin…, Minoxidil, "
+                    "Alopecia +1")
+    names = related.keyword_names(["*Minoxidil", "*Administration, Topical*", "Alopecia*"])
+    assert list(names.values()) == ["Minoxidil", "Administration", "Alopecia"]
