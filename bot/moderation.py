@@ -349,9 +349,13 @@ class Moderation:
                 self.library.invalidate_caches()
 
     @staticmethod
-    def _pk(writer: ImportWriter, study_id: str) -> int:
+    def _pk(writer: ModerationWriter, study_id: str) -> int:
         pk = writer.find_pk("id", study_id)
         if pk is None:
+            merged = writer.merged_into(study_id)
+            if merged is not None:  # meanwhile, by another moderator: nothing was changed
+                raise UserFacingError(f"`{study_id}` was merged into `{merged}`: nothing was "
+                                      f"changed; do it on `{merged}` instead.")
             raise UserFacingError(f"There is no study `{study_id}` (any more).")
         return pk
 
@@ -696,7 +700,7 @@ class Moderation:
 # --- merging rows --------------------------------------------------------------------------
 
 _MERGE_FILL = ("authors", "journal", "year", "citations", "tldr", "summary", "url", "doi",
-               "pmid", "study_type", "keywords")
+               "pmid", "study_type")
 
 
 def _merge_rows(keep: StudyRow, dup: StudyRow) -> tuple[StudyRow, list[str]]:
@@ -718,6 +722,14 @@ def _merge_rows(keep: StudyRow, dup: StudyRow) -> tuple[StudyRow, list[str]]:
     if " ".join(topics) != keep.topics:
         changes["topics"] = " ".join(topics)
         filled.append("topics")
+    # Keywords (MeSH) joined too: the duplicate's are part of what it knew (and of the
+    # kept study's related-research profile).
+    keywords = [k for k in (keep.keywords or "").split("\n") if k]
+    known = {k.casefold() for k in keywords}
+    extra = [k for k in (dup.keywords or "").split("\n") if k and k.casefold() not in known]
+    if extra:
+        changes["keywords"] = "\n".join(dict.fromkeys([*keywords, *extra]))
+        filled.append("keywords")
     refs = _refs(keep) + _refs(dup)
     kept: list[SimilarRef] = []
     seen: set[str] = set()

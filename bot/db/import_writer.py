@@ -591,6 +591,13 @@ class ModerationWriter(ImportWriter):
     def delete_study(self, pk: int) -> None:
         self.conn.execute("DELETE FROM studies WHERE pk = ?", (pk,))
 
+    def merged_into(self, study_id: str) -> str | None:
+        """The id of the study a former id now names (it was merged into it), if any."""
+        row = self.conn.execute(
+            "SELECT s.id FROM study_identifiers i JOIN studies s ON s.pk = i.study_pk "
+            "WHERE i.kind = 'id' AND i.value = ? AND s.id != i.value", (study_id,)).fetchone()
+        return row[0] if row else None
+
     def studies_mentioning(self, needles: Sequence[str]) -> list[int]:
         """Studies whose similar list contains any of these strings (a cheap pre-filter;
         the caller parses the JSON to be sure)."""

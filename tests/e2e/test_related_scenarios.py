@@ -342,3 +342,91 @@ async def test_messy_data_and_the_studys_own_list_always_first(world):
     assert titles_of(message)[:2] == ["Topical minoxidil in female androgenetic alopecia "
                                       "(translated)", "Hair mesotherapy outcomes"]
     assert why_lines(message)[:2] == ["listed by the study", "listed by the study"]
+
+
+# --- two moderators at once -----------------------------------------------------------------------
+
+def twin_records() -> list[dict]:
+    return [
+        {"id": "keep", "title": "Platelet-rich plasma for androgenetic alopecia", "year": 2020,
+         "doi": "10.5555/prp.keep", "keywords": ["Platelet-Rich Plasma", "Alopecia"],
+         "references": ["10.5555/ref.a", "10.5555/ref.b", "pmid:11"],
+         "similar": ["other"]},
+        {"id": "dup", "title": "Platelet-rich plasma for androgenetic alopecia (preprint)",
+         "year": 2019, "pmid": "31000001", "tldr": "Dutasteride outperformed PRP.",
+         "keywords": ["Dutasteride"], "references": ["10.5555/ref.b", "10.5555/ref.c"],
+         "similar": ["third"]},
+        {"id": "other", "title": "Microneedling with platelet-rich plasma", "year": 2018,
+         "similar": ["dup"]},
+        {"id": "third", "title": "Oral dutasteride in women", "year": 2017},
+    ]
+
+
+def study_state(db_path: Path, study_id: str) -> tuple[set[str], str, str]:
+    """(references, stored profile, profile of its columns now) of a study."""
+    conn = sqlite3.connect(db_path)
+    pk, title, tldr, summary, keywords = conn.execute(
+        "SELECT pk, title, tldr, summary, keywords FROM studies WHERE id = ?",
+        (study_id,)).fetchone()
+    refs = {r for (r,) in conn.execute("SELECT ref FROM study_references WHERE study_pk = ?",
+                                       (pk,))}
+    stored = conn.execute("SELECT terms FROM study_profiles WHERE study_pk = ?",
+                          (pk,)).fetchone()[0]
+    assert conn.execute("SELECT count(*) FROM study_profiles_stale").fetchone() == (0,)
+    conn.close()
+    return refs, stored, profiles.profile_text(title, tldr, summary, keywords)
+
+
+@pytest.mark.parametrize("edited", ["dup", "keep"])
+async def test_two_moderators_merge_and_edit_at_once(world, edited):
+    """One merges dup into keep while the other has the edit form of one of them open and
+    submits it after the merge (then: at the same moment as a second merge's attempt)."""
+    second = world.emu.add_admin(world.guild_id, "second-mod")
+    await moderator_import(world, "twins.yaml", twin_records())
+    library = world.bot.services.library
+    before = await library.count_studies()
+
+    opened = await world.emu.run_command(world.guild_id, world.channel_id, second,
+                                         "studyadmin edit", {"study": edited})
+    form = (await opened.response(TIMEOUT))["data"]
+    merged = await final(await admin(world, "merge", {"keep": "keep", "duplicate": "dup"}))
+    assert "merged" in merged["content"].lower(), merged
+    # The second moderator saves the TLDR they typed, while the first tries the merge again.
+    saved, again = await asyncio.gather(
+        world.emu.submit_modal(form["custom_id"], {"tldr": "PRP raised hair density."},
+                               user_id=second),
+        admin(world, "merge", {"keep": "keep", "duplicate": "dup"}))
+    saved, again = await final(saved), await final(again)
+    # "dup" names the kept study now: the same study twice.
+    assert again["content"] == "Pick two different studies to merge.", again
+    if edited == "dup":
+        # The form showed the duplicate as it was: refused, saying where it went; the
+        # moderator opens the kept study's form and saves there.
+        assert saved["content"] == ("`dup` was merged into `keep`: nothing was changed; do "
+                                    "it on `keep` instead."), saved
+        opened = await world.emu.run_command(world.guild_id, world.channel_id, second,
+                                             "studyadmin edit", {"study": "keep"})
+        form = (await opened.response(TIMEOUT))["data"]
+        saved = await final(await world.emu.submit_modal(
+            form["custom_id"], {"tldr": "PRP raised hair density."}, user_id=second))
+    assert "Saved change #" in saved["content"], saved
+
+    # One consistent study: the merge and the edit both in it, both audited under it.
+    assert await library.count_studies() == before - 1
+    study = await library.resolve("dup")
+    assert study.id == "keep" and (await library.resolve("31000001")).id == "keep"
+    assert study.tldr == "PRP raised hair density."
+    assert study.pmid == "31000001" and study.doi == "10.5555/prp.keep"
+    refs, stored, now = study_state(Path(world.config.database_path), "keep")
+    assert refs == {"doi:10.5555/ref.a", "doi:10.5555/ref.b", "doi:10.5555/ref.c", "pmid:11"}
+    assert stored == now and "dutasteride" in stored  # the duplicate's keywords joined
+    audit = embed_of(await final(await admin(world, "audit", {"study": "keep"})))
+    assert "merged `dup`" in audit["description"] and "edited" in audit["description"], \
+        audit["description"]
+    # The lists that named the duplicate name the kept study, first in their /related.
+    message = await related_message(world, "other")
+    assert titles_of(message)[0] == "Platelet-rich plasma for androgenetic alopecia"
+    assert why_lines(message)[0] == "listed by the study"
+    names = titles_of(await related_message(world, "keep"))
+    assert set(names[:2]) == {"Microneedling with platelet-rich plasma",
+                              "Oral dutasteride in women"}, names
