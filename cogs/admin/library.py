@@ -14,12 +14,13 @@ import discord
 from discord import app_commands
 
 from bot import render
+from bot.client import StudyBot
 from bot.errors import UserFacingError
 from bot.importing import ImportAborted
 from bot.interactions import StudyTransformer
 from bot.model import Study
 from bot.moderation import PENDING_TTL_SECONDS, PendingImport, describe
-from bot.permissions import Access
+from bot.permissions import Access, refusal
 from bot.render import NO_PINGS, safe
 from bot.render_admin import import_confirm_view, remove_confirm_view, report_embed, size_text
 from bot.text import truncate
@@ -29,8 +30,23 @@ from cogs.admin.form import StudyModal
 
 log = logging.getLogger("studybot.admin")
 
+
+
+class LibraryStudyTransformer(StudyTransformer):
+    """'Which study?' for /studyadmin: suggestions only for those who may change the library
+    (the run-time check of every admin path; Discord's permission hint can be overridden)."""
+
+    async def autocomplete(self, interaction: discord.Interaction[Any], value: str
+                           ) -> list[app_commands.Choice[str]]:
+        bot = interaction.client
+        if not isinstance(bot, StudyBot) or interaction.guild is None or await refusal(
+                interaction, Access.LIBRARY, bot.services.settings, bot.config) is not None:
+            return []
+        return await super().autocomplete(interaction, value)
+
+
 # "Which study?": autocompletes, and resolves what was typed even without a suggestion.
-StudyArg = app_commands.Transform[Study, StudyTransformer]
+StudyArg = app_commands.Transform[Study, LibraryStudyTransformer]
 PROGRESS_EVERY_SECONDS = 1.0
 # An interaction's token lasts 15 minutes: edits of its reply stop a minute before.
 TOKEN_LIFETIME = timedelta(minutes=14)

@@ -234,7 +234,7 @@ async def test_a_restart_mid_backfill_resumes_keeps_the_edit_and_refetches_nothi
         assert embed_of(await related_message(world, pmid))["description"] == description
 
 
-# --- messy data, the study's own list first -------------------------------------------------------
+# --- messy data, the study's own list first -----------------------------------------------------
 
 async def moderator_import(world: World, name: str, studies: list[dict]) -> dict:
     """A moderator's upload, previewed then imported; the outcome's message."""
@@ -344,7 +344,7 @@ async def test_messy_data_and_the_studys_own_list_always_first(world):
     assert why_lines(message)[:2] == ["listed by the study", "listed by the study"]
 
 
-# --- two moderators at once -----------------------------------------------------------------------
+# --- two moderators at once ---------------------------------------------------------------------
 
 def twin_records() -> list[dict]:
     return [
@@ -430,3 +430,31 @@ async def test_two_moderators_merge_and_edit_at_once(world, edited):
     names = titles_of(await related_message(world, "keep"))
     assert set(names[:2]) == {"Microneedling with platelet-rich plasma",
                               "Oral dutasteride in women"}, names
+
+
+# --- an attacker --------------------------------------------------------------------------------
+
+ADMIN_AUTOCOMPLETES = {
+    "studyadmin edit": {"study": "hair"},
+    "studyadmin remove": {"study": "hair"},
+    "studyadmin merge": {"keep": "hair"},
+    "studyadmin audit": {"study": "hair"},
+    "studyadmin restore": {"study": ""},
+    "studyadmin revert": {"change": ""},
+}
+
+
+async def test_a_member_gets_nothing_from_the_admin_paths_autocompletes(world):
+    await moderator_import(world, "twins.yaml", twin_records())
+    ask = await final(await admin(world, "remove", {"study": "third", "reason": "retracted"}))
+    done = await final(await world.emu.click(ask, custom_ids(ask)[0], world.admin_id))
+    assert done["content"].startswith("Removed `third`")
+    await final(await admin(world, "merge", {"keep": "keep", "duplicate": "dup"}))
+    for name, options in ADMIN_AUTOCOMPLETES.items():
+        offered = await world.emu.autocomplete(world.guild_id, world.channel_id,
+                                               world.admin_id, name, options)
+        if name != "studyadmin revert":  # a merge is not reverted from the list
+            assert offered, name
+        # A member: no studies, no removed studies, no audit entries, on every one.
+        assert await world.emu.autocomplete(world.guild_id, world.channel_id,
+                                            world.member_id, name, options) == [], name
