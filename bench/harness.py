@@ -145,7 +145,8 @@ class BotUnderTest:
     """async with BotUnderTest(db) as bench: ... (the bot runs until the block ends)."""
 
     def __init__(self, db: Path | None, *, log_level: str = "WARNING",
-                 extra_config: str = "", profile: Path | None = None) -> None:
+                 extra_config: str = "", profile: Path | None = None,
+                 env: dict[str, str] | None = None, discord_config: str = "") -> None:
         self.work = Path(tempfile.mkdtemp(prefix="studybot-bench-"))
         # Absolute: the bot resolves a relative database path from its config file's folder
         # (a temporary one), where it would quietly create an empty database.
@@ -153,6 +154,8 @@ class BotUnderTest:
         self.log_level = log_level
         self.extra_config = extra_config
         self.profile = profile  # write the bot's cProfile statistics here
+        self.env = env or {}  # set in the bot's environment only (e.g. PYTHONMALLOC)
+        self.discord_config = discord_config  # more lines of the config's discord section
         self.log_path = self.work / "bot.log"
         self.stopped_cleanly: bool | None = None
 
@@ -167,6 +170,7 @@ class BotUnderTest:
         config = self.work / "config.yaml"
         config.write_text(
             f"discord:\n  api_base_url: {emu.api_base_url}\n  dev_guild_ids: [{guild.id}]\n"
+            + self.discord_config +
             f"database:\n  path: {self.db}\nstudies:\n  sources: []\n"
             f"  topics: {REPO / 'data' / 'topics.yaml'}\n"
             f"logging:\n  level: {self.log_level}\n"
@@ -183,7 +187,8 @@ class BotUnderTest:
             script = runner
         process = await asyncio.create_subprocess_exec(
             sys.executable, str(script), "run", "--config", str(config), cwd=REPO,
-            env={**os.environ, "DISCORD_TOKEN": emu.token, "PYTHONPATH": str(REPO)},
+            env={**os.environ, **self.env, "DISCORD_TOKEN": emu.token,
+                 "PYTHONPATH": str(REPO)},
             stdout=self._log, stderr=asyncio.subprocess.STDOUT)
         self.bench = Bench(emu, process, guild.id, guild.default_channel_id, member, self.db)
         await emu.wait_until_ready(300)

@@ -49,13 +49,21 @@ async def main() -> None:
     parser.add_argument("--drop-every", type=float, default=60.0)
     parser.add_argument("--429-every", dest="every_429", type=float, default=15.0)
     parser.add_argument("--profile-bot", type=Path, help="write the bot's cProfile stats here")
+    parser.add_argument("--bot-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set in the bot's environment only (repeatable), e.g. "
+                             "PYTHONMALLOC=malloc")
+    parser.add_argument("--max-pending", type=int,
+                        help="the bot's discord.max_pending_interactions (default: its own)")
     args = parser.parse_args()
 
     # Stopped early (SIGTERM, Ctrl-C): unwind, so that the bot is stopped too.
     main_task = asyncio.current_task()
     assert main_task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
-    harness = BotUnderTest(args.db, profile=args.profile_bot)
+    bot_env = dict(item.split("=", 1) for item in args.bot_env)
+    harness = BotUnderTest(args.db, profile=args.profile_bot, env=bot_env,
+                           discord_config=f"  max_pending_interactions: {args.max_pending}\n"
+                           if args.max_pending else "")
     async with harness as bench:
         emu, g, c, u = bench.emu, bench.guild_id, bench.channel_id, bench.member_id
         # Under this load, requests already on the wire when a 429 is answered are common;
