@@ -377,7 +377,7 @@ def run_bot(config: Config, db_override: str | None = None) -> int:
             runner = asyncio.create_task(bot.start(token))
             stopper = asyncio.create_task(stop.wait())
             # Bursts leave freed memory in malloc's free lists: hand it back (bot/memory.py).
-            trimmer = asyncio.create_task(trim_periodically())
+            trimmer = asyncio.create_task(trim_periodically(before=services.db.shrink_memory))
             done, _ = await asyncio.wait({runner, stopper},
                                          return_when=asyncio.FIRST_COMPLETED)
             if stopper in done:

@@ -4,8 +4,15 @@ glibc's malloc keeps the memory it frees for reuse: after a burst (hundreds of i
 at once when a gateway reconnects), the free chunks left between live ones stay in the
 process's RSS. `malloc_trim` returns their whole pages to the system. Measured in the soak
 (bench/RESULTS.md): 4-6 MB of a 2-minute soak's growth was such free memory; a trim with
-that much to release took 8 ms, otherwise about 1 ms, so one a minute costs nothing visible.
-Elsewhere (musl, macOS, Windows) there is no malloc_trim and this does nothing.
+that much to release took 8 ms, otherwise about 1 ms, so one every 15 s costs nothing visible
+and what a burst freed goes back soon after it. Before each trim the database's connections
+free their page caches (`PRAGMA shrink_memory`, 2 MB each at most, in their own threads):
+what they held goes back too, and the next reads fetch their pages again from the system's
+file cache. Elsewhere (musl, macOS, Windows) there is no malloc_trim and this does nothing.
+
+Not done, measured (bench/RESULTS.md): PYTHONMALLOC=malloc (small objects in glibc's heap,
+which a trim can return page by page, unlike obmalloc's 1 MiB arenas) grew no less in the
+soak and cost more CPU.
 """
 
 from __future__ import annotations
@@ -13,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-TRIM_EVERY_SECONDS = 60.0
+TRIM_EVERY_SECONDS = 15.0
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
@@ -44,10 +51,14 @@ def trim_free_memory() -> bool:
 
 
 async def trim_periodically(every: float = TRIM_EVERY_SECONDS,
-                            trim: Callable[[], bool] = trim_free_memory) -> None:
-    """`trim()` every `every` seconds off the event loop, until cancelled (`studybot run`)."""
+                            trim: Callable[[], bool] = trim_free_memory,
+                            before: Callable[[], Awaitable[None]] | None = None) -> None:
+    """`trim()` every `every` seconds off the event loop, until cancelled (`studybot run`);
+    `before()` first each time (the database's connections free their page caches)."""
     if _malloc_trim is None:
         return
     while True:
         await asyncio.sleep(every)
+        if before is not None:
+            await before()
         await asyncio.to_thread(trim)

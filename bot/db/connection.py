@@ -224,6 +224,10 @@ class SyncStore:
             return await asyncio.to_thread(run)
 
 
+# The bookkeeping connection's page cache (SQLite's default is 2 MB per connection): its
+# small writes touch a few pages of a few tables and indexes.
+BOOKKEEPING_CACHE_KIB = 512
+
 # Read connections for searches (see Connection.search_fetchall): two, as the machine the
 # bot is measured on has two cores.
 SEARCH_READERS = 2
@@ -250,12 +254,14 @@ class Connection:
         self._closed = False
 
     @staticmethod
-    async def _connect(path: Path, busy_timeout_ms: int, max_size_mb: int | None
-                       ) -> aiosqlite.Connection:
+    async def _connect(path: Path, busy_timeout_ms: int, max_size_mb: int | None,
+                       cache_kib: int | None = None) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(path, isolation_level=None,
                                        timeout=busy_timeout_ms / 1000)
         pragmas = [f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
                    "PRAGMA foreign_keys = ON", "PRAGMA synchronous = NORMAL"]
+        if cache_kib is not None:
+            pragmas.append(f"PRAGMA cache_size = -{int(cache_kib)}")
         if max_size_mb:
             pragmas.append(f"PRAGMA max_page_count = {_max_pages(max_size_mb)}")
         for pragma in pragmas:
@@ -286,10 +292,27 @@ class Connection:
         if self._bookkeeping is None:
             try:
                 self._bookkeeping = await self._connect(self.path, self.busy_timeout_ms,
-                                                        self.max_size_mb)
+                                                        self.max_size_mb, BOOKKEEPING_CACHE_KIB)
             except sqlite3.Error as exc:
                 raise database_error(exc, self.path) from None
         return self._bookkeeping
+
+    async def shrink_memory(self) -> None:
+        """Each open connection frees the pages its cache holds (`PRAGMA shrink_memory`), in
+        that connection's own thread, never on the event loop; the next reads fetch them again
+        from the file (the system's page cache). With malloc_trim after it (bot/memory.py),
+        what the caches held since the last time goes back to the system."""
+        connections = [self._conn, *self._search_readers]
+        if self._bookkeeping is not None:
+            connections.append(self._bookkeeping)
+        for conn in connections:
+            if self._closed:
+                return
+            try:
+                async with conn.execute("PRAGMA shrink_memory"):
+                    pass
+            except (sqlite3.Error, ValueError):  # closed meanwhile: nothing to free
+                pass
 
     async def close(self) -> None:
         self._closed = True
