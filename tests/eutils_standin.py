@@ -11,7 +11,8 @@ shape: a linkset per id (`ids`, `linksetdbs: [{dbto, linkname, links: [{id, scor
 PMID itself first with the top score, as PubMed does; a PMID without neighbours gets a linkset
 without linksetdbs. Faults: `fail_next(endpoint, status, count)` (429 with Retry-After, or 5xx),
 `malformed_next_efetch()` (a cut XML answer), `hostile_next_elink(links)` (that many links for
-every asked PMID and linksets for PMIDs nobody asked). Every request is recorded."""
+every asked PMID and linksets for PMIDs nobody asked), `raw_next_elink(body)` (those bytes
+as the next answer: cut or malformed JSON, wrong types). Every request is recorded."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ class EutilsStandIn:
     # pmid -> its similar articles (pmid, score), best first
     similar: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     hostile_elink: list[int] = field(default_factory=list)
+    raw_elink: list[bytes] = field(default_factory=list)
     _runner: web.AppRunner | None = None
     port: int = 0
 
@@ -92,6 +94,9 @@ class EutilsStandIn:
 
     def hostile_next_elink(self, links: int) -> None:
         self.hostile_elink.append(links)
+
+    def raw_next_elink(self, body: bytes) -> None:
+        self.raw_elink.append(body)
 
     async def _params(self, request: web.Request, endpoint: str) -> dict[str, str]:
         params = dict(request.query)
@@ -163,6 +168,8 @@ class EutilsStandIn:
         if wrong or not ids:
             return web.json_response({"ERROR": f"bad parameters: {wrong or ['id']}"},
                                      status=400)
+        if self.raw_elink:
+            return web.Response(body=self.raw_elink.pop(0), content_type="application/json")
         linksets: list[dict[str, Any]] = []
         hostile = self.hostile_elink.pop(0) if self.hostile_elink else 0
         for pmid in ids:

@@ -458,3 +458,65 @@ async def test_a_member_gets_nothing_from_the_admin_paths_autocompletes(world):
         # A member: no studies, no removed studies, no audit entries, on every one.
         assert await world.emu.autocomplete(world.guild_id, world.channel_id,
                                             world.member_id, name, options) == [], name
+
+
+async def test_hostile_elink_answers_through_the_bot(world, standin, caplog):
+    """Cut and deeply nested JSON, wrong types, mentions and markup as ids, absurd scores,
+    5,000 links per PMID and linksets nobody asked for, ids of studies in no library: nothing
+    but the asked PMIDs' valid links is kept, within bounds; one warning; /related sane."""
+    await world.stop_bot()
+    world.config = replace(world.config, feeds=(FeedConfig(name="hair", query="alopecia[mh]",
+                                                           every_minutes=720),),
+                           pubmed=PubmedConfig(api_base_url=standin.base_url))
+    bot = await start_bot(world)
+    similar = bot.similar_articles
+    assert similar is not None
+    similar.batch_size, similar.pause_seconds, similar.retry_seconds = 10, 0.01, 0.01
+    data = (FIXTURES / HAIR_XML).read_bytes()
+    preview = await settled(world, await admin(world, "import", {"file": FileUpload(
+        "hair.xml", data)}))
+    await settled(world, await world.emu.click(preview, custom_ids(preview)[0],
+                                               world.admin_id))
+    pmids = hair_pmids()
+    newest = pmids[-10:]  # the fetch goes newest first: the first batch asks these
+    inside = pmids[0]  # a study in the library, named as a neighbour with absurd scores
+    standin.raw_next_elink(b'{"header": {"type": "elink"}, "linksets": [{"ids": ["')
+    standin.raw_next_elink(b"[" * 100_000 + b"]" * 100_000)
+    standin.raw_next_elink(json.dumps({"linksets": [
+        {"ids": [{"$ne": 1}], "linksetdbs": "x"},
+        {"ids": ["<script>", "@everyone"]},
+        {"ids": [newest[-1]], "linksetdbs": [{"linkname": "pubmed_pubmed", "links": [
+            {"id": "@everyone", "score": "5"}, {"id": True, "score": 3},
+            {"id": "<b>1</b>", "score": 2}, {"id": "1234567890123", "score": 1},
+            {"id": inside, "score": "99999999999999999999999999"},
+            {"id": "-5", "score": -1}, [1, 2], None]}]},
+        {"ids": [newest[-2]], "linksetdbs": [{"linkname": "pubmed_pubmed",
+                                               "links": [{"id": inside, "score": 1e308}]}]},
+    ]}).encode())
+    standin.hostile_next_elink(5000)
+    caplog.set_level("INFO", logger="studybot.similar")
+    similar.wake()
+    await asyncio.wait_for(similar.caught_up.wait(), TIMEOUT)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "not JSON" in warnings[0].getMessage(), warnings
+    assert any("working again after 2 failed" in r.getMessage() for r in caplog.records)
+
+    conn = sqlite3.connect(world.config.database_path)
+    kept = dict(conn.execute("SELECT pmid, count(*) FROM pubmed_neighbours GROUP BY pmid"))
+    stored = conn.execute("SELECT neighbour, score FROM pubmed_neighbours WHERE pmid = ? "
+                          "ORDER BY score DESC", (newest[-1],)).fetchall()
+    other = conn.execute("SELECT neighbour, score FROM pubmed_neighbours WHERE pmid = ?",
+                         (newest[-2],)).fetchall()
+    fetched = {p for (p,) in conn.execute("SELECT pmid FROM pubmed_neighbours_fetched")}
+    conn.close()
+    assert fetched == set(pmids)  # the malformed batches were asked again, then stored
+    assert set(kept) <= set(pmids) and max(kept.values()) <= 100
+    assert stored == [(inside, (1 << 63) - 1)], stored  # 13 digits is no PMID
+    assert other == [(inside, 0)]  # a float score is no score
+
+    # /related of the study PubMed (here, a hostile answer) calls similar to one in the
+    # library: that one, marked; the 5,000 ids of studies in no library: nowhere.
+    message = await related_message(world, newest[-1])
+    assert "PubMed similar" in embed_of(message)["description"]
+    for pmid in pmids[:12]:
+        await related_message(world, pmid)  # limits, no markup, no pings (the emulator)
