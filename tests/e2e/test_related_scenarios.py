@@ -23,7 +23,7 @@ import pytest
 
 from bot import profiles
 from bot.client import StudyBot
-from bot.config import FeedConfig, PubmedConfig
+from bot.config import FeedConfig, ModerationConfig, PubmedConfig
 from bot.db import Database
 from bot.library import StudyLibrary
 from bot.model import StudyRecord
@@ -31,11 +31,11 @@ from bot.moderation import Actor
 from bot.profile_backlog import ProfileBacklog
 from bot.services import Services
 from bot.topics import TopicVocabulary
-from tests.conftest import TIMEOUT, World
-from tests.discord_emulator import FileUpload
+from tests.conftest import TIMEOUT, World, make_config
+from tests.discord_emulator import DiscordEmulator, FileUpload, Perm
 from tests.e2e.conftest import admin, counts, custom_ids, embed_of, final, settled
 from tests.eutils_standin import EutilsStandIn
-from tests.paths import DATA, FIXTURES, fixture_records, shared_path
+from tests.paths import DATA, FIXTURES, OPENAPI, fixture_records, shared_path
 
 HAIR_XML = "pubmed_xml/pubmed_baseline_hair_slice.xml"
 EMBED_TOTAL = 6000
@@ -236,13 +236,16 @@ async def test_a_restart_mid_backfill_resumes_keeps_the_edit_and_refetches_nothi
 
 # --- messy data, the study's own list first -----------------------------------------------------
 
-async def moderator_import(world: World, name: str, studies: list[dict]) -> dict:
-    """A moderator's upload, previewed then imported; the outcome's message."""
+async def moderator_import(world: World, name: str, studies: list[dict], *,
+                           overwrite: bool = False) -> dict:
+    """A moderator's upload, previewed then imported (`overwrite`: over moderators' earlier
+    changes, the button the preview offers then); the outcome's message."""
     data = json.dumps({"studies": studies}).encode()  # JSON is YAML
     preview = await settled(world, await admin(world, "import",
                                                {"file": FileUpload(name, data)}))
-    return await settled(world, await world.emu.click(preview, custom_ids(preview)[0],
-                                                      world.admin_id))
+    wanted = [c for c in custom_ids(preview) if c.endswith(":o" if overwrite else ":y")]
+    assert wanted, custom_ids(preview)
+    return await settled(world, await world.emu.click(preview, wanted[0], world.admin_id))
 
 
 MESH = [f"Hair Follicle Stem Cell Niche Signalling Variant {n:03d}, Experimental Models"
@@ -520,3 +523,82 @@ async def test_hostile_elink_answers_through_the_bot(world, standin, caplog):
     assert "PubMed similar" in embed_of(message)["description"]
     for pmid in pmids[:12]:
         await related_message(world, pmid)  # limits, no markup, no pings (the emulator)
+
+
+# --- a second server ----------------------------------------------------------------------------
+
+@pytest.fixture
+async def two_servers(tmp_path: Path) -> AsyncIterator[tuple[World, dict[str, int]]]:
+    """The library server ("Hair Research", curating) and a second community; the world's
+    guild is the library server."""
+    emu = DiscordEmulator(OPENAPI)
+    await emu.start()
+    first = emu.add_guild(name="Hair Research")
+    second = emu.add_guild(name="Second Community")
+    other = {"guild": second.id, "channel": second.default_channel_id,
+             "moderator": emu.add_member(second.id, "owner2", permissions=Perm.MANAGE_GUILD),
+             "member": emu.add_member(second.id, "bob")}
+    config = make_config(emu, tmp_path, first.id)
+    config = replace(config, discord=replace(config.discord,
+                                             dev_guild_ids=(first.id, second.id)),
+                     moderation=ModerationConfig(library_guild_ids=(first.id,)))
+    world = World(emu, config, first.id, first.default_channel_id,
+                  emu.add_member(first.id, "alice"), emu.add_admin(first.id))
+    try:
+        with emu.patch_discord():
+            await world.start_bot()
+            try:
+                yield world, other
+            finally:
+                await world.stop_bot()
+        emu.assert_no_violations()
+    finally:
+        await emu.close()
+
+
+async def test_a_second_server_sees_the_shared_library_and_cannot_change_it(two_servers):
+    """One library serves every server (README, Security): its curating server's changes
+    show in every server's /related; the other server's moderators are refused every change,
+    and /related stays the same in both."""
+    world, other = two_servers
+    await moderator_import(world, "twins.yaml", twin_records())
+
+    async def both(study: str) -> tuple[str, str]:
+        here = embed_of(await related_message(world, study))["description"]
+        there = embed_of(await related_message(
+            world, study, guild=other["guild"], channel=other["channel"],
+            user=other["member"]))["description"]
+        return here, there
+
+    before = {s: await both(s) for s in ("keep", "other", "dup")}
+    assert all(here == there for here, there in before.values())
+
+    async def as_other_moderator(name: str, options: dict) -> dict:
+        return await final(await world.emu.run_command(
+            other["guild"], other["channel"], other["moderator"], f"studyadmin {name}",
+            options))
+
+    data = json.dumps({"studies": [twin_records()[0] | {"similar": ["third"]}]}).encode()
+    for name, options in (("import", {"file": FileUpload("relist.yaml", data)}),
+                          ("merge", {"keep": "keep", "duplicate": "dup"}),
+                          ("remove", {"study": "other"}), ("edit", {"study": "keep"})):
+        refused = await as_other_moderator(name, options)
+        assert "curated on **Hair Research**" in refused["content"], (name, refused)
+    for name, options in (("edit", {"study": "ke"}), ("merge", {"keep": "ke"}),
+                          ("remove", {"study": "ke"})):
+        assert await world.emu.autocomplete(other["guild"], other["channel"],
+                                            other["moderator"], f"studyadmin {name}",
+                                            options) == [], name
+    assert {s: await both(s) for s in before} == before
+
+    # The curating server's moderator: a merge and a new similar list, seen everywhere.
+    await final(await admin(world, "merge", {"keep": "keep", "duplicate": "dup"}))
+    # (the merge was a moderator's change to keep: the upload overwrites it when told to)
+    await moderator_import(world, "relist.yaml", [twin_records()[0] | {"similar": ["third"]}],
+                           overwrite=True)
+    here, there = await both("keep")
+    assert here == there != before["keep"][0]
+    assert "Oral dutasteride in women" in here.split("\n\n")[0]
+    here, there = await both("other")
+    assert here == there and "Platelet-rich plasma for androgenetic alopecia" in \
+        here.split("\n\n")[0]
