@@ -443,6 +443,14 @@ class StudyLibrary:
         seen: set[str] = {study.id}
         for ref in study.similar:
             target = await self.resolve_ref(ref)
+            if target is None and (not (ref.title or ref.doi or ref.pmid) or
+                                   await self.db.is_removed(
+                                       [(kind, value) for kind, value in (
+                                           ("id", ref.id), ("doi", ref.doi),
+                                           ("pmid", ref.pmid)) if value])):
+                # A study a moderator removed (retracted, wrong) is not offered as related;
+                # nor an id naming no study, which has nothing to show.
+                continue
             key = target.id if target else (ref.doi or ref.pmid or ref.id or
                                             title_key(ref.title or ""))
             if key in seen:

@@ -280,7 +280,11 @@ class RelatedEntry:
 
     @property
     def title(self) -> str:
-        return self.study.title if self.study else (self.ref.title or "Untitled")
+        if self.study:
+            return self.study.title
+        ref = self.ref
+        return ref.title or (f"DOI {ref.doi}" if ref.doi else f"PMID {ref.pmid}" if ref.pmid
+                             else "Untitled")
 
     @property
     def year(self) -> int | None:

@@ -106,6 +106,16 @@ class Database(Connection):
             (value, kind))
         return study_from_row(row) if row else None
 
+    async def is_removed(self, identifiers: list[tuple[str, str]]) -> bool:
+        """Whether any of these (kind, value) identifiers named a study a moderator removed
+        (and that is not back)."""
+        for kind, value in identifiers:
+            row = await self.fetchone("SELECT 1 FROM removed_identifiers WHERE kind = ? AND "
+                                      "value = ?", (kind, value))
+            if row:
+                return True
+        return False
+
     async def studies_by_title_key(self, key: str, limit: int = 5) -> list[Study]:
         rows = await self.fetchall(
             f"SELECT {STUDY_COLUMNS} FROM studies WHERE title_key = ? "

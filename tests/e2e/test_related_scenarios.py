@@ -602,3 +602,31 @@ async def test_a_second_server_sees_the_shared_library_and_cannot_change_it(two_
     here, there = await both("other")
     assert here == there and "Platelet-rich plasma for androgenetic alopecia" in \
         here.split("\n\n")[0]
+
+
+async def test_a_removed_study_leaves_the_lists_naming_it_until_restored(world):
+    """A study a moderator removed (retracted) is not offered as related by the lists that
+    name it (by id or DOI), nor shown as an 'Untitled' entry; restored, it is back first."""
+    studies = [
+        {"id": "lister", "title": "Minoxidil and finasteride combined", "year": 2020,
+         "similar": ["retracted-trial", "10.5555/by.doi", "10.5555/never.imported"]},
+        {"id": "retracted-trial", "title": "A fabricated minoxidil trial", "year": 2019},
+        {"id": "by-doi", "title": "Finasteride in young men", "year": 2018,
+         "doi": "10.5555/by.doi"},
+    ]
+    await moderator_import(world, "lists.yaml", studies)
+    first = titles_of(await related_message(world, "lister"))
+    assert first[:3] == ["A fabricated minoxidil trial", "Finasteride in young men",
+                         "DOI 10.5555/never.imported"], first
+    for study_id in ("retracted-trial", "by-doi"):
+        ask = await final(await admin(world, "remove", {"study": study_id,
+                                                        "reason": "retracted"}))
+        await final(await world.emu.click(ask, custom_ids(ask)[0], world.admin_id))
+    message = await related_message(world, "lister")
+    names = titles_of(message)
+    assert names[0] == "DOI 10.5555/never.imported" and "Untitled" not in names, names
+    assert not {"A fabricated minoxidil trial", "Finasteride in young men"} & set(names)
+    restored = await final(await admin(world, "restore", {"study": "by-doi"}))
+    assert "Restored" in restored["content"], restored
+    assert titles_of(await related_message(world, "lister"))[:2] == [
+        "Finasteride in young men", "DOI 10.5555/never.imported"]
