@@ -20,6 +20,7 @@ from bot.config import TOKEN_ENV, Config, ConfigError, discord_token, load_confi
 from bot.db import Database, DatabaseError, ImportWriter, latest_schema_version
 from bot.importers import ImportFormatError
 from bot.importing import ImportAborted, ImportReport
+from bot.index_merge import IndexMerge
 from bot.library import InvalidQuery, SearchRequest, StudyLibrary
 from bot.logs import setup_logging
 from bot.model import STUDY_TYPES, Study
@@ -309,6 +310,14 @@ async def cmd_db(config: Config, args: argparse.Namespace) -> int:
             print("integrity: ok")
         elif args.action == "backup":
             await _backup(db, args)
+        elif args.action == "merge":
+            # What the bot does in the background after large imports, here at once.
+            merged = await IndexMerge(db, pause_seconds=0).merge_all(force=True)
+            for m in merged:
+                print(f"{m.table}: {m.segments_before} segments -> {m.segments_after} "
+                      f"({m.steps} steps, {m.seconds:.1f} s)")
+            if not merged:
+                print("the full-text indexes are one segment each: nothing to merge")
     finally:
         await db.close()
     return 0
@@ -474,7 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON Lines output")
 
     p = sub.add_parser("db", parents=[common], help="database maintenance")
-    p.add_argument("action", choices=("check", "stats", "backup"))
+    p.add_argument("action", choices=("check", "stats", "backup", "merge"),
+                   help="merge: the full-text indexes into one segment each (faster searches "
+                   "after large imports; the bot also does it in the background)")
     p.add_argument("target", nargs="?", metavar="PATH",
                    help="backup file, or a folder to back up into with a dated name")
     p.add_argument("--force", action="store_true", help="overwrite an existing backup file")

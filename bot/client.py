@@ -25,6 +25,7 @@ from bot.config import DEFAULT_API_BASE_URL, Config
 from bot.db import SOURCE_FILE
 from bot.errors import StudyTree
 from bot.importing import ImportAborted
+from bot.index_merge import IndexMerge
 from bot.profile_backlog import ProfileBacklog
 from bot.ratelimits import RetryAfterGate
 from bot.services import Services
@@ -71,6 +72,8 @@ class StudyBot(commands.Bot):
         self.similar_articles = SimilarArticles.for_config(services.db, config)
         # Profiles of studies from before migration 0011, made in the background.
         self.profile_backlog = ProfileBacklog(services.db)
+        # The full-text indexes merged into few segments after large imports, in the background.
+        self.index_merge = IndexMerge(services.db)
 
     async def setup_hook(self) -> None:
         if self.config.discord.api_base_url != DEFAULT_API_BASE_URL:
@@ -90,6 +93,7 @@ class StudyBot(commands.Bot):
         if self.similar_articles is not None:
             self.similar_articles.start()
         self.profile_backlog.start()  # after the sources' import: it writes first
+        self.index_merge.start()
         if self.freeze_gc_when_ready:
             self._freezer = asyncio.create_task(self._freeze_gc_when_ready())
 
@@ -163,4 +167,5 @@ class StudyBot(commands.Bot):
         if self.similar_articles is not None:
             await self.similar_articles.stop()
         await self.profile_backlog.stop()
+        await self.index_merge.stop()
         await super().close()

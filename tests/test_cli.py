@@ -45,6 +45,15 @@ def test_import_search_show_related_stats(tmp_path):
     assert json.loads(stats.stdout)["studies"] > 900
     check = run("db", "check", "--db", db)
     assert check.returncode == 0 and "integrity: ok" in check.stdout
+    # The full-text indexes into one segment each (what the bot does in the background).
+    merged = run("db", "merge", "--db", db)
+    assert merged.returncode == 0, merged.stderr
+    assert "segments -> 1" in merged.stdout or "nothing to merge" in merged.stdout
+    assert run("db", "merge", "--db", db).stdout.startswith(
+        "the full-text indexes are one segment each")
+    assert "integrity: ok" in run("db", "check", "--db", db).stdout
+    again = run("search", "--db", db, "mesoterapy", "--json", "--limit", "3")
+    assert [json.loads(line) for line in again.stdout.splitlines()] == lines
 
     backup = tmp_path / "backup.db"
     assert run("db", "backup", backup, "--db", db).returncode == 0
