@@ -630,3 +630,49 @@ async def test_a_removed_study_leaves_the_lists_naming_it_until_restored(world):
     assert "Restored" in restored["content"], restored
     assert titles_of(await related_message(world, "lister"))[:2] == [
         "Finasteride in young men", "DOI 10.5555/never.imported"]
+
+
+@pytest.mark.parametrize("order", ["upload first", "merge first", "together"])
+async def test_a_new_similar_list_uploaded_while_another_moderator_merges(world, order):
+    """One moderator uploads a new similar list for `dup` while the other merges `dup` into
+    `keep`: whichever goes first, one study remains, both changes are audited, and the new
+    list is in the kept study or the upload says it was kept out."""
+    second = world.emu.add_admin(world.guild_id, "second-mod")
+    await moderator_import(world, "twins.yaml", twin_records())
+    data = json.dumps({"studies": [twin_records()[1] | {"similar": ["third", "other"],
+                                                       "tldr": "A new TLDR."}]}).encode()
+    preview = await settled(world, await world.emu.run_command(
+        world.guild_id, world.channel_id, second, "studyadmin import",
+        {"file": FileUpload("relist.yaml", data)}))
+    confirm = next(c for c in custom_ids(preview) if c.endswith(":y"))
+    if order == "together":
+        uploaded, merged = await asyncio.gather(
+            world.emu.click(preview, confirm, second),
+            admin(world, "merge", {"keep": "keep", "duplicate": "dup"}))
+        uploaded, merged = await settled(world, uploaded), await final(merged)
+    elif order == "upload first":
+        uploaded = await settled(world, await world.emu.click(preview, confirm, second))
+        merged = await final(await admin(world, "merge", {"keep": "keep", "duplicate": "dup"}))
+    else:
+        merged = await final(await admin(world, "merge", {"keep": "keep", "duplicate": "dup"}))
+        uploaded = await settled(world, await world.emu.click(preview, confirm, second))
+    assert "merged" in merged["content"].lower(), merged
+    library = world.bot.services.library
+    study = await library.resolve("dup")
+    assert study.id == "keep" and await library.lookup("keep") == study
+    listed = {ref.id for ref in study.similar}
+    outcome = embed_of(uploaded)["description"]
+    if study.tldr == "A new TLDR.":  # the upload went first, the merge joined its list
+        assert order != "merge first"
+        assert {"third", "other"} <= listed, study.similar
+    else:  # the merge went first: the upload's record found a moderator's change, kept
+        assert order != "upload first"
+        assert "changed by a moderator, kept" in outcome, outcome
+    conn = sqlite3.connect(world.config.database_path)
+    actions = [a for (a,) in conn.execute("SELECT action FROM audit_log ORDER BY id")]
+    refs_ok = conn.execute("SELECT count(*) FROM study_profiles_stale").fetchone()[0] == 0
+    integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
+    conn.close()
+    assert actions.count("import") == 2 and actions.count("merge") == 1, actions
+    assert refs_ok and integrity == "ok"
+    await related_message(world, "keep")
