@@ -213,7 +213,8 @@ async def test_a_restart_mid_backfill_resumes_keeps_the_edit_and_refetches_nothi
     assert "dutasteride" in made[done_id] and "caffeine" in made[waiting_id]
     similar = bot.similar_articles
     assert similar is not None
-    similar.pause_seconds = 0.01  # the stand-in has no pace to keep (tested elsewhere)
+    # The stand-in has no pace to keep (NCBI's is tested in tests/test_similar_fetch.py).
+    similar.pause_seconds, similar.client.interval = 0.01, 0.01
     sent = len(standin.requests)
     similar.wake()
     await asyncio.wait_for(similar.caught_up.wait(), TIMEOUT)
