@@ -21,6 +21,7 @@ from bot.db import IMPORT, Database, DatabaseStats, ImportWriter
 from bot.db.neighbours import pubmed_similar
 from bot.db.profiles import stored_profiles
 from bot.db.references import cited_studies, citing_studies, coupled_studies, references_of
+from bot.db.relevance import count_bound
 from bot.importing import ImportReport, Item, Progress, prepared_items, run_import
 from bot.lru import LRU
 from bot.model import (
@@ -337,9 +338,10 @@ class StudyLibrary:
         if request.text.strip() and not words:
             raise InvalidQuery("the search has no words to look for; try a topic, a "
                                "treatment or a title word")
+        counted_to = count_bound(request.offset, request.limit)
         filters = dict(topic=topic, since=request.since, until=request.until,
                        study_type=request.study_type, sort=request.sort,
-                       limit=request.limit, offset=request.offset)
+                       limit=request.limit, offset=request.offset, count_to=counted_to)
         studies, total = await self._find(words, filters)
         corrected_text = None
         if words and total == 0:
@@ -351,7 +353,7 @@ class StudyLibrary:
                 studies, total = await self._find(corrected, filters, any_word=True)
                 if total and corrected != words:
                     corrected_text = " ".join(corrected)
-        return SearchPage(tuple(studies), total, request.offset, corrected_text)
+        return SearchPage(tuple(studies), total, request.offset, corrected_text, counted_to)
 
     async def _find(self, words: list[str], filters: dict[str, Any], any_word: bool = False
                     ) -> tuple[list[Study], int]:
@@ -442,6 +444,8 @@ class StudyLibrary:
         entries: list[RelatedEntry] = []
         seen: set[str] = {study.id}
         for ref in study.similar:
+            if len(entries) >= limit:
+                break  # the rest would be cut: a list of thousands is not read whole
             target = await self.resolve_ref(ref)
             if target is None and (not (ref.title or ref.doi or ref.pmid) or
                                    await self.db.is_removed(

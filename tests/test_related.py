@@ -161,3 +161,18 @@ def test_reasons_name_each_keyword_once_and_without_markers():
                     "Alopecia +1")
     names = related.keyword_names(["*Minoxidil", "*Administration, Topical*", "Alopecia*"])
     assert list(names.values()) == ["Minoxidil", "Administration", "Alopecia"]
+
+
+async def test_a_similar_list_of_thousands_gives_its_first_entries(library, tmp_path):
+    path = tmp_path / "long.json"
+    refs = [{"title": f"Unknown paper number {n} about hair", "doi": f"10.9999/{n}"}
+            for n in range(5000)]
+    refs.insert(3, refs[1])  # a repeat is listed once
+    path.write_text(json.dumps({"studies": [{"id": "host", "title": "Minoxidil host",
+                                             "year": 2020, "similar": refs}]}))
+    await library.import_paths([path])
+    host = await library.resolve("host")
+    entries = await library.related(host, limit=50)
+    assert [e.title for e in entries] == [f"Unknown paper number {n} about hair"
+                                          for n in range(50)]
+    assert all(e.from_similar_list for e in entries)
