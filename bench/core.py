@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bot.bulk_import import bulk_import  # noqa: E402
 from bot.db import Database  # noqa: E402
 from bot.library import SearchRequest, StudyLibrary  # noqa: E402
 from bot.profile_backlog import ProfileBacklog  # noqa: E402
@@ -42,21 +43,34 @@ def remove_db(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-async def build(corpus: Path, db_path: Path, profiles_later: bool = False) -> dict:
+async def build(corpus: Path, db_path: Path, profiles_later: bool = False,
+                bulk: bool = False, skip_backfill: bool = False) -> dict:
     """Runs in the subprocess: import the corpus into a new database. `profiles_later`: the
-    bulk path that leaves the profiles to the backlog, then made as the bot's background
-    backfill makes them (timed apart)."""
+    path that leaves the profiles to the backlog, then made as the bot's background
+    backfill makes them (timed apart). `bulk`: the bulk import (bot/bulk_import.py: a new
+    file swapped in; profiles left to the backlog too), what `studybot import` does into an
+    empty library. `skip_backfill`: leave the backlog (the import's figures only)."""
     remove_db(db_path)
-    db = await Database.open(db_path)
-    library = StudyLibrary(db, TopicVocabulary.load(TOPICS))
-    started = time.perf_counter()
-    cpu_started = _cpu_seconds()
-    report = await library.import_paths([corpus], skip_invalid=True,
-                                        profiles_later=profiles_later)
-    elapsed = time.perf_counter() - started
-    cpu = _cpu_seconds() - cpu_started
+    topics = TopicVocabulary.load(TOPICS)
+    if bulk:
+        started = time.perf_counter()
+        cpu_started = _cpu_seconds()
+        report = await asyncio.to_thread(bulk_import, db_path, [corpus], topics,
+                                         skip_invalid=True)
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds() - cpu_started
+        db = await Database.open(db_path)
+    else:
+        db = await Database.open(db_path)
+        library = StudyLibrary(db, topics)
+        started = time.perf_counter()
+        cpu_started = _cpu_seconds()
+        report = await library.import_paths([corpus], skip_invalid=True,
+                                            profiles_later=profiles_later)
+        elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds() - cpu_started
     backfill_started = time.perf_counter()
-    profiles_made = await ProfileBacklog(db, pause_seconds=0).fill()
+    profiles_made = 0 if skip_backfill else await ProfileBacklog(db, pause_seconds=0).fill()
     backfill = time.perf_counter() - backfill_started
     await db.close()
     # Checkpoint the WAL so the size is the database's own.
@@ -157,10 +171,16 @@ def main() -> None:
     parser.add_argument("--profiles-later", action="store_true",
                         help="with --build: the bulk path that leaves the studies' profiles "
                              "to the background backfill (timed apart, as backfill_seconds)")
+    parser.add_argument("--bulk", action="store_true",
+                        help="with --build: the bulk import (a new file swapped in), as "
+                             "`studybot import` into an empty library")
+    parser.add_argument("--skip-backfill", action="store_true",
+                        help="with --build: leave the profile backlog unfilled")
     args = parser.parse_args()
     if args.build:
         print(json.dumps(asyncio.run(build(Path(args.build[0]), Path(args.build[1]),
-                                           args.profiles_later))))
+                                           args.profiles_later, args.bulk,
+                                           args.skip_backfill))))
         return
     OUT.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)

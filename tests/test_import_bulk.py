@@ -1,23 +1,36 @@
 """The bulk import path (full-text indexing deferred to the end, parsing in worker processes)
 gives the same database as the row-by-row path."""
 
+import asyncio
 import codecs
 import dataclasses
 import hashlib
 import json
+import signal
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
 from bot import importing
-from bot.db import Database, ImportWriter, ModerationStore, ModerationWriter, connect_sync
+from bot.bulk_import import BulkRefused, bulk_import
+from bot.db import (
+    ROW_FIELDS,
+    Database,
+    ImportWriter,
+    ModerationStore,
+    ModerationWriter,
+    connect_sync,
+)
+from bot.db.bulk_build import build_path
 from bot.importers import ImportFormatError
 from bot.importing import ImportAborted, Prepared, prepared_items, run_import
-from bot.library import StudyLibrary
+from bot.library import SearchRequest, StudyLibrary
 from bot.model import InvalidRecord, StudyRecord
 from bot.moderation import Actor, Moderation, form_values
 from bot.profiles import profile_text
-from tests.paths import DATA, shared_path
+from tests.paths import DATA, REPO, TEST_FIXTURES, shared_path
 
 ACTOR = Actor(guild_id=1, user_id=42, name="mod")
 
@@ -342,4 +355,203 @@ def test_new_rows_with_and_without_their_profile_in_one_transaction_all_get_one(
     pk = writer.insert_values("d", without.values, without.content_hash, "2026-01-01T00:00:00Z")
     assert conn.execute("SELECT study_pk FROM study_profiles_stale").fetchall() == [(pk,)]
     writer.rollback()
+    conn.close()
+
+
+# --- the bulk import: a new library file built beside the empty one and swapped in ----------
+
+BULK_QUERIES = ("minoxidil", "hair loss", "alopecia areata", "cortisol", "zebrafish",
+                "platelet rich plasma", "finasteride")
+
+
+def bulk_sources(tmp_path, batches):
+    """Real files of several formats, with duplicates across and within them (the batches:
+    updates, renames, a stolen DOI) and records that merge by DOI, PMID and title."""
+    first, second = batches
+    formats = TEST_FIXTURES / "formats"
+    return [DATA / "studies.yaml", first, second,
+            *sorted(p for p in (formats / "pubmed_xml").glob("*.xml")
+                    if "alformed" not in p.name),
+            *sorted((formats / "crossref_json").glob("*.json")),
+            formats / "csv_exports" / "asreview_duplicate_records.csv",
+            *sorted((formats / "ris").glob("*.ris"))[:6],
+            shared_path("corpus", "sample_1000.jsonl"),
+            shared_path("corpus", "derm_hair_subset.jsonl")]
+
+
+async def library_state(path, topics):
+    """What a library holds and answers, without the write times."""
+    conn = sqlite3.connect(path)
+    tables = {
+        "studies": "SELECT pk, id, " + ", ".join(ROW_FIELDS) + ", content_hash, source_kind, "
+                   "source_name, source_hash, moderated_at FROM studies ORDER BY pk",
+        "identifiers": "SELECT kind, value, study_pk FROM study_identifiers ORDER BY 1, 2",
+        "topics": "SELECT topic, study_pk FROM study_topics ORDER BY 1, 2",
+        "references": "SELECT study_pk, ref FROM study_references ORDER BY 1, 2",
+        "profiles": "SELECT study_pk, terms FROM study_profiles ORDER BY 1",
+        "stale": "SELECT study_pk FROM study_profiles_stale ORDER BY 1",
+        "backlog": "SELECT study_pk FROM study_profiles_backlog ORDER BY 1",
+        "vocabulary": "SELECT term, doc, cnt FROM studies_vocab ORDER BY 1",
+        "title vocabulary": "SELECT term, doc, cnt FROM titles_vocab ORDER BY 1",
+        "schema": "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY name",
+        # A table's triggers fire in the order they were made.
+        "triggers": "SELECT name FROM sqlite_schema WHERE type = 'trigger' ORDER BY rowid",
+        "meta": "SELECT key, value FROM meta WHERE key != 'last_updated' ORDER BY 1",
+        "audit": "SELECT guild_id, moderator_id, moderator_name, action, study_id, details "
+                 "FROM audit_log ORDER BY id",
+        "settings": "SELECT * FROM guild_settings ORDER BY 1",
+        "version": "PRAGMA user_version",
+        "journal": "PRAGMA journal_mode",
+    }
+    state = {name: conn.execute(sql).fetchall() for name, sql in tables.items()}
+    for table in ("studies_fts", "titles_fts"):
+        conn.execute(f"INSERT INTO {table} ({table}, rank) VALUES ('integrity-check', 1)")
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+    db = await Database.open(path)
+    library = StudyLibrary(db, topics)
+    state["search"] = []
+    for text in BULK_QUERIES:
+        page = await library.search(SearchRequest(text=text, limit=10))
+        state["search"].append((text, page.total, [s.id for s in page.studies]))
+    for prefix in ("minox", "alop", "hair l"):
+        state["search"].append((prefix, [(s.id, s.label) for s in await library.suggest(prefix)]))
+    await db.close()
+    return state
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+async def test_a_bulk_import_gives_the_library_a_row_by_row_import_gives(
+        tmp_path, topics, batches, parallel, monkeypatch):
+    """The same files into an empty library: the same studies, identifiers, merges, topics,
+    references, profile backlog, full-text answers, search results and audit entry, whether
+    written row by row or built as a new file and swapped in (parsed in workers or not)."""
+    if parallel:
+        monkeypatch.setattr(importing, "PARALLEL_MIN_BYTES", 0)
+        monkeypatch.setattr(importing, "BLOCK_BYTES", 50_000)
+    paths = bulk_sources(tmp_path, batches)
+
+    def audited(writer, report):
+        Moderation.audit_import(writer, ACTOR, "files", 123, report)
+
+    reports = {}
+    rows = tmp_path / "rows.db"
+    db = await Database.open(rows)
+    await ModerationStore(db).add_audit(1, 42, "mod", "settings", None, "{}")  # not a study
+    reports["rows"] = await StudyLibrary(db, topics).import_paths(
+        paths, skip_invalid=True, after_write=audited, profiles_later=True)
+    await db.close()
+    bulk = tmp_path / "bulk.db"
+    db = await Database.open(bulk)
+    await ModerationStore(db).add_audit(1, 42, "mod", "settings", None, "{}")
+    await db.close()
+    reports["bulk"] = await asyncio.to_thread(
+        bulk_import, bulk, paths, topics, skip_invalid=True, after_write=audited)
+    counts = {mode: (r.new, r.updated, r.unchanged, len(r.invalid), r.warning_count,
+                     r.removed_skipped, r.committed) for mode, r in reports.items()}
+    assert counts["bulk"] == counts["rows"]
+    assert reports["bulk"].new > 1000 and reports["bulk"].updated > 0
+    rows_state, bulk_state = (await library_state(rows, topics),
+                              await library_state(bulk, topics))
+    for name in rows_state:
+        assert bulk_state[name] == rows_state[name], name
+    assert bulk_state["journal"] == [("wal",)]
+    assert [a[3] for a in bulk_state["audit"]] == ["settings", "import"]
+    assert len(bulk_state["backlog"]) > 1000 and bulk_state["stale"] == []
+    assert any(total for _text, total, *_ in bulk_state["search"][:len(BULK_QUERIES)])
+    assert not build_path(bulk).exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("bulk.db")) \
+        == ["bulk.db"]
+
+
+async def test_a_bulk_import_is_refused_for_a_library_with_studies_or_open_elsewhere(
+        tmp_path, topics):
+    path = records(tmp_path, "a.jsonl", [{"id": "a", "title": "Minoxidil for hair loss"}])
+    target = tmp_path / "s.db"
+    db = await Database.open(target)  # the bot's connection, as while it runs
+    with pytest.raises(BulkRefused, match="open in another process"):
+        await asyncio.to_thread(bulk_import, target, [path], topics)
+    assert await db.count_studies() == 0
+    # The library is given back as it was: still in WAL mode, the bot reads and writes it.
+    await StudyLibrary(db, topics).import_paths([path])
+    await db.close()
+    with pytest.raises(BulkRefused, match="has 1 studies"):
+        await asyncio.to_thread(bulk_import, target, [path], topics)
+    conn = sqlite3.connect(target)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert conn.execute("SELECT count(*) FROM studies").fetchone() == (1,)
+    conn.close()
+    assert not build_path(target).exists()
+
+
+def test_a_bulk_import_with_an_invalid_record_leaves_the_library_as_it_was(tmp_path, topics):
+    target = tmp_path / "s.db"
+    connect_sync(target).close()
+    path = records(tmp_path, "bad.jsonl", [{"id": "a", "title": "Minoxidil"},
+                                           {"id": "b", "title": 5}])
+    with pytest.raises(ImportAborted):
+        bulk_import(target, [path], topics)
+    conn = sqlite3.connect(target)
+    assert conn.execute("SELECT count(*) FROM studies").fetchone() == (0,)
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.close()
+    assert not build_path(target).exists()
+
+
+def cli(*args):
+    return subprocess.Popen([sys.executable, "-m", "bot", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_cli_says_why_it_refuses_a_bulk_import_and_imports_row_by_row_without_it(
+        tmp_path):
+    target = tmp_path / "s.db"
+    holder = connect_sync(target)  # another process's connection: the bot
+    refused = cli("import", "--db", target, "--bulk", DATA / "studies.yaml")
+    out, err = refused.communicate(timeout=120)
+    assert refused.returncode == 1
+    assert "open in another process (is the bot running on it?)" in err
+    assert holder.execute("SELECT count(*) FROM studies").fetchone() == (0,)
+    plain = cli("import", "--db", target, DATA / "studies.yaml")  # falls back to the rows
+    out, err = plain.communicate(timeout=120)
+    assert plain.returncode == 0, err
+    assert out.startswith("5 new")
+    assert holder.execute("SELECT count(*) FROM studies").fetchone() == (5,)
+    holder.close()
+    again = cli("import", "--db", target, "--bulk", DATA / "studies.yaml")
+    out, err = again.communicate(timeout=120)
+    assert again.returncode == 1 and "the library has 5 studies" in err
+
+
+def test_a_bulk_import_killed_mid_way_leaves_the_library_untouched(tmp_path, topics):
+    """A real `studybot import` process killed while it builds: the library opens as it was
+    (its settings kept, no study), and the next bulk import clears the half-built file."""
+    corpus = shared_path("corpus", "corpus.jsonl.gz")
+    target = tmp_path / "s.db"
+    conn = connect_sync(target)
+    conn.execute("INSERT INTO guild_settings (guild_id, updated_at) VALUES (7, 'x')")
+    conn.close()
+    process = cli("import", "--db", target, "--bulk", "--skip-invalid", corpus)
+    assert process.stderr is not None
+    for line in process.stderr:  # the build has begun: the library is held, the copy made
+        if "bulk import: building the new library" in line:
+            break
+    else:
+        pytest.fail(f"no build started: {process.wait()}")
+    assert build_path(target).exists()
+    process.kill()
+    assert process.wait(timeout=60) == -signal.SIGKILL
+    assert build_path(target).exists()  # killed before the swap
+    conn = connect_sync(target)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert conn.execute("SELECT count(*) FROM studies").fetchone() == (0,)
+    assert conn.execute("SELECT guild_id FROM guild_settings").fetchall() == [(7,)]
+    assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    conn.close()
+    report = bulk_import(target, [DATA / "studies.yaml"], topics)
+    assert report.new == 5 and report.committed
+    assert not build_path(target).exists()
+    conn = sqlite3.connect(target)
+    assert conn.execute("SELECT count(*) FROM studies").fetchone() == (5,)
+    assert conn.execute("SELECT guild_id FROM guild_settings").fetchall() == [(7,)]
     conn.close()
