@@ -354,8 +354,8 @@ class Moderation:
         if pk is None:
             merged = writer.merged_into(study_id)
             if merged is not None:  # meanwhile, by another moderator: nothing was changed
-                raise UserFacingError(f"`{study_id}` was merged into `{merged}`: nothing was "
-                                      f"changed; do it on `{merged}` instead.")
+                raise UserFacingError(f"`{study_id}` was merged into `{merged}`; nothing "
+                                      "was changed.")
             raise UserFacingError(f"There is no study `{study_id}` (any more).")
         return pk
 

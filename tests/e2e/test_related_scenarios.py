@@ -406,8 +406,8 @@ async def test_two_moderators_merge_and_edit_at_once(world, edited):
     if edited == "dup":
         # The form showed the duplicate as it was: refused, saying where it went; the
         # moderator opens the kept study's form and saves there.
-        assert saved["content"] == ("`dup` was merged into `keep`: nothing was changed; do "
-                                    "it on `keep` instead."), saved
+        assert saved["content"] == "`dup` was merged into `keep`; nothing was changed.", \
+            saved
         opened = await world.emu.run_command(world.guild_id, world.channel_id, second,
                                              "studyadmin edit", {"study": "keep"})
         form = (await opened.response(TIMEOUT))["data"]
