@@ -267,7 +267,10 @@ def messy_studies() -> list[dict]:
          "references": [*shared_refs, *(f"pmid:{70_000_000 + n}" for n in range(960)),
                         *GARBAGE],
          "similar": ["listed-x", {"title": "A trial we do not have yet", "year": 2019,
-                                  "citations": 99999}]},
+                                  "citations": 99999},
+                     {"title": "@everyone [click](https://evil.example) **now** <@123>",
+                      "journal": "<@&456> [j](https://evil.example)", "year": 2018,
+                      "tldr": "Ping @here and [visit](https://evil.example)."}]},
         {"id": "listed-x", "title": "Scalp biopsy findings in diffuse thinning", "year": 2001,
          "citations": 1, "doi": "10.5555/listed.x"},
         {"id": "listed-y", "title": "Scalp biopsy findings in diffuse thinning: the full "
@@ -308,15 +311,20 @@ async def test_messy_data_and_the_studys_own_list_always_first(world):
         message = await related_message(world, "host-minox", sort=sort)
         names = titles_of(message)
         # (sorted among themselves: the newest listed entry first with sort newest)
-        assert set(names[:2]) == {"Scalp biopsy findings in diffuse thinning",
-                                  "A trial we do not have yet"}, (sort, names)
+        assert set(names[:3]) == {"Scalp biopsy findings in diffuse thinning",
+                                  "A trial we do not have yet", "@\u200beveryone \\[click]"
+                                  "(https://evil.example) now <@\u200b123>"}, (sort, names)
         whys = why_lines(message)
         assert whys[0] == "listed by the study"  # the other is not in the library
         assert any("cites" in why and "same works" in why for why in whys[1:]), whys
         for why in whys:
             assert "*" not in why.replace("\\*", "") and "\\*" not in why, why
+        # A listed entry's own title, journal and TLDR: shown inert (no link, no ping).
+        description = embed_of(message)["description"]
+        assert not re.search(r"(?<!\\)\[[^\]]*\]\(https://evil", description), description
+        assert "@everyone" not in description and "@here" not in description
     entries = await library.related(host)
-    assert [e.from_similar_list for e in entries[:3]] == [True, True, False]
+    assert [e.from_similar_list for e in entries[:4]] == [True, True, True, False]
 
     # Same title, different papers: not merged, each with its own related list.
     twins = [await library.resolve(i) for i in ("twin-2012", "twin-2016")]
