@@ -215,7 +215,7 @@ async def cmd_search(config: Config, args: argparse.Namespace) -> int:
         return 0
     if page.corrected_query:
         print(f"(showing results for: {page.corrected_query})")
-    total = "1000+" if page.total > 1000 else str(page.total)
+    total = f"{page.counted_to}+" if page.total > page.counted_to else str(page.total)
     print(f"{total} result(s)")
     for study in page.studies:
         print(study_line(study))

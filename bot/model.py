@@ -301,6 +301,9 @@ class SearchPage:
     total: int
     offset: int
     corrected_query: str | None = None  # set when misspellings were corrected
+    # The total is exact up to this many; above it, it is this + 1 and reads "1,000+"
+    # (bot.db.relevance.count_bound: a search counts only as far as its page needs).
+    counted_to: int = 1000
 
 
 @dataclass(frozen=True, slots=True)

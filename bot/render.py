@@ -305,6 +305,7 @@ def _result_line(number: int, title: str, url: str | None, facts: str, tldr: str
 
 
 def count_text(total: int, cap: int = 1000) -> str:
+    """'352', or '100+' for a total counted only up to `cap` (SearchPage.counted_to)."""
     return f"{cap:,}+" if total > cap else f"{total:,}"
 
 
@@ -340,8 +341,9 @@ def fit_search_page(query: str, page: SearchPage, sort: str, filters: str = ""
     body = "\n\n".join(lines)
     embed.description = truncate(f"{head}\n\n{body}" if head else body, DESCRIPTION_LIMIT)
     first, last = page.offset + 1, page.offset + len(lines)
-    embed.set_footer(text=f"Results {first}–{last} of {count_text(page.total)} · sorted by "
-                          f"{sort} · pick one below to open it")
+    count = count_text(page.total, page.counted_to)
+    embed.set_footer(text=f"Results {first}–{last} of {count} · sorted by {sort} · pick one "
+                          "below to open it")
     return embed, len(lines)
 
 

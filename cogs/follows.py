@@ -18,7 +18,7 @@ from bot.follows import DM_CLOSED_NOTICE, MAX_FOLLOWS, match_expression
 from bot.interactions import Reply, answer, update
 from bot.library import SearchRequest
 from bot.model import STUDY_TYPE_LABELS, STUDY_TYPES
-from bot.render import COLOUR, NO_PINGS, safe
+from bot.render import COLOUR, NO_PINGS, count_text, safe
 from bot.text import truncate
 
 if TYPE_CHECKING:
@@ -154,8 +154,9 @@ class FollowsCog(commands.Cog, name=components.FOLLOWS_COG):
                     f"message every {_minutes(minutes)} (keep direct messages from this "
                     "server's members open). `/following` lists and stops your follows.")
             if request is not None:
-                count = (await self.library.search(request)).total
-                text += f"\nThe library has {count:,} studies on it today."
+                page = await self.library.search(request)
+                text += (f"\nThe library has {count_text(page.total, page.counted_to)} "
+                         "studies on it today.")
         return Reply(content=text)
 
     # --- /following ----------------------------------------------------------------------------

@@ -2,8 +2,15 @@
 
 import sqlite3
 
+from bot import render
 from bot.db import RANK_WINDOW, Database, ModerationStore
-from bot.db.relevance import COUNT_CAP, count_matches, ranked_titles, relevance_keys
+from bot.db.relevance import (
+    COUNT_CAP,
+    count_bound,
+    count_matches,
+    ranked_titles,
+    relevance_keys,
+)
 from bot.library import SearchRequest, StudyLibrary
 from bot.moderation import Actor, Moderation, form_values
 from bot.search import match_all, one_edit_away
@@ -73,9 +80,11 @@ async def test_relevance_over_many_matches_ranks_the_newest_window(seeded, tmp_p
     before = (await seeded.search(SearchRequest("scalp"))).total
     await seeded.import_paths([path])
     page = await seeded.search(SearchRequest("scalp", limit=5))
-    assert page.total == before + RANK_WINDOW + 51
+    assert (page.total, page.counted_to) == (101, 100)  # "100+" on the first page
     assert page.studies[0].id == "scalp-best"
     assert len(page.studies) == 5
+    later = await seeded.search(SearchRequest("scalp", limit=5, offset=300))
+    assert later.total == before + RANK_WINDOW + 51 and later.counted_to == 400
 
 
 async def test_repeated_searches_see_every_write_at_once(seeded, tmp_path):
@@ -172,10 +181,51 @@ async def test_relevance_read_on_two_readers_pages_as_the_sql_ranking_does(seede
                 (match, RANK_WINDOW))]
             ranked, titled = ranked_titles(conn, match)
             assert ranked == sql_order and titled == count_matches(conn, "titles_fts", match)
-            for offset in (0, 5, RANK_WINDOW - 2, RANK_WINDOW, count, count + 25):
+            for offset in (0, 5, 98, RANK_WINDOW - 2, RANK_WINDOW, count, count + 25):
                 keys, total = relevance_keys(conn, match, 5, offset)
                 studies, read_total = await seeded.db.search(match, limit=5, offset=offset)
                 assert [pks[s.id] for s in studies] == keys and read_total == total
                 assert len(keys) == min(5, max(0, min(total, COUNT_CAP) - offset))
+                # Counted only as far as the page needs: the same page, the total capped.
+                for bound in (count_bound(offset, 5), 100, 200, 400):
+                    if bound < offset + 5:
+                        continue
+                    assert relevance_keys(conn, match, 5, offset, bound) == \
+                        (keys, min(total, bound + 1))
+                    _ranked, titled_to = ranked_titles(conn, match, bound)
+                    assert titled_to == min(titled, bound + 1)
     finally:
         conn.close()
+
+
+def test_a_page_counts_only_as_far_as_it_needs():
+    assert count_bound(0, 5) == 100  # a first page: "100+"
+    assert count_bound(90, 10) == 200  # the page ends at 100: the next one is known to exist
+    assert count_bound(95, 5) == 200
+    assert count_bound(990, 10) == COUNT_CAP == count_bound(5000, 5)
+
+
+async def test_a_big_search_says_100_plus_until_paged_past_it(seeded, tmp_path):
+    lines = [f'{{"id": "gnu-{i}", "title": "Gnu migration {i}", "summary": "Herds."}}'
+             for i in range(130)]
+    path = tmp_path / "gnu.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    await seeded.import_paths([path])
+    first = await seeded.search(SearchRequest("gnu", limit=5))
+    assert (first.total, first.counted_to) == (101, 100)
+    assert render.count_text(first.total, first.counted_to) == "100+"
+    embed, shown = render.fit_search_page("gnu", first, "relevance")
+    assert shown == 5 and "Results 1–5 of 100+ ·" in (embed.footer.text or "")
+    later = await seeded.search(SearchRequest("gnu", limit=5, offset=100))
+    assert (later.total, later.counted_to) == (130, 200)
+    assert render.count_text(later.total, later.counted_to) == "130"
+    # Every page of it in the same order as when everything is counted.
+    seen = []
+    for offset in range(0, 130, 5):
+        page = await seeded.search(SearchRequest("gnu", limit=5, offset=offset))
+        seen += [s.id for s in page.studies]
+    assert sorted(seen) == sorted(f"gnu-{i}" for i in range(130))
+    pks = [r[0] for r in sqlite3.connect(seeded.db.path).execute(
+        "SELECT s.id FROM studies s JOIN (SELECT rowid FROM studies_fts WHERE studies_fts "
+        "MATCH 'gnu') f ON f.rowid = s.pk")]
+    assert set(pks) == set(seen)

@@ -18,49 +18,66 @@ from collections.abc import Sequence
 
 # bm25 weights: title, tldr, summary, authors, journal, topics, keywords.
 BM25_WEIGHTS = "10.0, 4.0, 1.0, 2.0, 1.0, 3.0, 2.0"
+# A search counts its matches up to COUNT_CAP at most, and only as far as the page asks
+# (count_bound): a first page says "of 100+" rather than walk the full text to 1,001
+# (at 1M studies the count's CPU mean 0.48 -> 0.28 ms, p99 2.3 -> 1.2 ms).
 COUNT_CAP = 1000
+COUNT_STEP = 100
 # Relevance over a very large match set is ranked among its newest RANK_WINDOW matches only.
 RANK_WINDOW = 300
 
 
-def count_matches(conn: sqlite3.Connection, table: str, match: str) -> int:
-    """How many rows of `table` match, capped at COUNT_CAP + 1."""
+def count_bound(offset: int, limit: int) -> int:
+    """How far a page starting at `offset` counts: the next multiple of COUNT_STEP past its
+    end (so "more pages" is always known), at most COUNT_CAP. A total above it reads
+    "<bound>+": exact counts for small searches, "100+" on a big one's first pages."""
+    return min(COUNT_CAP, COUNT_STEP * (1 + (offset + limit) // COUNT_STEP))
+
+
+def count_matches(conn: sqlite3.Connection, table: str, match: str,
+                  bound: int = COUNT_CAP) -> int:
+    """How many rows of `table` match, capped at `bound` + 1."""
     return conn.execute(
         f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {table} MATCH ? LIMIT ?)",
-        (match, COUNT_CAP + 1)).fetchone()[0]
+        (match, bound + 1)).fetchone()[0]
 
 
 def _column(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> list[int]:
     return [row[0] for row in conn.execute(sql, params)]
 
 
-def ranked_titles(conn: sqlite3.Connection, match: str) -> tuple[list[int], int]:
+def ranked_titles(conn: sqlite3.Connection, match: str, bound: int = COUNT_CAP
+                  ) -> tuple[list[int], int]:
     """The pks of the studies whose title matches, best first (bm25, then newest; over
     RANK_WINDOW matches, the newest RANK_WINDOW ranked), and how many titles match, capped at
-    COUNT_CAP + 1. One walk gives both the ranks and, up to RANK_WINDOW, the count: the titles
-    are counted apart only when there are more."""
+    `bound` + 1. One walk gives both the ranks and, up to RANK_WINDOW, the count: the titles
+    are counted apart only when there are more and the bound is higher."""
     rows: list[tuple[int, float]] = conn.execute(
         "SELECT rowid, rank FROM titles_fts WHERE titles_fts MATCH ? ORDER BY rowid DESC "
         "LIMIT ?", (match, RANK_WINDOW + 1)).fetchall()
-    titled = len(rows)
-    if titled > RANK_WINDOW:
+    titled = min(len(rows), bound + 1)
+    if len(rows) > RANK_WINDOW:
         del rows[RANK_WINDOW:]
-        titled = count_matches(conn, "titles_fts", match)
+        if bound > RANK_WINDOW:
+            titled = count_matches(conn, "titles_fts", match, bound)
     rows.sort(key=lambda row: (row[1], -row[0]))  # ORDER BY rank, rowid DESC
     return [pk for pk, _rank in rows], titled
 
 
-def relevance_keys(conn: sqlite3.Connection, match: str, limit: int, offset: int
-                   ) -> tuple[list[int], int]:
+def relevance_keys(conn: sqlite3.Connection, match: str, limit: int, offset: int,
+                   bound: int = COUNT_CAP) -> tuple[list[int], int]:
     """The pks of one page of the studies matching `match` (an FTS5 expression), best first,
-    and their total capped at COUNT_CAP + 1."""
+    and their total capped at `bound` + 1 (count_bound: the order never depends on it)."""
     wanted = offset + limit
-    ranked, titled = ranked_titles(conn, match)
-    total = COUNT_CAP + 1 if titled > COUNT_CAP else count_matches(conn, "studies_fts", match)
+    ranked, titled = ranked_titles(conn, match, bound)
+    total = bound + 1 if titled > bound else count_matches(conn, "studies_fts", match, bound)
     if wanted <= len(ranked) or total <= len(ranked):
         return ranked[offset:wanted], total
-    # The rest of the matches, after the ranked titles (the same order on every page).
-    if total <= RANK_WINDOW:
+    # The rest of the matches, after the ranked titles (the same order on every page, so
+    # whether they fit one window is counted past a lower bound).
+    few = total <= RANK_WINDOW if total <= bound or bound >= RANK_WINDOW else \
+        count_matches(conn, "studies_fts", match, RANK_WINDOW) <= RANK_WINDOW
+    if few:
         rest = _column(conn, (
             "SELECT rowid FROM studies_fts WHERE studies_fts MATCH ? "
             f"ORDER BY bm25(studies_fts, {BM25_WEIGHTS}), rowid DESC"), (match,))

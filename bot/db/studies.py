@@ -166,10 +166,10 @@ class Database(Connection):
     async def search(self, match: str | None, *, topic: str | None = None,
                      since: int | None = None, until: int | None = None,
                      study_type: str | None = None, sort: str = "relevance", limit: int = 10,
-                     offset: int = 0, rank: bool = True, title_rank: bool = False
-                     ) -> tuple[list[Study], int]:
+                     offset: int = 0, rank: bool = True, title_rank: bool = False,
+                     count_to: int = COUNT_CAP) -> tuple[list[Study], int]:
         """Studies matching an FTS5 expression (already sanitised) and filters; with the total
-        capped at COUNT_CAP + 1 (callers show '1000+').
+        capped at `count_to` + 1 (callers show '1,000+'; relevance.count_bound).
 
         Relevance over more than RANK_WINDOW matches ranks the newest RANK_WINDOW of them
         (newest first when not `rank`). bm25 reads the whole doclist of every query word for
@@ -181,7 +181,7 @@ class Database(Connection):
             # The common search (words, no filters), rows and all in one trip from the event
             # loop: see bot.db.relevance.
             def page(conn: sqlite3.Connection) -> tuple[list[Study], int]:
-                keys, count = relevance_keys(conn, match, limit, offset)
+                keys, count = relevance_keys(conn, match, limit, offset, count_to)
                 rows = conn.execute(f"SELECT pk, {STUDY_COLUMNS} FROM studies WHERE pk IN "
                                     f"({', '.join('?' * len(keys))})", keys).fetchall()
                 found = {r[0]: study_from_row(r[1:]) for r in rows}
@@ -222,8 +222,8 @@ class Database(Connection):
                 params.append(window[-1])
         else:
             count = (await self.search_fetchrow(
-                f"SELECT count(*) FROM (SELECT 1 FROM {source}{clause} LIMIT {COUNT_CAP + 1})",
-                params))[0]
+                f"SELECT count(*) FROM (SELECT 1 FROM {source}{clause} LIMIT ?)",
+                [*params, min(count_to, COUNT_CAP) + 1]))[0]
         if keys is None:
             # Keys first, then the rows: the sorter would otherwise carry every matching
             # study's full text.
@@ -231,7 +231,7 @@ class Database(Connection):
                 f"SELECT {key} FROM {source}{clause} ORDER BY {order} LIMIT ? OFFSET ?",
                 [*params, limit, offset])]
         found = await self.studies_by_pks(keys)
-        return [found[k] for k in keys if k in found], min(count, COUNT_CAP + 1)
+        return [found[k] for k in keys if k in found], min(count, count_to + 1, COUNT_CAP + 1)
 
     async def _title_ranked(self, match: str, window: list[int]) -> list[int]:
         """`window` (pks, newest first) with the studies whose title matches `match` first."""

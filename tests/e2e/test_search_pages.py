@@ -148,3 +148,34 @@ async def test_expired_search_offers_to_run_it_again(world, tmp_path, caplog):
     next_id = next(i for i in buttons(results) if i.endswith(":n"))
     await (await world.emu.click(results, next_id, world.member_id)).response(TIMEOUT)
     assert shown(world.emu.message(int(expired["id"]))) == (6, 7, 7)
+
+
+async def test_a_big_search_says_100_plus_until_paged_to_the_hundredth(world, tmp_path):
+    # A search counts its matches only as far as its page needs: "of 100+" on the first
+    # pages, the exact count once paged near the hundredth result; Next and Previous agree.
+    path = tmp_path / "quagga.jsonl"
+    path.write_text("".join(f'{{"id": "quagga-{i}", "title": "Quagga stripes {i}", '
+                            f'"summary": "Zebras."}}\n' for i in range(110)))
+    await world.bot.services.library.import_paths([path])
+    message = await (await world.command("search", {"query": "quagga"})).final_message(TIMEOUT)
+    footers = [embed_of(message)["footer"]["text"]]
+    assert footers[0].startswith("Results 1–5 of 100+ · sorted by relevance")
+    seen = re.findall(r"Quagga stripes (\d+)", embed_of(message)["description"])
+    while True:
+        next_id = next(i for i in buttons(message) if i.endswith(":n"))
+        if buttons(message)[next_id]["disabled"]:
+            break
+        await (await world.emu.click(message, next_id, world.member_id)).response(TIMEOUT)
+        message = world.emu.message(int(message["id"]))
+        footers.append(embed_of(message)["footer"]["text"])
+        seen += re.findall(r"Quagga stripes (\d+)", embed_of(message)["description"])
+    assert sorted(map(int, seen)) == list(range(110))  # every match once
+    assert footers[18].startswith("Results 91–95 of 100+")
+    # The page that ends at the hundredth counts on (so that Next is known to have more).
+    assert footers[19].startswith("Results 96–100 of 110")
+    assert footers[20].startswith("Results 101–105 of 110")
+    assert footers[-1].startswith("Results 106–110 of 110")
+    previous = next(i for i in buttons(message) if i.endswith(":p"))
+    await (await world.emu.click(message, previous, world.member_id)).response(TIMEOUT)
+    assert embed_of(world.emu.message(int(message["id"])))["footer"]["text"].startswith(
+        "Results 101–105 of 110")
