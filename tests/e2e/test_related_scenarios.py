@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import sqlite3
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +38,7 @@ from tests.conftest import TIMEOUT, World, make_config
 from tests.discord_emulator import DiscordEmulator, FileUpload, Perm
 from tests.e2e.conftest import admin, counts, custom_ids, embed_of, final, settled
 from tests.eutils_standin import EutilsStandIn
-from tests.paths import DATA, FIXTURES, OPENAPI, fixture_records, shared_path
+from tests.paths import DATA, FIXTURES, OPENAPI, REPO, fixture_records, shared_path
 
 HAIR_XML = "pubmed_xml/pubmed_baseline_hair_slice.xml"
 EMBED_TOTAL = 6000
@@ -685,3 +688,66 @@ async def test_a_new_similar_list_uploaded_while_another_moderator_merges(world,
     assert actions.count("import") == 2 and actions.count("merge") == 1, actions
     assert refs_ok and integrity == "ok"
     await related_message(world, "keep")
+
+
+async def read_until(process: asyncio.subprocess.Process, wanted: str, lines: list[str]
+                     ) -> str:
+    """The bot's log (its stdout and stderr), line by line, until one contains `wanted`."""
+    assert process.stdout is not None
+    while True:
+        raw = await asyncio.wait_for(process.stdout.readline(), 60.0)
+        assert raw, f"the bot ended before logging {wanted!r}:\n" + "".join(lines[-30:])
+        line = raw.decode(errors="replace")
+        lines.append(line)
+        if wanted in line:
+            return line
+
+
+async def test_the_bot_killed_mid_backfill_loses_no_profile(tmp_path):
+    """SIGKILL as the background backfill starts (its first batch's transaction may be
+    running): every profile made matches its study, the rest wait in the backlog; the next
+    start makes exactly those."""
+    await corpus_database(tmp_path)
+    db_path = tmp_path / "studies.db"
+    as_migration_0011_left_it(db_path)
+    emu = DiscordEmulator(OPENAPI)
+    await emu.start()
+    try:
+        guild = emu.add_guild(name="Hair Research")
+        config = tmp_path / "config.yaml"
+        config.write_text(
+            f"discord:\n  api_base_url: {emu.api_base_url}\n  dev_guild_ids: [{guild.id}]\n"
+            f"database:\n  path: {db_path}\n"
+            f"studies:\n  sources: [{DATA / 'studies.yaml'}]\n  topics: {DATA / 'topics.yaml'}\n")
+
+        async def start() -> asyncio.subprocess.Process:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", "run", "--config", str(config), cwd=REPO,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                env={**os.environ, "DISCORD_TOKEN": emu.token, "PYTHONPATH": str(REPO)})
+
+        lines: list[str] = []
+        first = await start()
+        try:
+            await read_until(first, "making the related-research profiles of", lines)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+        conn = sqlite3.connect(db_path)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
+        made, now, waiting = profiles_state(db_path)
+        assert all(made[s] == now[s] for s in made) and waiting + len(made) == len(now)
+        assert waiting > 0 and waiting % 500 == len(now) % 500  # whole batches, or none
+
+        second = await start()
+        try:
+            done = await read_until(second, "related-research profiles in", lines)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            await second.communicate()
+        assert f"made {waiting} related-research profiles" in done, done
+        made, now, waiting = profiles_state(db_path)
+        assert made == now and waiting == 0
+    finally:
+        await emu.close()
