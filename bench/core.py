@@ -52,11 +52,22 @@ async def build(corpus: Path, db_path: Path, profiles_later: bool = False,
     empty library. `skip_backfill`: leave the backlog (the import's figures only)."""
     remove_db(db_path)
     topics = TopicVocabulary.load(TOPICS)
+    # The import thread's wall and CPU time at its last 1,000th record and once the indexes
+    # are finished (after_write runs on it, before the commit): the rows against the rest.
+    marks: dict[str, tuple[float, float]] = {}
+
+    def rows_done(_count: int) -> None:
+        marks["rows"] = (time.perf_counter(), time.thread_time())
+
+    def indexed(_writer: object, _report: object) -> None:
+        marks["indexed"] = (time.perf_counter(), time.thread_time())
+
     if bulk:
         started = time.perf_counter()
         cpu_started = _cpu_seconds()
         report = await asyncio.to_thread(bulk_import, db_path, [corpus], topics,
-                                         skip_invalid=True)
+                                         skip_invalid=True, progress=rows_done,
+                                         after_write=indexed)
         elapsed = time.perf_counter() - started
         cpu = _cpu_seconds() - cpu_started
         db = await Database.open(db_path)
@@ -66,9 +77,17 @@ async def build(corpus: Path, db_path: Path, profiles_later: bool = False,
         started = time.perf_counter()
         cpu_started = _cpu_seconds()
         report = await library.import_paths([corpus], skip_invalid=True,
-                                            profiles_later=profiles_later)
+                                            profiles_later=profiles_later,
+                                            progress=rows_done, after_write=indexed)
         elapsed = time.perf_counter() - started
         cpu = _cpu_seconds() - cpu_started
+    phases = {}
+    if "rows" in marks and "indexed" in marks:
+        phases = {"rows_seconds": marks["rows"][0] - started,
+                  "indexes_seconds": marks["indexed"][0] - marks["rows"][0],
+                  "commit_seconds": started + elapsed - marks["indexed"][0],
+                  "import_thread_cpu_rows": marks["rows"][1],
+                  "import_thread_cpu_indexes": marks["indexed"][1] - marks["rows"][1]}
     backfill_started = time.perf_counter()
     profiles_made = 0 if skip_backfill else await ProfileBacklog(db, pause_seconds=0).fill()
     backfill = time.perf_counter() - backfill_started
@@ -87,7 +106,7 @@ async def build(corpus: Path, db_path: Path, profiles_later: bool = False,
         # CPU per record (importing process and its parse workers): moves less with the
         # machine's load than the rate does.
         "cpu_us_per_record": cpu / max(1, report.total) * 1e6,
-        "backlog_profiles": profiles_made, "backfill_seconds": backfill,
+        "backlog_profiles": profiles_made, "backfill_seconds": backfill, **phases,
     }
 
 
