@@ -10,6 +10,10 @@ study (with --own-ids-only it is left out, as in the figures before 2026-11-26 0
     python bench/related_quality.py            # builds bench/out/related-eval.db once
     python bench/related_quality.py --only Cohen_2006
     python bench/related_quality.py --references   # bench/out/related-eval-refs.db
+    python bench/related_quality.py --lsa --db COPY.db   # with the `lsa` extra's vectors
+
+--lsa fits the latent semantic model and folds in every study's vector the bot's way
+(bot/semantic_backlog.py; stored in the database, so give it a copy) before measuring.
 
 --references imports the corpus with the OpenAlex records' `referenced_works` from
 relevance.jsonl as their references (as an OpenAlex export carries them; the Cohen and PubMed
@@ -37,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from bot.db import Database  # noqa: E402
 from bot.library import StudyLibrary  # noqa: E402
+from bot.semantic_backlog import SemanticBacklog  # noqa: E402
 from bot.text import sanitise_id  # noqa: E402
 from bot.topics import TopicVocabulary  # noqa: E402
 
@@ -173,7 +178,7 @@ async def references_sample(library: StudyLibrary, base: StudyLibrary, sample: i
 
 async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
                    only: str | None = None, references: Path | None = None,
-                   sample: int = 1000, seed: int = 17) -> None:
+                   sample: int = 1000, seed: int = 17, lsa: bool = False) -> None:
     """Precision on the reviews and hair records, on `db_path`'s database; with
     `references`, on that database (the corpus with references) instead, and the sample
     compared with `db_path`'s."""
@@ -182,6 +187,8 @@ async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
         references, rebuild, references=True)
     coupled_papers = 0
     try:
+        if lsa:
+            await with_semantic(db, library)
         reviews = included_by_review()
         if only:
             reviews = {r: ids for r, ids in reviews.items() if r.startswith(only)}
@@ -249,6 +256,26 @@ async def evaluate(db_path: Path, rebuild: bool, by_pmid: bool = True,
           f"{coupled_papers:,} of {queries:,}")
 
 
+async def with_semantic(db: Database, library: StudyLibrary) -> None:
+    """The latent semantic vectors as the bot makes them (fitted when missing), in use."""
+    backlog = SemanticBacklog(db, batch=2000, pause_seconds=0)
+    if not backlog.available:
+        raise SystemExit("--lsa needs the lsa extra: pip install -e '.[lsa]'")
+    started, cpu = time.perf_counter(), time.process_time()
+    semantic = await backlog.prepare()
+    if semantic is None:
+        raise SystemExit("too few studies for a model")
+    fitted = time.perf_counter() - started, time.process_time() - cpu
+    folded = await backlog.fill()
+    library.semantic = semantic
+    print(f"LSA: model {semantic.model.id} ({semantic.model.dims} dims, "
+          f"{len(semantic.model.vocabulary):,} words, {len(semantic.model.centroids)} cells, "
+          f"fitted over {semantic.model.sampled:,} of {semantic.model.studies:,}); prepared in "
+          f"{fitted[0]:.1f} s ({fitted[1]:.1f} s CPU); {folded:,} folded in "
+          f"{time.perf_counter() - started - fitted[0]:.1f} s; index {semantic.index.size:,}",
+          file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, default=OUT / "related-eval.db")
@@ -264,10 +291,13 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=1000,
                         help="studies with references timed and counted (--references)")
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--lsa", action="store_true",
+                        help="with the latent semantic vectors (the lsa extra; fitted and "
+                             "stored in --db when missing: give it a copy)")
     args = parser.parse_args()
     args.db.parent.mkdir(parents=True, exist_ok=True)
     asyncio.run(evaluate(args.db, args.rebuild, not args.own_ids_only, args.only,
-                         args.references, args.sample, args.seed))
+                         args.references, args.sample, args.seed, args.lsa))
 
 
 if __name__ == "__main__":

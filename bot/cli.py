@@ -25,6 +25,7 @@ from bot.library import InvalidQuery, SearchRequest, StudyLibrary
 from bot.logs import setup_logging
 from bot.model import STUDY_TYPES, Study
 from bot.moderation import Actor, Moderation
+from bot.semantic_backlog import SemanticBacklog
 from bot.topics import TopicsError, TopicVocabulary
 
 log = logging.getLogger("studybot")
@@ -258,6 +259,8 @@ async def cmd_show(config: Config, args: argparse.Namespace) -> int:
 async def cmd_related(config: Config, args: argparse.Namespace) -> int:
     db, library = await _open(config, args)
     try:
+        # The latent semantic vectors the bot made, when the lsa extra is installed.
+        library.semantic = await SemanticBacklog(db).prepare(fit=False)
         found, missing = await studies_for(library, args.ids)
         for identifier, study in found:
             entries = await library.related(study, sort=args.sort, limit=args.limit)
@@ -318,9 +321,31 @@ async def cmd_db(config: Config, args: argparse.Namespace) -> int:
                       f"({m.steps} steps, {m.seconds:.1f} s)")
             if not merged:
                 print("the full-text indexes are one segment each: nothing to merge")
+        elif args.action == "semantic":
+            await _fit_semantic(db)
     finally:
         await db.close()
     return 0
+
+
+async def _fit_semantic(db: Database) -> None:
+    """What the bot does in the background with the `lsa` extra, here at once: fit the latent
+    semantic model over the library and fold in every study's vector."""
+    backlog = SemanticBacklog(db, batch=2000, pause_seconds=0)
+    if not backlog.available:
+        raise UserError("related research by latent semantic vectors needs the lsa extra "
+                        "(pip install 'studybot[lsa]': numpy and scipy)")
+    started = time.monotonic()
+    semantic = await backlog.prepare(force_fit=True)
+    if semantic is None:
+        raise UserError("too few studies for a model of related research")
+    fitted = time.monotonic() - started
+    folded = await backlog.fill()
+    model = semantic.model
+    print(f"fitted over {model.sampled:,} of {model.studies:,} studies in {fitted:.1f} s "
+          f"({len(model.vocabulary):,} words, {model.dims} dimensions, "
+          f"{len(model.centroids):,} cells); {folded:,} vectors folded in "
+          f"{time.monotonic() - started - fitted:.1f} s")
 
 
 async def _backup(db: Database, args: argparse.Namespace) -> None:
@@ -483,9 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON Lines output")
 
     p = sub.add_parser("db", parents=[common], help="database maintenance")
-    p.add_argument("action", choices=("check", "stats", "backup", "merge"),
+    p.add_argument("action", choices=("check", "stats", "backup", "merge", "semantic"),
                    help="merge: the full-text indexes into one segment each (faster searches "
-                   "after large imports; the bot also does it in the background)")
+                   "after large imports; the bot also does it in the background); semantic: "
+                   "fit the latent semantic vectors of related research now (the lsa extra; "
+                   "the bot also does it in the background)")
     p.add_argument("target", nargs="?", metavar="PATH",
                    help="backup file, or a folder to back up into with a dated name")
     p.add_argument("--force", action="store_true", help="overwrite an existing backup file")

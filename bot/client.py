@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import discord
@@ -28,6 +29,7 @@ from bot.importing import ImportAborted
 from bot.index_merge import IndexMerge
 from bot.profile_backlog import ProfileBacklog
 from bot.ratelimits import RetryAfterGate
+from bot.semantic_backlog import SemanticBacklog
 from bot.services import Services
 from bot.similar_fetch import SimilarArticles
 
@@ -72,6 +74,9 @@ class StudyBot(commands.Bot):
         self.similar_articles = SimilarArticles.for_config(services.db, config)
         # Profiles of studies from before migration 0011, made in the background.
         self.profile_backlog = ProfileBacklog(services.db)
+        # Latent semantic vectors for related research, with the optional `lsa` extra only.
+        self.semantic_backlog = SemanticBacklog(
+            services.db, on_ready=partial(setattr, services.library, "semantic"))
         # The full-text indexes merged into few segments after large imports, in the background.
         self.index_merge = IndexMerge(services.db)
 
@@ -93,6 +98,8 @@ class StudyBot(commands.Bot):
         if self.similar_articles is not None:
             self.similar_articles.start()
         self.profile_backlog.start()  # after the sources' import: it writes first
+        if self.config.studies.semantic:
+            self.semantic_backlog.start()
         self.index_merge.start()
         if self.freeze_gc_when_ready:
             self._freezer = asyncio.create_task(self._freeze_gc_when_ready())
@@ -167,5 +174,6 @@ class StudyBot(commands.Bot):
         if self.similar_articles is not None:
             await self.similar_articles.stop()
         await self.profile_backlog.stop()
+        await self.semantic_backlog.stop()
         await self.index_merge.stop()
         await super().close()

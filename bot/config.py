@@ -52,6 +52,9 @@ class StudiesConfig:
     sources: tuple[str, ...] | None = None
     topics: str | None = None
     page_size: int = 5
+    # Related research by latent semantic vectors, fitted and kept in the background, when
+    # the optional `lsa` extra (numpy, scipy) is installed (bot/semantic_backlog.py).
+    semantic: bool = True
 
 
 @dataclass(frozen=True)

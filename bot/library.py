@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import importers, related
 from bot import profiles as study_profiles
@@ -52,6 +52,9 @@ from bot.text import (
     truncate,
 )
 from bot.topics import TopicVocabulary
+
+if TYPE_CHECKING:
+    from bot.semantic_backlog import Semantic
 
 SORTS = ("relevance", "citations", "newest")
 LISTED = RelatedReasons(listed=True)
@@ -162,6 +165,8 @@ class StudyLibrary:
         # Related research: estimated document counts by FTS5 expression, the newest pk.
         self._counts: dict[str, int] = {}
         self._newest_pk: int | None = None
+        # Latent semantic vectors (the optional `lsa` extra), once their model is loaded.
+        self.semantic: Semantic | None = None
 
     # Lookup ------------------------------------------------------------------------------------
 
@@ -517,7 +522,11 @@ class StudyLibrary:
                 keyword_counts[keyword] = min(word_counts)
         pk = await self.db.pk_of(study.id)
         links = await self._links(study, pk)
-        if not terms and not keywords and not links.candidates():
+        semantic = self.semantic
+        near: dict[int, float] = {}
+        if semantic is not None and pk is not None:
+            near = await asyncio.to_thread(semantic.nearest, pk, related.SEMANTIC_NEAREST)
+        if not terms and not keywords and not links.candidates() and not near:
             return []
         found.update(await self._newest_matches(
             [term_matches[t] for t, _ in terms] + [keyword_matches[k] for k in keywords],
@@ -534,7 +543,7 @@ class StudyLibrary:
         # with their keywords, topics, type and journal, then with their stored profiles,
         # authors, and the links of another kind.
         best = related.top_candidates((text, shared), related.RERANK)
-        best = [c for c in dict.fromkeys([*best, *links.candidates()]) if c != pk]
+        best = [c for c in dict.fromkeys([*best, *links.candidates(), *near]) if c != pk]
         facts = await self.db.related_facts(best)
         profiles = {c: related.facts_profile(f.title, f.keywords, f.topics, f.study_type,
                                              f.journal) for c, f in facts.items()}
@@ -560,7 +569,10 @@ class StudyLibrary:
                 related.MAX_SHARED_AUTHORS, shared_authors.get(c, 0))
                 + related.W_CITATION * (c in links.cites or c in links.cited_by))
         scored = sorted(((score, c) for c, score in final.items() if c in facts),
-                        key=lambda i: (-i[0], -i[1]))[:limit]
+                        key=lambda i: (-i[0], -i[1]))
+        if near and semantic is not None and pk is not None:
+            scored = await self._fuse_semantic(semantic, pk, scored, near, facts)
+        scored = scored[:limit]
         rows = await self.db.studies_by_pks([c for _, c in scored])
         names = related.keyword_names(study.keywords)
         out = []
@@ -583,9 +595,30 @@ class StudyLibrary:
                 shared_authors=shared_authors.get(c, 0),
                 journal_year=fact.year if same_journal and near_year else None,
                 same_journal=same_journal,
-                terms=tuple(t for t, _ in terms if t in in_profile))
+                terms=tuple(t for t, _ in terms if t in in_profile),
+                close_in_content=c in near)
             out.append((rows[c], score, reasons))
         return out
+
+    @staticmethod
+    async def _fuse_semantic(semantic: Semantic, pk: int, scored: list[tuple[float, int]],
+                             near: dict[int, float], facts: dict[int, Any]
+                             ) -> list[tuple[float, int]]:
+        """The best `related.SEMANTIC_DEPTH` by the scores above and the studies nearest by
+        content, ranked again by fusing both rankings (the cosine at weight
+        `related.W_SEMANTIC`); the rest keep their order after them."""
+        depth = scored[:related.SEMANTIC_DEPTH]
+        base = {c: score for score, c in depth}
+        candidates = list(dict.fromkeys([*base, *(c for c in near if c in facts)]))
+        cosines = dict(near)
+        missing = [c for c in candidates if c not in cosines]
+        if missing:
+            cosines.update(await asyncio.to_thread(semantic.cosines, pk, missing))
+        fused = related.fuse(((base, 1.0), (cosines, related.W_SEMANTIC)))
+        ranked = sorted(((fused.get(c, 0.0), c) for c in candidates),
+                        key=lambda i: (-i[0], -i[1]))
+        chosen = set(candidates)
+        return ranked + [(score, c) for score, c in scored if c not in chosen]
 
     async def _links(self, study: Study, pk: int | None) -> related.Links:
         """PubMed's similar articles of the study, and the studies it shares references with,

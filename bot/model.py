@@ -233,6 +233,7 @@ class RelatedReasons:
     journal_year: int | None = None       # same journal, published within two years (its year)
     same_journal: bool = False
     terms: tuple[str, ...] = ()           # shared distinctive words, when nothing else says
+    close_in_content: bool = False        # among its nearest by latent semantic vectors
 
     def describe(self, keyword_limit: int = 3, width: int = 140) -> str:
         """A few words: 'shares MeSH: Alopecia, Minoxidil; same authors'."""
@@ -264,6 +265,8 @@ class RelatedReasons:
             parts.append("same journal")
         if self.terms and not self.keywords:
             parts.append("shares words: " + ", ".join(self.terms[:keyword_limit]))
+        if self.close_in_content:
+            parts.append("close in content")
         text = "; ".join(parts)
         return text if len(text) <= width else text[:width - 1].rstrip("; ,") + "…"
 

@@ -62,6 +62,13 @@ MAX_SHARED_AUTHORS = 2
 W_PUBMED = 1.0
 W_COUPLING = 1.0
 W_CITATION = 0.1
+# Latent semantic vectors (bot/semantic.py, the optional `lsa` extra), measured offline
+# (bench/related_embeddings.py) and through related() (bench/related_quality.py): the study's
+# SEMANTIC_NEAREST nearest studies by content join the candidates, and the best SEMANTIC_DEPTH
+# are ranked again by fusing the ranking above with the cosine's, at weight W_SEMANTIC.
+SEMANTIC_NEAREST = 50
+SEMANTIC_DEPTH = 50
+W_SEMANTIC = 2.0
 # Same journal with the years this close says "same journal, <year>".
 JOURNAL_YEARS = 2
 
