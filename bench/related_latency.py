@@ -4,6 +4,11 @@ warm caches of our own), then again (warm). Wall-clock times, and the CPU time o
 (its threads, the database's included), which a loaded machine inflates less.
 
     python bench/related_latency.py --db bench/out/studies-1000000.db
+    python bench/related_latency.py --db DB --lsa   # with the latent semantic vectors
+
+--lsa loads the vectors `studybot db semantic` (or the bot) stored (the lsa extra), says
+what loading them cost (time, the process's resident memory before and after), and times
+the nearest-neighbour search alone (thread CPU) besides related().
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from bot.db import Database  # noqa: E402
 from bot.library import StudyLibrary  # noqa: E402
+from bot.semantic_backlog import SemanticBacklog  # noqa: E402
 from bot.topics import TopicVocabulary  # noqa: E402
 
 QUERIES = REPO / "bench" / "queries.json"
@@ -32,7 +38,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-async def measure(db_path: Path, passes: int, limit: int) -> None:
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def measure(db_path: Path, passes: int, limit: int, lsa: bool = False) -> None:
     ids = json.loads(QUERIES.read_text())["related"]
     db = await Database.open(db_path, create=False)
     try:
@@ -42,6 +55,25 @@ async def measure(db_path: Path, passes: int, limit: int) -> None:
             study = await library.lookup(study_id)
             assert study is not None, study_id
             studies.append(study)
+        if lsa:
+            before, started = rss_mb(), time.perf_counter()
+            semantic = await SemanticBacklog(db).prepare(fit=False)
+            if semantic is None:
+                raise SystemExit("no vectors: the lsa extra, and `studybot db semantic` first")
+            library.semantic = semantic
+            print(f"vectors loaded: {semantic.index.size:,} in "
+                  f"{time.perf_counter() - started:.1f} s, {len(semantic.model.centroids)} "
+                  f"cells; RSS {before:.0f} -> {rss_mb():.0f} MB")
+            pks = [await db.pk_of(study.id) for study in studies]
+            nearest_cpu = []
+            for pk in pks * 3:
+                assert pk is not None
+                started_cpu = time.thread_time()
+                semantic.nearest(pk, 50)
+                nearest_cpu.append((time.thread_time() - started_cpu) * 1000)
+            print(f"nearest 50 alone: {len(nearest_cpu)} searches, thread CPU p50 "
+                  f"{statistics.median(nearest_cpu):.2f} ms, p99 "
+                  f"{percentile(nearest_cpu, 99):.2f} ms")
         for number in range(1, passes + 1):
             timings, cpu = [], []
             for study in studies:
@@ -64,8 +96,10 @@ def main() -> None:
                         "studies-1000000.db")
     parser.add_argument("--passes", type=int, default=2)
     parser.add_argument("--limit", type=int, default=10)
+    parser.add_argument("--lsa", action="store_true",
+                        help="with the latent semantic vectors stored in the database")
     args = parser.parse_args()
-    asyncio.run(measure(args.db, args.passes, args.limit))
+    asyncio.run(measure(args.db, args.passes, args.limit, args.lsa))
 
 
 if __name__ == "__main__":

@@ -18,9 +18,8 @@ import math
 import random
 import re
 import sqlite3
-import time
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -208,31 +207,36 @@ def load_model(conn: sqlite3.Connection) -> Model | None:
 
 
 def stale_studies(conn: sqlite3.Connection, model_id: int, after_pk: int, limit: int
-                  ) -> list[tuple[int, str, str | None]]:
-    """Studies after `after_pk` with no vector under the model, in pk order."""
-    return conn.execute(
-        "SELECT s.pk, s.title, s.summary FROM studies s"
-        " LEFT JOIN semantic_vectors v ON v.study_pk = s.pk"
+                  ) -> list[int]:
+    """Up to `limit` studies after `after_pk` with no vector under the model, in pk order (a
+    read: the write transaction that folds them in checks them again)."""
+    return [pk for (pk,) in conn.execute(
+        "SELECT s.pk FROM studies s LEFT JOIN semantic_vectors v ON v.study_pk = s.pk"
         " WHERE s.pk > ? AND (v.study_pk IS NULL OR v.model != ?)"
-        " ORDER BY s.pk LIMIT ?", (after_pk, model_id, limit)).fetchall()
+        " ORDER BY s.pk LIMIT ?", (after_pk, model_id, limit))]
 
 
-def fold_batch(conn: sqlite3.Connection, model: Model, after_pk: int, limit: int
+def fold_batch(conn: sqlite3.Connection, model: Model, pks: Sequence[int]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Fold in and store the vectors of up to `limit` studies after `after_pk` that have none
-    under the model (in the caller's write transaction): their pks, vectors and cells; None
-    if another process stored a newer model (`studybot db semantic`)."""
+    """Fold in and store the vectors of those of the studies that still have none under the
+    model (in the caller's write transaction): their pks, vectors and cells; None if another
+    process stored a newer model (`studybot db semantic`)."""
     if conn.execute("SELECT max(id) FROM semantic_model").fetchone()[0] != model.id:
         return None
-    rows = stale_studies(conn, model.id, after_pk, limit)
-    pks = np.array([pk for pk, _, _ in rows], dtype=np.int64)
+    marks = ",".join("?" * len(pks))
+    rows = conn.execute(
+        "SELECT s.pk, s.title, s.summary FROM studies s"
+        " LEFT JOIN semantic_vectors v ON v.study_pk = s.pk"
+        f" WHERE s.pk IN ({marks}) AND (v.study_pk IS NULL OR v.model != ?)"
+        " ORDER BY s.pk", (*pks, model.id)).fetchall()
+    found = np.array([pk for pk, _, _ in rows], dtype=np.int64)
     vectors, cells = model.fold([(title, summary) for _, title, summary in rows])
     conn.executemany(
         "INSERT OR REPLACE INTO semantic_vectors (study_pk, model, cell, vector)"
         " VALUES (?, ?, ?, ?)",
         ((int(pk), model.id, int(cell), vector.tobytes())
-         for pk, cell, vector in zip(pks, cells, vectors, strict=True)))
-    return pks, vectors, cells
+         for pk, cell, vector in zip(found, cells, vectors, strict=True)))
+    return found, vectors, cells
 
 
 def count_vectors(conn: sqlite3.Connection, model_id: int) -> int:
@@ -354,14 +358,3 @@ def load_index(conn: sqlite3.Connection, model: Model) -> VectorIndex:
     pks, vectors, cells = read_vectors(conn, model.id, model.dims)
     return VectorIndex(model, pks, vectors, cells)
 
-
-def timed_fit(conn: sqlite3.Connection, **options: int) -> tuple[Model | None, float]:
-    """fit() with its CPU seconds (process time)."""
-    started = time.process_time()
-    model = fit(conn, **options)
-    return model, time.process_time() - started
-
-
-def chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

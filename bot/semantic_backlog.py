@@ -46,9 +46,14 @@ def load() -> ModuleType | None:
     return semantic
 
 
-def _fold_batch(sem: ModuleType, model: Model, after: int, batch: int,
-                conn: sqlite3.Connection) -> Any:
-    return sem.fold_batch(conn, model, after, batch)
+def _stale(sem: ModuleType, model_id: int, after: int, batch: int,
+           conn: sqlite3.Connection) -> list[int]:
+    return sem.stale_studies(conn, model_id, after, batch)
+
+
+def _fold_batch(sem: ModuleType, model: Model, pks: list[int], conn: sqlite3.Connection
+                ) -> Any:
+    return sem.fold_batch(conn, model, pks)
 
 
 @dataclass(slots=True)
@@ -139,7 +144,12 @@ class SemanticBacklog(SyncStore):
         model, after, made = semantic.model, 0, 0
         while True:
             try:
-                folded = await self._run(partial(_fold_batch, sem, model, after, self.batch))
+                # Found on a reader, folded in and written in one short write transaction.
+                pks = await self._run(partial(_stale, sem, model.id, after, self.batch),
+                                      write=False)
+                if not pks:
+                    break
+                folded = await self._run(partial(_fold_batch, sem, model, pks))
             except DatabaseError as exc:
                 log.warning("related-research vectors: %s; trying again in %.0f s", exc,
                             RETRY_SECONDS)
@@ -151,12 +161,10 @@ class SemanticBacklog(SyncStore):
                     break
                 model, after = semantic.model, 0
                 continue
-            pks, vectors, cells = folded
-            if not len(pks):
-                break
-            await asyncio.to_thread(semantic.index.update, pks, vectors, cells)
-            after = int(pks[-1])
-            made += len(pks)
+            found, vectors, cells = folded
+            await asyncio.to_thread(semantic.index.update, found, vectors, cells)
+            after = pks[-1]
+            made += len(found)
             async with self._batch_done:
                 self.batches += 1
                 self._batch_done.notify_all()
