@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ REFIT_GROWTH = 0.2
 
 def load() -> ModuleType | None:
     """bot.semantic, or None when numpy or scipy is missing."""
+    # One BLAS thread: the searches are small (a few spinning BLAS threads cost more CPU
+    # than they save, measured at 1M: related() CPU p50 36 -> 31 ms), and the fit in the
+    # background should leave the other cores to the bot. Only before numpy's first import.
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
     try:
         from bot import semantic
     except ImportError:
