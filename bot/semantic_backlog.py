@@ -101,10 +101,11 @@ class SemanticBacklog(SyncStore):
     def available(self) -> bool:
         return self.module is not None
 
-    async def prepare(self, *, force_fit: bool = False, fit: bool = True) -> Semantic | None:
+    async def prepare(self, *, force_fit: bool = False, fit: bool = True,
+                      publish: bool = True) -> Semantic | None:
         """Load the model (fitting one first if there is none, the library grew by more than
         REFIT_GROWTH, or `force_fit`; never without `fit`) and its index of the stored
-        vectors."""
+        vectors; with `publish`, hand them to `on_ready`."""
         sem = self.module
         if sem is None:
             return None
@@ -129,7 +130,7 @@ class SemanticBacklog(SyncStore):
         fixed = model
         index = await self._run(lambda conn: sem.load_index(conn, fixed), write=False)
         self.semantic = Semantic(fixed, index)
-        if self.on_ready is not None:
+        if publish and self.on_ready is not None:
             self.on_ready(self.semantic)
         return self.semantic
 
@@ -203,9 +204,18 @@ class SemanticBacklog(SyncStore):
                 if current != version:
                     version = current
                     semantic = self.semantic
-                    if semantic is None or await self._grown(semantic):
+                    if semantic is None:
                         await self.prepare()
-                    await self.fill()
+                        await self.fill()
+                    elif await self._grown(semantic):
+                        # Refitted: related research keeps the old model's vectors until
+                        # every study is folded in under the new one.
+                        await self.prepare(publish=False)
+                        await self.fill()
+                        if self.on_ready is not None and self.semantic is not None:
+                            self.on_ready(self.semantic)
+                    else:
+                        await self.fill()
                 self.caught_up.set()
             except DatabaseError as exc:
                 log.warning("related-research vectors: %s", exc)

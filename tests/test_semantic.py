@@ -181,6 +181,34 @@ async def test_the_fill_resumes_after_a_restart_without_refitting(
         await db2.close()
 
 
+async def test_a_refit_in_the_background_keeps_the_old_vectors_in_use_until_refolded(
+        corpus_library: StudyLibrary):
+    db = corpus_library.db
+    total = study_count(db.path)
+    first = await ready(db)
+    old = first.semantic
+    assert old is not None
+    # The library has grown by a quarter since the fit.
+    old.model.studies = int(total / 1.25)
+    conn = sqlite3.connect(db.path)
+    conn.execute("UPDATE semantic_model SET studies = ?", (old.model.studies,))
+    conn.commit()
+    conn.close()
+    handed: list[tuple[int, int]] = []
+    backlog = SemanticBacklog(db, batch=500, pause_seconds=0, on_ready=lambda s: handed.append(
+        (s.model.id, s.index.size)))
+    backlog.semantic = old
+    backlog.start()
+    await asyncio.wait_for(backlog.caught_up.wait(), 120)
+    await backlog.stop()
+    new = backlog.semantic
+    assert new is not None and new.model.id != old.model.id and backlog.batches >= 6
+    # Handed over once, with every study folded in under the new model: until then related
+    # research kept the old model's vectors.
+    assert handed == [(new.model.id, total)]
+    assert await backlog.remaining() == 0
+
+
 async def test_the_index_finds_what_brute_force_finds(corpus_library: StudyLibrary):
     db = corpus_library.db
     conn = sqlite3.connect(db.path)
