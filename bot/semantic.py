@@ -26,6 +26,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.linalg import svds
 
+from bot.db import semantic_vectors as store
 from bot.related import _STOPWORDS as STOPWORDS
 
 DIMS = 128
@@ -112,16 +113,16 @@ def quantise(vectors: np.ndarray) -> np.ndarray:
 def fit(conn: sqlite3.Connection, dims: int = DIMS, sample: int = FIT_SAMPLE,
         seed: int = SEED) -> Model | None:
     """Fit a model over the library read through `conn` (None if it has too few studies)."""
-    total = conn.execute("SELECT count(*) FROM studies").fetchone()[0]
+    total = store.count_studies(conn)
     if total < MIN_STUDIES:
         return None
     chosen: set[int] | None = None
     if total > sample:
-        pks = [pk for (pk,) in conn.execute("SELECT pk FROM studies")]
+        pks = store.study_pks(conn)
         chosen = set(random.Random(seed).sample(pks, sample))
     docs: list[dict[str, int]] = []
     df: dict[str, int] = {}
-    for pk, title, summary in conn.execute("SELECT pk, title, summary FROM studies"):
+    for pk, title, summary in store.study_texts(conn):
         if chosen is not None and pk not in chosen:
             continue
         counts = words(title, summary)
@@ -175,24 +176,16 @@ def kmeans(vectors: np.ndarray, cells: int, seed: int = SEED) -> np.ndarray:
 
 def save_model(conn: sqlite3.Connection, model: Model) -> int:
     """Store the model as the current one (in the caller's transaction); its id."""
-    cursor = conn.execute(
-        "INSERT INTO semantic_model (dims, cells, vocabulary, idf, projection, centroids,"
-        " studies, sampled, fitted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
-        " strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
-        (model.dims, len(model.centroids),
-         zlib.compress("\n".join(model.vocabulary).encode(), 6),
-         model.idf.astype(np.float32).tobytes(),
-         model.projection.astype(np.float16).tobytes(),
-         model.centroids.astype(np.float32).tobytes(), model.studies, model.sampled))
-    model.id = int(cursor.lastrowid or 0)
-    conn.execute("DELETE FROM semantic_model WHERE id != ?", (model.id,))
+    model.id = store.insert_model(
+        conn, model.dims, len(model.centroids),
+        zlib.compress("\n".join(model.vocabulary).encode(), 6),
+        model.idf.astype(np.float32).tobytes(), model.projection.astype(np.float16).tobytes(),
+        model.centroids.astype(np.float32).tobytes(), model.studies, model.sampled)
     return model.id
 
 
 def load_model(conn: sqlite3.Connection) -> Model | None:
-    row = conn.execute(
-        "SELECT id, dims, cells, vocabulary, idf, projection, centroids, studies, sampled"
-        " FROM semantic_model ORDER BY id DESC LIMIT 1").fetchone()
+    row = store.current_model(conn)
     if row is None:
         return None
     model_id, dims, cells, vocabulary, idf, projection, centroids, studies, sampled = row
@@ -206,42 +199,20 @@ def load_model(conn: sqlite3.Connection) -> Model | None:
                  studies, sampled, model_id)
 
 
-def stale_studies(conn: sqlite3.Connection, model_id: int, after_pk: int, limit: int
-                  ) -> list[int]:
-    """Up to `limit` studies after `after_pk` with no vector under the model, in pk order (a
-    read: the write transaction that folds them in checks them again)."""
-    return [pk for (pk,) in conn.execute(
-        "SELECT s.pk FROM studies s LEFT JOIN semantic_vectors v ON v.study_pk = s.pk"
-        " WHERE s.pk > ? AND (v.study_pk IS NULL OR v.model != ?)"
-        " ORDER BY s.pk LIMIT ?", (after_pk, model_id, limit))]
-
-
 def fold_batch(conn: sqlite3.Connection, model: Model, pks: Sequence[int]
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Fold in and store the vectors of those of the studies that still have none under the
     model (in the caller's write transaction): their pks, vectors and cells; None if another
     process stored a newer model (`studybot db semantic`)."""
-    if conn.execute("SELECT max(id) FROM semantic_model").fetchone()[0] != model.id:
+    if store.current_model_id(conn) != model.id:
         return None
-    marks = ",".join("?" * len(pks))
-    rows = conn.execute(
-        "SELECT s.pk, s.title, s.summary FROM studies s"
-        " LEFT JOIN semantic_vectors v ON v.study_pk = s.pk"
-        f" WHERE s.pk IN ({marks}) AND (v.study_pk IS NULL OR v.model != ?)"
-        " ORDER BY s.pk", (*pks, model.id)).fetchall()
+    rows = store.still_stale(conn, model.id, pks)
     found = np.array([pk for pk, _, _ in rows], dtype=np.int64)
     vectors, cells = model.fold([(title, summary) for _, title, summary in rows])
-    conn.executemany(
-        "INSERT OR REPLACE INTO semantic_vectors (study_pk, model, cell, vector)"
-        " VALUES (?, ?, ?, ?)",
-        ((int(pk), model.id, int(cell), vector.tobytes())
-         for pk, cell, vector in zip(found, cells, vectors, strict=True)))
+    store.store_vectors(conn, model.id, (
+        (int(pk), int(cell), vector.tobytes())
+        for pk, cell, vector in zip(found, cells, vectors, strict=True)))
     return found, vectors, cells
-
-
-def count_vectors(conn: sqlite3.Connection, model_id: int) -> int:
-    return conn.execute("SELECT count(*) FROM semantic_vectors WHERE model = ?",
-                        (model_id,)).fetchone()[0]
 
 
 def read_vectors(conn: sqlite3.Connection, model_id: int, dims: int
@@ -250,8 +221,7 @@ def read_vectors(conn: sqlite3.Connection, model_id: int, dims: int
     pks: list[int] = []
     cells: list[int] = []
     blobs: list[bytes] = []
-    for pk, cell, blob in conn.execute(
-            "SELECT study_pk, cell, vector FROM semantic_vectors WHERE model = ?", (model_id,)):
+    for pk, cell, blob in store.vector_rows(conn, model_id):
         if len(blob) == dims:
             pks.append(pk)
             cells.append(cell)

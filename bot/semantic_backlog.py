@@ -22,6 +22,7 @@ from functools import partial
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from bot.db import semantic_vectors as store
 from bot.db.connection import Connection, DatabaseError, SyncStore
 from bot.tasks import cancel_and_wait
 
@@ -52,9 +53,8 @@ def load() -> ModuleType | None:
     return semantic
 
 
-def _stale(sem: ModuleType, model_id: int, after: int, batch: int,
-           conn: sqlite3.Connection) -> list[int]:
-    return sem.stale_studies(conn, model_id, after, batch)
+def _stale(model_id: int, after: int, batch: int, conn: sqlite3.Connection) -> list[int]:
+    return store.stale_studies(conn, model_id, after, batch)
 
 
 def _fold_batch(sem: ModuleType, model: Model, pks: list[int], conn: sqlite3.Connection
@@ -111,8 +111,7 @@ class SemanticBacklog(SyncStore):
             return None
         model = await self._run(sem.load_model, write=False)
         total = await self._run(
-            lambda conn: conn.execute("SELECT count(*) FROM studies").fetchone()[0],
-            write=False)
+            store.count_studies, write=False)
         if fit and (force_fit or model is None or total > model.studies * (1 + REFIT_GROWTH)):
             if total < sem.MIN_STUDIES and not force_fit:
                 return None
@@ -152,7 +151,7 @@ class SemanticBacklog(SyncStore):
         while True:
             try:
                 # Found on a reader, folded in and written in one short write transaction.
-                pks = await self._run(partial(_stale, sem, model.id, after, self.batch),
+                pks = await self._run(partial(_stale, model.id, after, self.batch),
                                       write=False)
                 if not pks:
                     break
@@ -190,17 +189,14 @@ class SemanticBacklog(SyncStore):
             return 0
         model_id = semantic.model.id
         return await self._run(
-            lambda conn: conn.execute("SELECT count(*) FROM studies").fetchone()[0]
-            - sem.count_vectors(conn, model_id), write=False)
+            lambda conn: store.count_studies(conn) - store.count_vectors(conn, model_id),
+            write=False)
 
     async def _loop(self) -> None:
         version: str | None = None
         while True:
             try:
-                current = await self._run(
-                    lambda conn: (row := conn.execute(
-                        "SELECT value FROM meta WHERE key = 'studies_version'").fetchone())
-                    and row[0], write=False)
+                current = await self._run(store.studies_version, write=False)
                 if current != version:
                     version = current
                     semantic = self.semantic
@@ -223,8 +219,7 @@ class SemanticBacklog(SyncStore):
 
     async def _grown(self, semantic: Semantic) -> bool:
         total = await self._run(
-            lambda conn: conn.execute("SELECT count(*) FROM studies").fetchone()[0],
-            write=False)
+            store.count_studies, write=False)
         return total > semantic.model.studies * (1 + REFIT_GROWTH)
 
     def start(self) -> None:
