@@ -260,7 +260,10 @@ class SimilarArticles:
                 self.failures = 0
             if fetched == 0 and woken == self._wakes:  # not woken while it looked
                 self.caught_up.set()
-            wait = 0.0 if fetched else self.idle_seconds  # the pace is kept per request
+            # After a batch, the wait is NCBI's pace (so stats say when the next one is due;
+            # _paced_batch keeps the pace however early a wake comes).
+            wait = max(0.0, self._not_before - time.monotonic()) if fetched \
+                else self.idle_seconds
             await self._attempt_done()
 
     async def _attempt_done(self) -> None:

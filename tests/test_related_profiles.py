@@ -13,6 +13,7 @@ from bot.moderation import Actor, Moderation, form_values
 from bot.profile_backlog import ProfileBacklog
 from bot.topics import TopicVocabulary
 from tests.paths import fixture_records
+from tests.profile_state import as_migration_0011_left_it, profiles_and_backlog
 
 TOPICS = Path(__file__).resolve().parent.parent / "data" / "topics.yaml"
 ACTOR = Actor(guild_id=1, user_id=42, name="mod")
@@ -120,40 +121,6 @@ def test_profile_words_the_text_as_related_research_does():
         assert made == reference_profile(title, tldr, summary, keywords), title
         assert made == profiles.encode(profiles.top_terms(
             title, tldr, summary, (keywords or "").split("\n")))
-
-
-MIGRATION_0011_INSERT_TRIGGER = (
-    "CREATE TRIGGER studies_profile_ai AFTER INSERT ON studies BEGIN "
-    "INSERT OR IGNORE INTO study_profiles_stale (study_pk) VALUES (new.pk); END")
-
-
-def as_migration_0011_left_it(db_path: Path) -> None:
-    """The database as migration 0011 left one that had studies: every study stale, no
-    profile, no backlog (before 0012, the first write then made them all)."""
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    conn.execute("BEGIN")
-    conn.execute("DROP TABLE study_profiles_backlog")
-    conn.execute("DROP TRIGGER studies_profile_ai")
-    conn.execute(MIGRATION_0011_INSERT_TRIGGER)
-    conn.execute("DELETE FROM study_profiles")
-    conn.execute("INSERT INTO study_profiles_stale (study_pk) SELECT pk FROM studies")
-    conn.execute("PRAGMA user_version = 11")
-    conn.execute("COMMIT")
-    conn.close()
-
-
-def profiles_and_backlog(db_path: Path) -> tuple[dict[str, str], dict[str, str], int]:
-    """(stored profiles by study id, profile_text of each study's columns now, backlog size)."""
-    conn = sqlite3.connect(db_path)
-    made = dict(conn.execute("SELECT s.id, p.terms FROM study_profiles p "
-                             "JOIN studies s ON s.pk = p.study_pk"))
-    now = {sid: profiles.profile_text(title, tldr, summary, keywords)
-           for sid, title, tldr, summary, keywords in conn.execute(
-               "SELECT id, title, tldr, summary, keywords FROM studies")}
-    assert conn.execute("SELECT count(*) FROM study_profiles_stale").fetchone() == (0,)
-    backlog = conn.execute("SELECT count(*) FROM study_profiles_backlog").fetchone()[0]
-    conn.close()
-    return made, now, backlog
 
 
 async def test_profiles_missing_before_0011_are_made_in_batches_and_keep_moderators_edits(

@@ -39,6 +39,7 @@ from tests.discord_emulator import DiscordEmulator, FileUpload, Perm
 from tests.e2e.conftest import admin, counts, custom_ids, embed_of, final, settled
 from tests.eutils_standin import EutilsStandIn
 from tests.paths import DATA, FIXTURES, OPENAPI, REPO, fixture_records, shared_path
+from tests.profile_state import as_migration_0011_left_it, profiles_and_backlog
 
 HAIR_XML = "pubmed_xml/pubmed_baseline_hair_slice.xml"
 EMBED_TOTAL = 6000
@@ -62,36 +63,6 @@ async def start_bot(world: World, backlog: dict[str, float] | None = None) -> St
     await asyncio.wait_for(world.emu.wait_until_ready(TIMEOUT), TIMEOUT)
     await asyncio.wait_for(bot.wait_until_ready(), TIMEOUT)
     return bot
-
-
-def as_migration_0011_left_it(db_path: Path) -> None:
-    """The database as migration 0011 left one that had studies: every study stale, no
-    profile, no backlog (migration 0012 then makes them the background backlog)."""
-    conn = sqlite3.connect(db_path, isolation_level=None)
-    conn.execute("BEGIN")
-    conn.execute("DROP TABLE study_profiles_backlog")
-    conn.execute("DROP TRIGGER studies_profile_ai")
-    conn.execute("CREATE TRIGGER studies_profile_ai AFTER INSERT ON studies BEGIN "
-                 "INSERT OR IGNORE INTO study_profiles_stale (study_pk) VALUES (new.pk); END")
-    conn.execute("DELETE FROM study_profiles")
-    conn.execute("INSERT INTO study_profiles_stale (study_pk) SELECT pk FROM studies")
-    conn.execute("PRAGMA user_version = 11")
-    conn.execute("COMMIT")
-    conn.close()
-
-
-def profiles_state(db_path: Path) -> tuple[dict[str, str], dict[str, str], int]:
-    """(stored profiles by study id, the profile of each study's columns now, backlog)."""
-    conn = sqlite3.connect(db_path)
-    made = dict(conn.execute("SELECT s.id, p.terms FROM study_profiles p "
-                             "JOIN studies s ON s.pk = p.study_pk"))
-    now = {sid: profiles.profile_text(title, tldr, summary, keywords)
-           for sid, title, tldr, summary, keywords in conn.execute(
-               "SELECT id, title, tldr, summary, keywords FROM studies")}
-    assert conn.execute("SELECT count(*) FROM study_profiles_stale").fetchone() == (0,)
-    backlog = conn.execute("SELECT count(*) FROM study_profiles_backlog").fetchone()[0]
-    conn.close()
-    return made, now, backlog
 
 
 async def related_message(world: World, study: str, *, guild: int | None = None,
@@ -162,7 +133,7 @@ async def test_a_restart_mid_backfill_resumes_keeps_the_edit_and_refetches_nothi
     # First run: the backfill makes one batch of 500, then is held (an hour's pause).
     bot = await start_bot(world, backlog={"batch": 500, "pause": 3600.0})
     await asyncio.wait_for(bot.profile_backlog.until_batches(1), TIMEOUT)
-    _made, _now, waiting = profiles_state(db_path)
+    _made, _now, waiting = profiles_and_backlog(db_path)
     total = len(_now)
     assert total > 3000 and waiting == total - 500
     stats = {f["name"]: f["value"] for f in embed_of(await final(await admin(
@@ -202,7 +173,7 @@ async def test_a_restart_mid_backfill_resumes_keeps_the_edit_and_refetches_nothi
             "summary": study.summary, "doi": study.doi, "pmid": study.pmid})
     await world.stop_bot()  # in the middle of the backfill and of the fetch
 
-    made, now, waiting = profiles_state(db_path)
+    made, now, waiting = profiles_and_backlog(db_path)
     assert 0 < waiting < total and all(made[s] == now[s] for s in made)
     assert "dutasteride" in made[done_id] and "caffeine" in made[waiting_id]
 
@@ -210,7 +181,7 @@ async def test_a_restart_mid_backfill_resumes_keeps_the_edit_and_refetches_nothi
     # asking again for what it has.
     bot = await start_bot(world)
     made_now = await asyncio.wait_for(bot.profile_backlog.wait(), TIMEOUT)
-    made, now, waiting = profiles_state(db_path)
+    made, now, waiting = profiles_and_backlog(db_path)
     assert waiting == 0 and made == now and len(made) == total
     assert made_now <= total - 500  # none of the first run's batch made again
     assert "dutasteride" in made[done_id] and "caffeine" in made[waiting_id]
@@ -736,7 +707,7 @@ async def test_the_bot_killed_mid_backfill_loses_no_profile(tmp_path):
         conn = sqlite3.connect(db_path)
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         conn.close()
-        made, now, waiting = profiles_state(db_path)
+        made, now, waiting = profiles_and_backlog(db_path)
         assert all(made[s] == now[s] for s in made) and waiting + len(made) == len(now)
         assert waiting > 0 and waiting % 500 == len(now) % 500  # whole batches, or none
 
@@ -747,7 +718,7 @@ async def test_the_bot_killed_mid_backfill_loses_no_profile(tmp_path):
             second.send_signal(signal.SIGTERM)
             await second.communicate()
         assert f"made {waiting} related-research profiles" in done, done
-        made, now, waiting = profiles_state(db_path)
+        made, now, waiting = profiles_and_backlog(db_path)
         assert made == now and waiting == 0
     finally:
         await emu.close()
