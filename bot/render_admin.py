@@ -238,6 +238,8 @@ class AdminStats:
     similar: SimilarProgress | None = None
     # Related-research profiles the background backlog has still to make.
     profiles_left: int = 0
+    # Studies the content vectors (the `lsa` extra) have still to fold in.
+    vectors_left: int = 0
 
 
 def wait_text(seconds: float) -> str:
@@ -296,6 +298,10 @@ def stats_embed(stats: AdminStats) -> discord.Embed:
         embed.add_field(name="Related-research profiles",
                         value=f"{stats.profiles_left:,} left to make (in the background)",
                         inline=False)
+    if stats.vectors_left:
+        embed.add_field(name="Related-research content vectors",
+                        value=f"{stats.vectors_left:,} studies left to fold in (in the "
+                        "background)", inline=False)
     # A field, not the footer: Discord shows <t:...> timestamps in fields only.
     embed.add_field(name="Last updated", value=render.discord_time(
         library.last_updated) if library.last_updated else "never")

@@ -115,6 +115,9 @@ def test_stats_show_the_similar_articles_fetch_and_the_profile_backlog():
     assert fields["PubMed similar articles"] == ("1,204 of 3,310 studies with a PMID fetched "
                                                  "· next batch in 20 s")
     assert fields["Related-research profiles"] == "12,000 left to make (in the background)"
+    assert "Related-research content vectors" not in fields
+    assert shown(vectors_left=2500)["Related-research content vectors"] \
+        == "2,500 studies left to fold in (in the background)"
     assert shown(similar=SimilarProgress(3310, 3310, 840.0, 0))["PubMed similar articles"] \
         == "3,310 of 3,310 studies with a PMID fetched · next look for new studies in 14 min"
     assert shown(similar=SimilarProgress(5, 3310, None, 0))["PubMed similar articles"] \

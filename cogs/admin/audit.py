@@ -174,7 +174,8 @@ class AuditLog(AdminBase):
                 most_viewed=top,
                 titles=await self.library.studies_by_ids([sid for sid, _ in top]),
                 similar=await similar.progress() if similar is not None else None,
-                profiles_left=await self.bot.profile_backlog.remaining())))
+                profiles_left=await self.bot.profile_backlog.remaining(),
+                vectors_left=await self.bot.semantic_backlog.remaining())))
 
         await answer(interaction, build, ephemeral=True)
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from tests.conftest import TIMEOUT
-from tests.e2e.conftest import embed_of
+from tests.e2e.conftest import admin, embed_of, final
 from tests.e2e.test_related_scenarios import WHY, corpus_database, hair_pmids, related_message
 
 pytest.importorskip("numpy")
@@ -42,3 +42,7 @@ async def test_related_says_close_in_content_once_the_vectors_are_made(world, tm
     assert studies == vectors > 3000
     after = WHY.findall(embed_of(await related_message(world, pmid))["description"])
     assert any("close in content" in why for why in after)
+    # Every study folded in: /studyadmin stats has no line left to show for them.
+    stats = {f["name"] for f in embed_of(await final(await admin(world, "stats")))["fields"]}
+    assert "Most looked-up studies" in stats
+    assert "Related-research content vectors" not in stats
