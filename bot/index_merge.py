@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bot.db.connection import Connection, DatabaseError, SyncStore
 from bot.db.fts_merge import FTS_TABLES, merge_step, needs_merge, segment_pages
-from bot.tasks import cancel_and_wait
+from bot.tasks import Milestones, cancel_and_wait
 
 log = logging.getLogger("studybot")
 
@@ -51,8 +51,7 @@ class IndexMerge(SyncStore):
         self.min_pages = min_pages
         self.check_seconds = check_seconds
         self._task: asyncio.Task[None] | None = None
-        self.checks = 0  # checks finished since start (for until_checks)
-        self._checked = asyncio.Condition()
+        self._checked = Milestones()  # checks finished since start
 
     async def segments(self, table: str) -> list[int]:
         return await self._run(lambda conn: segment_pages(conn, table), write=False)
@@ -96,15 +95,17 @@ class IndexMerge(SyncStore):
                             RETRY_SECONDS)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
-            async with self._checked:
-                self.checks += 1
-                self._checked.notify_all()
+            await self._checked.reached()
             await asyncio.sleep(self.check_seconds)
 
     async def until_checks(self, count: int) -> None:
         """Wait until `count` checks (and the merges they started) are done since start."""
-        async with self._checked:
-            await self._checked.wait_for(lambda: self.checks >= count)
+        await self._checked.until(count)
+
+    @property
+    def checks(self) -> int:
+        """Checks finished since start."""
+        return self._checked.count
 
     def start(self) -> None:
         if self._task is None:

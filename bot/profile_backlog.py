@@ -12,7 +12,7 @@ import time
 
 from bot.db.connection import Connection, DatabaseError, SyncStore
 from bot.db.profiles import fill_profile_backlog, profile_backlog_size
-from bot.tasks import cancel_and_wait
+from bot.tasks import Milestones, cancel_and_wait
 
 log = logging.getLogger("studybot")
 
@@ -30,8 +30,7 @@ class ProfileBacklog(SyncStore):
         self.batch = batch
         self.pause_seconds = pause_seconds
         self._task: asyncio.Task[int] | None = None
-        self.batches = 0  # batches made since start (for until_batches)
-        self._batch_done = asyncio.Condition()
+        self._batch_done = Milestones()  # batches made since start
 
     async def fill_batch(self) -> int:
         """Make the profiles of up to one batch of the backlog, in one transaction; how many
@@ -60,9 +59,7 @@ class ProfileBacklog(SyncStore):
             if not done:
                 break
             made += done
-            async with self._batch_done:
-                self.batches += 1
-                self._batch_done.notify_all()
+            await self._batch_done.reached()
             await asyncio.sleep(self.pause_seconds)
         log.info("made %d related-research profiles in %.1f s", made,
                  time.monotonic() - started)
@@ -70,8 +67,12 @@ class ProfileBacklog(SyncStore):
 
     async def until_batches(self, count: int) -> None:
         """Wait until `count` batches were made since start."""
-        async with self._batch_done:
-            await self._batch_done.wait_for(lambda: self.batches >= count)
+        await self._batch_done.until(count)
+
+    @property
+    def batches(self) -> int:
+        """Batches made since start."""
+        return self._batch_done.count
 
     def start(self) -> None:
         if self._task is None:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.db import semantic_vectors as store
 from bot.db.connection import Connection, DatabaseError, SyncStore
-from bot.tasks import cancel_and_wait
+from bot.tasks import Milestones, cancel_and_wait
 
 if TYPE_CHECKING:
     from bot.semantic import Model, VectorIndex
@@ -91,8 +91,7 @@ class SemanticBacklog(SyncStore):
         self.pause_seconds = pause_seconds
         self.poll_seconds = poll_seconds
         self.semantic: Semantic | None = None
-        self.batches = 0
-        self._batch_done = asyncio.Condition()
+        self._batch_done = Milestones()  # batches folded in since start
         self._task: asyncio.Task[None] | None = None
         # Set after each pass of the background loop (the tests wait on it).
         self.caught_up = asyncio.Event()
@@ -171,17 +170,19 @@ class SemanticBacklog(SyncStore):
             await asyncio.to_thread(semantic.index.update, found, vectors, cells)
             after = pks[-1]
             made += len(found)
-            async with self._batch_done:
-                self.batches += 1
-                self._batch_done.notify_all()
+            await self._batch_done.reached()
             await asyncio.sleep(self.pause_seconds)
         if made:
             log.info("folded in the related-research vectors of %d studies", made)
         return made
 
     async def until_batches(self, count: int) -> None:
-        async with self._batch_done:
-            await self._batch_done.wait_for(lambda: self.batches >= count)
+        await self._batch_done.until(count)
+
+    @property
+    def batches(self) -> int:
+        """Batches folded in since start."""
+        return self._batch_done.count
 
     async def remaining(self) -> int:
         sem, semantic = self.module, self.semantic

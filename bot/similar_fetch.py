@@ -28,7 +28,7 @@ from bot.config import Config, ncbi_api_key
 from bot.db import Connection, DatabaseError
 from bot.db.neighbours import NeighbourStore
 from bot.feeds import EutilsClient, FeedError
-from bot.tasks import cancel_and_wait
+from bot.tasks import Milestones, cancel_and_wait
 
 log = logging.getLogger("studybot.similar")
 
@@ -125,10 +125,9 @@ class SimilarArticles:
         self.start_delay_seconds = start_delay_seconds
         self.retry_seconds = retry_seconds
         self.failures = 0  # batches failed in a row
-        self.attempts = 0  # batches tried since start (fetched, or failed)
         # Set while every study with a PMID has its similar articles (cleared by wake()).
         self.caught_up = asyncio.Event()
-        self._attempted = asyncio.Condition()
+        self._attempted = Milestones()  # batches tried since start (fetched, or failed)
         self._wake = asyncio.Event()
         self._below_pk: int | None = None  # where the walk from the newest study is
         self._top_pk: int | None = None  # the newest study when the walk began
@@ -202,8 +201,12 @@ class SimilarArticles:
 
     async def until_attempts(self, count: int) -> None:
         """Wait until `count` batches were tried since start."""
-        async with self._attempted:
-            await self._attempted.wait_for(lambda: self.attempts >= count)
+        await self._attempted.until(count)
+
+    @property
+    def attempts(self) -> int:
+        """Batches tried since start (fetched, or failed)."""
+        return self._attempted.count
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -267,6 +270,4 @@ class SimilarArticles:
             await self._attempt_done()
 
     async def _attempt_done(self) -> None:
-        async with self._attempted:
-            self.attempts += 1
-            self._attempted.notify_all()
+        await self._attempted.reached()
